@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Every target below is idempotent: running it again reuses what exists.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export FLASK_APP := wsgi:app
+
+.PHONY: run test deps assets chromium migrate admin bench clean
+
+run: deps assets
+	$(PY) -m services.launcher
+
+test: deps assets chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+# htmx comes from the npm registry (pinned in package.json) and is copied under static/vendor,
+# which git ignores: no third-party library file is committed.
+assets: static/vendor/.installed
+
+static/vendor/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp node_modules/htmx.org/dist/ext/hx-sse.min.js static/vendor/hx-sse.min.js
+	touch $@
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+migrate: deps  ## apply migrations only (make run does this itself)
+	$(VENV)/bin/flask db upgrade
+
+bench: deps
+	$(PY) bench/relay.py
+	$(PY) bench/sessions.py
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor

@@ -1,0 +1,66 @@
+"""The Switchboard web app: `create_app` builds it (Flask's application-factory pattern)."""
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import PROJECT_ROOT, ConfigError, load_config
+
+__all__ = ["create_app", "ConfigError"]
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+        instance_path=str(PROJECT_ROOT / "instance"),
+    )
+    app.config.update(load_config(app.instance_path, config))
+
+    from .logs import assign_request_id, configure_logging, echo_request_id
+
+    configure_logging(app.config["LOG_LEVEL"])
+    if app.config["TRUSTED_PROXIES"]:
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    from . import database  # noqa: F401  (installs the SQLite pragma listener)
+    from .extensions import csrf, db, limiter, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter.init_app(app)
+
+    from .security import init_security
+
+    init_security(app)
+    app.before_request(assign_request_id)
+    app.after_request(echo_request_id)
+
+    database.check_database(app)
+
+    from .fleet import init_fleet
+
+    init_fleet(app)
+
+    from . import auth, health
+    from .chat import api as chat_api
+    from .chat import pages as chat_pages
+    from .errors import register_error_handlers
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(chat_pages.bp)
+    app.register_blueprint(chat_api.bp)
+    app.cli.add_command(auth.users_cli)
+    register_error_handlers(app)
+
+    from .chat.runs import init_runs
+
+    init_runs(app)
+    return app

@@ -1,0 +1,120 @@
+"""The chat JSON API: agents and models, sending a message, the reply stream, and stop."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from flask_login import current_user
+
+from ..errors import error_response
+from ..fleet import health, registry
+from ..ownership import owned_session
+from .service import ChatError, cancel_latest, send_message
+from .streaming import json_event_stream, last_event_id, latest_run_id
+
+bp = Blueprint("chat_api", __name__, url_prefix="/api")
+
+
+@bp.errorhandler(ChatError)
+def chat_error(exc: ChatError):
+    return error_response(exc.status, exc.message)
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        if request.mimetype != "application/json":
+            raise ChatError(415, "Send the request body as JSON (Content-Type: application/json).")
+        raise ChatError(400, "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        raise ChatError(400, "The request body must be a JSON object.")
+    return body
+
+
+def agent_summary(agent, checker) -> dict:
+    status = checker.status(agent)
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "parent_role": agent.parent_role,
+        "protocol": agent.protocol,
+        "models": [model.model_id for model in agent.models],
+        "status": status,
+        "reason": None if status == "up" else checker.reason(agent),
+    }
+
+
+def model_summary(agent, model) -> dict:
+    return {
+        "agent_id": agent.agent_id,
+        "model_id": model.model_id,
+        "name": model.name,
+        "context_window": model.context_window,
+        "cost_per_1m_input": model.cost_per_1m_input,
+        "cost_per_1m_output": model.cost_per_1m_output,
+    }
+
+
+@bp.get("/agents")
+def list_agents():
+    checker = health()
+    return jsonify(agents=[agent_summary(agent, checker) for agent in registry().agents])
+
+
+@bp.get("/models")
+def list_models():
+    agent_id = request.args.get("agent_id")
+    fleet = registry()
+    if agent_id:
+        agent = fleet.get(agent_id)
+        if agent is None:
+            raise ChatError(404, f"There is no agent {agent_id!r}.")
+        agents = [agent]
+    else:
+        agents = fleet.agents
+    return jsonify(models=[model_summary(agent, model) for agent in agents for model in agent.models])
+
+
+@bp.get("/me")
+def me():
+    from flask_wtf.csrf import generate_csrf
+
+    return jsonify(username=current_user.username, role=current_user.role, csrf_token=generate_csrf())
+
+
+@bp.post("/chat/message")
+def post_message():
+    body = json_body()
+    sent = send_message(
+        current_user,
+        agent_id=body.get("agent_id"),
+        model_id=body.get("model_id"),
+        content=body.get("content"),
+        session_id=body.get("session_id"),
+    )
+    stream_url = url_for("chat_api.stream", session_id=sent.session.id)
+    if request.accept_mimetypes.best == "text/event-stream":
+        # Streaming straight from the POST saves a round trip; the 202 path is the default.
+        response = json_event_stream(sent.reply.id, 0)
+        response.headers.update({"X-Session-Id": sent.session.id, "X-Message-Id": sent.reply.id})
+        return response
+    response = jsonify(
+        session_id=sent.session.id,
+        message_id=sent.reply.id,
+        user_message_id=sent.user_message.id,
+        stream_url=stream_url,
+    )
+    response.status_code = 202
+    response.headers["Location"] = stream_url
+    return response
+
+
+@bp.get("/chat/stream/<session_id>")
+def stream(session_id: str):
+    session = owned_session(session_id, admin_may_read=True)
+    return json_event_stream(latest_run_id(session.id), last_event_id())
+
+
+@bp.post("/chat/sessions/<session_id>/cancel")
+def cancel(session_id: str):
+    session = owned_session(session_id)
+    status, body = cancel_latest(session)
+    return jsonify(body), status

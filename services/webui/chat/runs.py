@@ -1,0 +1,491 @@
+"""Runs: the server-side owner of an agent's reply.
+
+A run reads the agent's stream through the gateway, appends every event with a sequence number to
+an in-memory log (pushed at once to subscribers in this process) and flushes the log, the reply
+text and the status to the database at most every RUN_FLUSH_SECONDS, so that a subscriber on
+another gunicorn worker, or after a reload, replays exactly what it missed. Closing the browser
+does not stop a run; only a cancel does.
+
+Cross-worker coordination goes through the database only: the cancel flag on the run row, the
+owner's heartbeat (`beat_at`), and the session's `active_run_id` claim. One watcher thread per
+process polls for cancel flags of all its runs in one query and keeps their heartbeat fresh.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import psutil
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from services.gateway.client import cancel_task, open_task
+from services.gateway.registry import Agent
+
+from ..extensions import db
+from ..models import FINAL_STATUSES, LIVE_STATUSES, ConversationSession, Message, Run, RunEvent, utcnow
+
+log = logging.getLogger("switchboard.runs")
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+# A native agent gets this long to confirm a cancel before the run closes the upstream itself.
+CANCEL_GRACE_SECONDS = 2.0
+WATCH_INTERVAL_SECONDS = 0.25
+BEAT_INTERVAL_SECONDS = 5.0
+REMOTE_POLL_SECONDS = 0.2
+STATUS_FROM_UPDATE = {"planning", "executing", "awaiting_approval", "streaming"}
+
+runs_table = Run.__table__
+events_table = RunEvent.__table__
+messages_table = Message.__table__
+sessions_table = ConversationSession.__table__
+
+
+@dataclass
+class StreamEvent:
+    seq: int
+    type: str
+    data: dict
+
+
+@dataclass
+class LiveRun:
+    """The in-process half of a run that this process drives."""
+
+    message_id: str
+    session_id: str
+    agent: Agent
+    events: list[StreamEvent] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    finished: bool = False
+    cancel_deadline: float | None = None
+    stream: object = None
+
+    def append(self, type_: str, data: dict) -> StreamEvent:
+        with self.changed:
+            event = StreamEvent(len(self.events) + 1, type_, data)
+            self.events.append(event)
+            if type_ == "done":
+                self.finished = True
+            self.changed.notify_all()
+        return event
+
+    def request_cancel(self) -> None:
+        """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
+        if self.cancel_deadline is not None or self.finished:
+            return
+        self.cancel_deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        if self.agent.protocol == "native":
+            cancel_task(self.agent, self.message_id)
+        else:
+            self.cancel_deadline = time.monotonic()
+        self._close_if_due()
+
+    def _close_if_due(self) -> None:
+        if self.cancel_deadline is not None and time.monotonic() >= self.cancel_deadline and self.stream:
+            self.stream.close(status="cancelled")
+
+
+_live: dict[str, LiveRun] = {}
+_live_lock = threading.Lock()
+_watcher: threading.Thread | None = None
+
+
+def live_run(message_id: str) -> LiveRun | None:
+    return _live.get(message_id)
+
+
+# ---- starting and driving a run -----------------------------------------------------------------
+
+
+def prepare_run(agent: Agent, message_id: str, session_id: str) -> LiveRun:
+    """Register the run in this process before its rows are committed.
+
+    Registering first means no subscriber in this process can see the committed run row without
+    also finding the live run, and mistake it for the orphan of a dead process.
+    """
+    run = LiveRun(message_id=message_id, session_id=session_id, agent=agent)
+    with _live_lock:
+        _live[message_id] = run
+    return run
+
+
+def abandon_run(run: LiveRun) -> None:
+    with _live_lock:
+        _live.pop(run.message_id, None)
+
+
+def launch_run(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
+    """Drive a prepared run, whose Run row is committed, in a thread (a greenlet under gevent)."""
+    _ensure_watcher(app)
+    thread = threading.Thread(
+        target=_drive, args=(app, run, model_id, messages), name=f"run-{run.message_id[:8]}", daemon=True
+    )
+    thread.start()
+
+
+def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
+    config = app.config
+    flush_every = config["RUN_FLUSH_SECONDS"]
+    text: list[str] = []
+    state = {"status": "pending", "usage": None, "error": None}
+    unflushed: list[StreamEvent] = []
+    last_flush = time.monotonic()
+    try:
+        with app.app_context():
+            run.stream = open_task(
+                run.agent,
+                task_id=run.message_id,
+                session_id=run.session_id,
+                model_id=model_id,
+                messages=messages,
+                connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
+                idle_timeout=config["AGENT_IDLE_TIMEOUT"],
+                tick=min(flush_every, WATCH_INTERVAL_SECONDS),
+            )
+            if run.cancel_deadline is not None:  # cancelled while connecting
+                run.cancel_deadline = time.monotonic()
+            for event in run.stream:
+                run._close_if_due()
+                if event is not None:
+                    data = dict(event.data)
+                    if event.type == "done":
+                        data["message_id"] = run.message_id
+                    unflushed.append(run.append(event.type, data))
+                    _apply(event.type, data, text, state)
+                now = time.monotonic()
+                if unflushed and (now - last_flush >= flush_every or run.finished):
+                    _flush(run, unflushed, text, state)
+                    unflushed, last_flush = [], now
+                if run.finished:
+                    break
+    except Exception:  # never leave a reply spinning: record what we have as interrupted
+        log.exception("run %s failed", run.message_id)
+        if not run.finished:
+            state["status"], state["error"] = "interrupted", "Switchboard lost this reply's stream."
+            unflushed.append(run.append("usage", _usage_so_far(state)))
+            unflushed.append(
+                run.append("done", {"status": "interrupted", "error": state["error"], "message_id": run.message_id})
+            )
+        try:
+            with app.app_context():
+                _flush(run, unflushed, text, state)
+        except Exception:
+            log.exception("run %s could not record its end", run.message_id)
+    finally:
+        if run.stream is not None:
+            run.stream.close(status="cancelled")
+        with _live_lock:
+            _live.pop(run.message_id, None)
+
+
+def _apply(type_: str, data: dict, text: list[str], state: dict) -> None:
+    if type_ == "token":
+        text.append(str(data.get("text", "")))
+        if state["status"] == "pending":
+            state["status"] = "streaming"
+    elif type_ == "status_update":
+        if data.get("status") in STATUS_FROM_UPDATE:
+            state["status"] = data["status"]
+    elif type_ == "usage":
+        state["usage"] = data
+    elif type_ == "done":
+        final = data.get("status")
+        state["status"] = final if final in FINAL_STATUSES else "error"
+        state["error"] = data.get("error")
+
+
+def _usage_so_far(state: dict) -> dict:
+    return state["usage"] or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _flush(run: LiveRun, events: list[StreamEvent], text: list[str], state: dict) -> None:
+    """Write new events, the reply so far and its status in one short transaction."""
+    now = utcnow()
+    final = state["status"] in FINAL_STATUSES
+    message_values = {"content": "".join(text), "status": state["status"]}
+    if state["usage"] is not None:
+        message_values["usage"] = json.dumps(state["usage"], sort_keys=True)
+    if final:
+        message_values.update(error=state["error"], completed_at=now)
+    with db.engine.begin() as conn:
+        if events:
+            conn.execute(
+                insert(events_table),
+                [
+                    {"run_id": run.message_id, "seq": e.seq, "type": e.type, "data": json.dumps(e.data), "created_at": now}
+                    for e in events
+                ],
+            )
+        conn.execute(update(messages_table).where(messages_table.c.id == run.message_id).values(**message_values))
+        run_values = {"last_seq": len(run.events), "beat_at": now}
+        if final:
+            run_values["ended_at"] = now
+        conn.execute(update(runs_table).where(runs_table.c.message_id == run.message_id).values(**run_values))
+        if final:
+            conn.execute(
+                update(sessions_table)
+                .where(sessions_table.c.id == run.session_id, sessions_table.c.active_run_id == run.message_id)
+                .values(active_run_id=None, updated_at=now)
+            )
+
+
+# ---- the per-process watcher: cancel flags and heartbeats ---------------------------------------
+
+
+def _ensure_watcher(app) -> None:
+    global _watcher
+    with _live_lock:
+        if _watcher is not None and _watcher.is_alive():
+            return
+        _watcher = threading.Thread(target=_watch, args=(app,), name="run-watcher", daemon=True)
+        _watcher.start()
+
+
+def _watch(app) -> None:
+    last_beat = 0.0
+    while True:
+        time.sleep(WATCH_INTERVAL_SECONDS)
+        if not _live:
+            continue
+        try:
+            with app.app_context(), db.engine.begin() as conn:
+                flagged = conn.execute(
+                    select(runs_table.c.message_id).where(
+                        runs_table.c.owner == OWNER,
+                        runs_table.c.ended_at.is_(None),
+                        runs_table.c.cancel_requested_at.is_not(None),
+                    )
+                ).scalars().all()
+                if time.monotonic() - last_beat >= BEAT_INTERVAL_SECONDS:
+                    conn.execute(
+                        update(runs_table)
+                        .where(runs_table.c.owner == OWNER, runs_table.c.ended_at.is_(None))
+                        .values(beat_at=utcnow())
+                    )
+                    last_beat = time.monotonic()
+            for message_id in flagged:
+                run = _live.get(message_id)
+                if run is not None:
+                    run.request_cancel()
+            for run in list(_live.values()):
+                run._close_if_due()
+        except Exception:
+            log.exception("run watcher tick failed")
+
+
+def request_cancel(message_id: str, agent: Agent | None) -> None:
+    """Flag the run for cancel; act at once when this process drives it or the agent is native."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(runs_table)
+            .where(runs_table.c.message_id == message_id, runs_table.c.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=utcnow())
+        )
+    run = _live.get(message_id)
+    if run is not None:
+        run.request_cancel()
+    elif agent is not None and agent.protocol == "native":
+        # The agent stops its work now; the owning worker sees `done cancelled` on its stream.
+        cancel_task(agent, message_id)
+
+
+# ---- subscribing: replay, then live -------------------------------------------------------------
+
+
+def subscribe(app, message_id: str, after_seq: int, heartbeat: float):
+    """Yield the run's events after `after_seq`, then live ones until `done`; None = heartbeat due.
+
+    Never holds a database connection across a yield.
+    """
+    run = _live.get(message_id)
+    if run is not None:
+        yield from _subscribe_local(run, after_seq, heartbeat)
+    else:
+        yield from _subscribe_stored(app, message_id, after_seq, heartbeat)
+
+
+def _subscribe_local(run: LiveRun, after_seq: int, heartbeat: float):
+    sent = after_seq
+    while True:
+        with run.changed:
+            if len(run.events) <= sent and not run.finished:
+                run.changed.wait(timeout=heartbeat)
+            pending = run.events[sent:]
+        if not pending:
+            yield None
+            continue
+        for event in pending:
+            yield event
+            sent = event.seq
+            if event.type == "done":
+                return
+
+
+def _subscribe_stored(app, message_id: str, after_seq: int, heartbeat: float):
+    sent = after_seq
+    quiet_since = time.monotonic()
+    while True:
+        with app.app_context():
+            with db.engine.connect() as conn:
+                run_row = conn.execute(select(runs_table).where(runs_table.c.message_id == message_id)).first()
+                rows = conn.execute(
+                    select(events_table.c.seq, events_table.c.type, events_table.c.data)
+                    .where(events_table.c.run_id == message_id, events_table.c.seq > sent)
+                    .order_by(events_table.c.seq)
+                ).all()
+            if run_row is None:
+                return
+            if not rows and run_row.ended_at is not None:
+                yield from _synthesized_replay(message_id, run_row, sent)
+                return
+            if not rows and _is_orphan(run_row, app.config["RUN_STALE_SECONDS"]):
+                mark_interrupted([message_id])
+                continue
+        for seq, type_, data in rows:
+            yield StreamEvent(seq, type_, json.loads(data))
+            sent = seq
+            quiet_since = time.monotonic()
+            if type_ == "done":
+                return
+        # A run driven in this process may have started since we looked: switch to its memory.
+        run = _live.get(message_id)
+        if run is not None:
+            yield from _subscribe_local(run, sent, heartbeat)
+            return
+        if time.monotonic() - quiet_since >= heartbeat:
+            quiet_since = time.monotonic()
+            yield None
+        time.sleep(min(REMOTE_POLL_SECONDS, heartbeat))
+
+
+def _synthesized_replay(message_id: str, run_row, sent: int):
+    """An ended run whose event log was purged: the whole reply as one token, usage, done."""
+    message = db.session.get(Message, message_id)
+    db.session.remove()
+    if message is None:
+        return
+    last = run_row.last_seq
+    if sent < last - 2 or sent == 0:
+        if message.content:
+            yield StreamEvent(max(last - 2, 1), "token", {"text": message.content})
+        yield StreamEvent(max(last - 1, 2), "usage", message.usage or {})
+    done = {"status": message.status, "message_id": message_id}
+    if message.error:
+        done["error"] = message.error
+    yield StreamEvent(max(last, 3), "done", done)
+
+
+def _is_orphan(run_row, stale_seconds: float) -> bool:
+    if run_row.ended_at is not None:
+        return False
+    if run_row.owner == OWNER:
+        return run_row.message_id not in _live
+    beat = run_row.beat_at or run_row.created_at
+    if beat < utcnow() - timedelta(seconds=stale_seconds):
+        return True
+    host, _, pid = (run_row.owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+# ---- recovery and housekeeping ------------------------------------------------------------------
+
+
+def mark_interrupted(message_ids: list[str]) -> int:
+    """End runs whose driving process died: keep the text, status interrupted, close the grammar."""
+    if not message_ids:
+        return 0
+    now = utcnow()
+    error = "The server restarted while this reply was being written; the text so far is kept."
+    with db.engine.begin() as conn:
+        for message_id in message_ids:
+            ended = conn.execute(
+                update(runs_table)
+                .where(runs_table.c.message_id == message_id, runs_table.c.ended_at.is_(None))
+                .values(ended_at=now)
+            ).rowcount
+            if not ended:
+                continue  # someone else finished it first
+            last_seq = conn.execute(
+                select(runs_table.c.last_seq).where(runs_table.c.message_id == message_id)
+            ).scalar_one()
+            stored_max = conn.execute(
+                select(db.func.max(events_table.c.seq)).where(events_table.c.run_id == message_id)
+            ).scalar() or 0
+            seq = max(last_seq, stored_max)
+            usage_row = conn.execute(
+                select(messages_table.c.usage, messages_table.c.session_id).where(messages_table.c.id == message_id)
+            ).first()
+            conn.execute(
+                insert(events_table),
+                [
+                    {"run_id": message_id, "seq": seq + 1, "type": "usage",
+                     "data": usage_row.usage or json.dumps({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+                     "created_at": now},
+                    {"run_id": message_id, "seq": seq + 2, "type": "done",
+                     "data": json.dumps({"status": "interrupted", "error": error, "message_id": message_id}),
+                     "created_at": now},
+                ],
+            )
+            conn.execute(update(runs_table).where(runs_table.c.message_id == message_id).values(last_seq=seq + 2))
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id == message_id)
+                .values(status="interrupted", error=error, completed_at=now)
+            )
+            conn.execute(
+                update(sessions_table)
+                .where(sessions_table.c.id == usage_row.session_id, sessions_table.c.active_run_id == message_id)
+                .values(active_run_id=None)
+            )
+    log.warning("marked %d orphaned run(s) interrupted", len(message_ids))
+    return len(message_ids)
+
+
+def recover_orphans(stale_seconds: float) -> int:
+    """Find runs left live by a process that died (stale heartbeat or dead pid) and end them."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(runs_table).where(runs_table.c.ended_at.is_(None))).all()
+    orphans = [row.message_id for row in rows if _is_orphan(row, stale_seconds)]
+    # Replies that never got a run row (the process died between commits) are orphans too.
+    with db.engine.connect() as conn:
+        runless = conn.execute(
+            select(messages_table.c.id)
+            .outerjoin(runs_table, runs_table.c.message_id == messages_table.c.id)
+            .where(messages_table.c.status.in_(LIVE_STATUSES), runs_table.c.message_id.is_(None))
+        ).scalars().all()
+    if runless:
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id.in_(runless))
+                .values(status="interrupted", error="This reply was never started.", completed_at=utcnow())
+            )
+    return mark_interrupted(orphans) + len(runless)
+
+
+def purge_event_logs(retention_seconds: int) -> int:
+    """Drop event logs of runs that ended long ago; their replay is then synthesized."""
+    cutoff = utcnow() - timedelta(seconds=retention_seconds)
+    with db.engine.begin() as conn:
+        old_runs = select(runs_table.c.message_id).where(
+            and_(runs_table.c.ended_at.is_not(None), runs_table.c.ended_at < cutoff)
+        )
+        return conn.execute(delete(events_table).where(events_table.c.run_id.in_(old_runs))).rowcount
+
+
+def init_runs(app) -> None:
+    """On start-up: end the runs of dead processes and purge old event logs."""
+    with app.app_context():
+        try:
+            recover_orphans(app.config["RUN_STALE_SECONDS"])
+            purge_event_logs(app.config["RUN_EVENT_RETENTION_SECONDS"])
+        except (OperationalError, ProgrammingError):
+            # Tables not created yet (before `flask db upgrade`): nothing to recover.
+            db.session.rollback()

@@ -1,0 +1,58 @@
+"""Server-Sent Events responses: the JSON event stream of a session's latest run."""
+from __future__ import annotations
+
+import json
+
+from flask import Response, current_app, request, stream_with_context
+from sqlalchemy import select
+
+from services.gateway.sse import format_comment, format_sse
+
+from ..extensions import db
+from ..models import Run
+from . import runs
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    # Never compress a stream: a compressor buffers, and the reader then waits for nothing.
+    "Content-Encoding": "identity",
+}
+
+
+def latest_run_id(session_id: str) -> str | None:
+    return db.session.scalar(
+        select(Run.message_id).where(Run.session_id == session_id).order_by(Run.created_at.desc()).limit(1)
+    )
+
+
+def last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        return 0
+
+
+def sse_response(chunks) -> Response:
+    response = Response(stream_with_context(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return response
+
+
+def json_event_stream(message_id: str | None, after_seq: int) -> Response:
+    """tokens, status updates, one usage, done last; ':keep-alive' whenever nothing else went out."""
+    app = current_app._get_current_object()
+    heartbeat = app.config["HEARTBEAT_SECONDS"]
+    db.session.remove()  # release the request's connection before the long-lived part
+
+    def chunks():
+        yield "retry: 1000\n\n"
+        if message_id is None:
+            return
+        for event in runs.subscribe(app, message_id, after_seq, heartbeat):
+            if event is None:
+                yield format_comment("keep-alive")
+            else:
+                yield format_sse(json.dumps(event.data), event=event.type, id=str(event.seq))
+
+    return sse_response(chunks())

@@ -1,0 +1,133 @@
+"""Configuration from environment variables (and an optional .env file).
+
+Every setting has one place here. A bad value stops start-up with one sentence that names the
+setting, raised as ConfigError; the launcher, the CLI and wsgi.py print it and exit.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = PROJECT_ROOT / "services" / "webui" / "data"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message is one sentence naming it."""
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def _float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def _bool(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}.")
+
+
+def _secret_key(env: dict, instance_path: Path) -> str:
+    """SECRET_KEY from the environment, else one generated once into the instance folder."""
+    if env.get("SECRET_KEY"):
+        if len(env["SECRET_KEY"]) < 16:
+            raise ConfigError("SECRET_KEY must be at least 16 characters long.")
+        return env["SECRET_KEY"]
+    key_file = instance_path / "secret_key"
+    try:
+        if key_file.exists():
+            return key_file.read_text().strip()
+        instance_path.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        # Created with 0600 so that other local users cannot read it.
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
+    except FileExistsError:
+        return key_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"SECRET_KEY is not set and cannot be stored in {key_file}: {exc.strerror}."
+        ) from None
+
+
+def _database_url(env: dict) -> str:
+    url = env.get("DATABASE_URL")
+    if url:
+        if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            raise ConfigError(
+                f"DATABASE_URL must start with sqlite: or postgresql:, not {url.split(':')[0]!r}."
+            )
+        # Heroku-style URLs say postgres://, which SQLAlchemy no longer accepts.
+        return url.replace("postgres://", "postgresql://", 1)
+    DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
+
+
+def load_config(instance_path: str, overrides: dict | None = None) -> dict:
+    """Build the Flask config mapping from the environment; `overrides` win (used by tests)."""
+    load_dotenv(PROJECT_ROOT / ".env", override=False)
+    env = dict(os.environ)
+    overrides = dict(overrides or {})
+    agents_file = env.get("AGENTS_FILE") or str(PROJECT_ROOT / "config" / "agents.toml")
+    config = {
+        "SECRET_KEY": overrides.get("SECRET_KEY") or _secret_key(env, Path(instance_path)),
+        "SQLALCHEMY_DATABASE_URI": overrides.get("SQLALCHEMY_DATABASE_URI") or _database_url(env),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "AGENTS_FILE": agents_file,
+        "REGISTRY_URL": env.get("REGISTRY_URL") or None,
+        "REGISTRY_TTL": _float(env, "REGISTRY_TTL", 10.0),
+        "HEARTBEAT_SECONDS": _float(env, "HEARTBEAT_SECONDS", 15.0, minimum=0.05),
+        "AGENT_IDLE_TIMEOUT": _float(env, "AGENT_IDLE_TIMEOUT", 120.0, minimum=0.1),
+        "AGENT_CONNECT_TIMEOUT": _float(env, "AGENT_CONNECT_TIMEOUT", 3.0, minimum=0.1),
+        "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
+        "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
+        "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
+        "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32000, minimum=1),
+        "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "SESSION_COOKIE_SECURE": _bool(env, "SECURE_COOKIES", False),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_NAME": "switchboard_session",
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        "ARCHIVE_IDLE_DAYS": _int(env, "ARCHIVE_IDLE_DAYS", 0),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+    if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {config['LOG_LEVEL']!r}.")
+    config.update({k: v for k, v in overrides.items() if k.isupper()})
+    return config

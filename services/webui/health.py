@@ -1,0 +1,29 @@
+"""GET /healthz: is the database reachable, is the registry loaded, which agents are up."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from .database import database_reachable
+from .fleet import health, registry
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    database_ok = database_reachable()
+    try:
+        agents = registry().agents
+        registry_ok = True
+    except Exception:  # a remote registry that never answered
+        agents, registry_ok = (), False
+    checker = health()
+    agent_status = {agent.agent_id: checker.status(agent) for agent in agents}
+    ok = database_ok and registry_ok
+    body = {
+        "status": "ok" if ok else "degraded",
+        "database": "ok" if database_ok else "unreachable",
+        "registry": {"loaded": registry_ok, "agents": len(agents)},
+        "agents": agent_status,
+    }
+    return jsonify(body), 200 if ok else 503

@@ -1,0 +1,156 @@
+"""The data model: users, conversation sessions, messages, and the runs that produce replies.
+
+Portable by construction: UUIDs are made in Python and stored as text, JSON is stored as TEXT,
+times are naive UTC. The same models and migrations run on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import Index
+
+from .extensions import db
+
+USER_ROLES = ("admin", "user")
+MESSAGE_ROLES = ("user", "assistant", "system")
+# A reply is "live" while a run may still change it.
+LIVE_STATUSES = ("pending", "streaming", "planning", "executing", "awaiting_approval")
+FINAL_STATUSES = ("complete", "cancelled", "error", "interrupted")
+MESSAGE_STATUSES = LIVE_STATUSES + FINAL_STATUSES
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id = db.Column(db.Integer, primary_key=True)
+    username = db.Column(db.String(64), nullable=False, unique=True)
+    password_hash = db.Column(db.String(255), nullable=False)
+    role = db.Column(db.String(16), nullable=False, default="user")
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class ConversationSession(db.Model):
+    __tablename__ = "conversation_sessions"
+
+    id = db.Column(db.String(36), primary_key=True, default=new_id)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    agent_id = db.Column(db.String(64), nullable=False)
+    agent_name = db.Column(db.String(128), nullable=False)
+    parent_role = db.Column(db.String(64), nullable=False, default="")
+    model_id = db.Column(db.String(128), nullable=False)
+    title = db.Column(db.String(200), nullable=False, default="New chat")
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    updated_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    archived_at = db.Column(db.DateTime, nullable=True)
+    # Set while a run is live; claimed with a conditional UPDATE so that two workers cannot
+    # start two runs in one session.
+    active_run_id = db.Column(db.String(36), nullable=True)
+
+    user = db.relationship("User")
+    messages = db.relationship(
+        "Message",
+        back_populates="session",
+        order_by="Message.created_at",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (
+        Index("ix_sessions_user_updated", "user_id", "updated_at"),
+        Index("ix_sessions_user_created", "user_id", "created_at"),
+    )
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+
+    id = db.Column(db.String(36), primary_key=True, default=new_id)
+    session_id = db.Column(
+        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    role = db.Column(db.String(16), nullable=False)
+    message_type = db.Column(db.String(32), nullable=False, default="chat")
+    agent_id = db.Column(db.String(64), nullable=True)
+    content = db.Column(db.Text, nullable=False, default="")
+    status = db.Column(db.String(24), nullable=False, default="complete")
+    usage_json = db.Column("usage", db.Text, nullable=True)
+    error = db.Column(db.Text, nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    completed_at = db.Column(db.DateTime, nullable=True)
+
+    session = db.relationship("ConversationSession", back_populates="messages")
+
+    __table_args__ = (Index("ix_messages_session_created", "session_id", "created_at"),)
+
+    @property
+    def usage(self) -> dict | None:
+        return json.loads(self.usage_json) if self.usage_json else None
+
+    @usage.setter
+    def usage(self, value: dict | None) -> None:
+        self.usage_json = json.dumps(value, sort_keys=True) if value is not None else None
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+class Run(db.Model):
+    """One agent task producing one assistant message; shared state between gunicorn workers."""
+
+    __tablename__ = "runs"
+
+    message_id = db.Column(
+        db.String(36), db.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    session_id = db.Column(
+        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    agent_id = db.Column(db.String(64), nullable=False)
+    model_id = db.Column(db.String(128), nullable=False)
+    # "hostname:pid" of the process reading the agent's stream.
+    owner = db.Column(db.String(128), nullable=True)
+    beat_at = db.Column(db.DateTime, nullable=True)
+    cancel_requested_at = db.Column(db.DateTime, nullable=True)
+    last_seq = db.Column(db.Integer, nullable=False, default=0)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    ended_at = db.Column(db.DateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_runs_session_created", "session_id", "created_at"),
+        Index("ix_runs_owner_ended", "owner", "ended_at"),
+        Index("ix_runs_ended", "ended_at"),
+    )
+
+
+class RunEvent(db.Model):
+    """The run's event log, so a reconnect on any worker replays exactly the missing events."""
+
+    __tablename__ = "run_events"
+
+    run_id = db.Column(
+        db.String(36), db.ForeignKey("runs.message_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq = db.Column(db.Integer, primary_key=True, autoincrement=False)
+    type = db.Column(db.String(24), nullable=False)
+    data = db.Column(db.Text, nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)

@@ -1,0 +1,1 @@
+// Switchboard's own behaviour; htmx does the rest.

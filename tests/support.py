@@ -1,0 +1,105 @@
+"""Helpers shared by the test modules: registries on free ports, CSRF-aware logged-in clients."""
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_registry(path: Path, agents: list[dict]) -> Path:
+    """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}]."""
+    lines = []
+    for agent in agents:
+        lines += [
+            "[[agents]]",
+            f'agent_id = "{agent["agent_id"]}"',
+            f'name = "{agent.get("name", agent["agent_id"].title())}"',
+            f'parent_role = "{agent.get("parent_role", "")}"',
+            f'host = "{agent.get("host", "127.0.0.1")}"',
+            f'port = {agent["port"]}',
+            f'protocol = "{agent.get("protocol", "native")}"',
+        ]
+        if agent.get("api_key_env"):
+            lines.append(f'api_key_env = "{agent["api_key_env"]}"')
+        for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)]):
+            lines += [
+                "[[agents.models]]",
+                f'model_id = "{model_id}"',
+                f'name = "{model_id}"',
+                f"context_window = {window}",
+                "cost_per_1m_input = 1.0",
+                "cost_per_1m_output = 2.0",
+            ]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def default_test_agents() -> list[dict]:
+    """Agents on free ports where nothing listens: for tests that never reach an agent."""
+    return [
+        {"agent_id": "architect", "port": free_port()},
+        {"agent_id": "dir-code", "port": free_port(), "parent_role": "architect"},
+    ]
+
+
+def base_config(tmp_path: Path, db_path: Path, agents_file: Path) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": TEST_SECRET,
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_path}",
+        "AGENTS_FILE": str(agents_file),
+        "LOGIN_RATE_LIMIT": "1000 per minute",
+        "HEARTBEAT_SECONDS": 0.5,
+    }
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html) or re.search(
+        r'name="csrf_token"[^>]*value="([^"]+)"', html
+    )
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+class UserClient:
+    """A test client logged in as one user, which adds the CSRF header to writes."""
+
+    def __init__(self, app, username: str, password: str):
+        self.client = app.test_client()
+        self.username = username
+        page = self.client.get("/login")
+        response = self.client.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": csrf_from(page.text)},
+        )
+        assert response.status_code == 302, response.text
+        self.csrf = self.client.get("/api/me").json["csrf_token"]
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def _write(self, method, url, **kwargs):
+        headers = dict(kwargs.pop("headers", {}) or {})
+        headers.setdefault("X-CSRFToken", self.csrf)
+        return getattr(self.client, method)(url, headers=headers, **kwargs)
+
+    def post(self, url, **kwargs):
+        return self._write("post", url, **kwargs)
+
+    def patch(self, url, **kwargs):
+        return self._write("patch", url, **kwargs)
+
+    def put(self, url, **kwargs):
+        return self._write("put", url, **kwargs)
+
+    def delete(self, url, **kwargs):
+        return self._write("delete", url, **kwargs)
