@@ -60,6 +60,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.cli.add_command(auth.users_cli)
     register_error_handlers(app)
 
+    @app.context_processor
+    def url_endpoints():
+        # Lets the shared layout link to areas (blueprints) only when they are registered.
+        return {"url_endpoints": app.view_functions.keys()}
+
     from .chat.runs import init_runs
 
     init_runs(app)
