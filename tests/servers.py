@@ -45,10 +45,13 @@ class LiveStack:
             for agent_id, parent, name in REFERENCE_AGENTS
         ] + list(self.extra_agents)
         self.registry_path = write_registry(self.workdir / "agents.toml", self.agents)
+        # The fleet runs only the reference agents: extra agents stay unstarted ("down") unless
+        # a test starts something on their port.
+        self.fleet_registry_path = write_registry(self.workdir / "fleet.toml", self.agents[: len(REFERENCE_AGENTS)])
         self.db_path = self.workdir / "switchboard.db"
-        self.log_path = self.workdir / "gunicorn.log"
         self.fleet = None
-        self.server = None
+        self.servers: list[subprocess.Popen] = []
+        self._logs = []
 
     @property
     def env(self) -> dict:
@@ -72,38 +75,56 @@ class LiveStack:
         return f"http://127.0.0.1:{self.agent(agent_id)['port']}"
 
     def start(self) -> "LiveStack":
-        self.fleet = Fleet(str(self.registry_path))
+        self.fleet = Fleet(str(self.fleet_registry_path))
         self.fleet.start()
         self.fleet.wait_healthy(timeout=20)
         for args in (["db", "upgrade"], ["users", "create", self.username, "--password", self.password]):
             subprocess.run([str(BIN / "flask"), *args], cwd=ROOT, env=self.env, check=True, capture_output=True)
-        self._log = open(self.log_path, "w")
-        self.server = subprocess.Popen(
+        self._spawn_server(self.port)
+        return self
+
+    def start_extra_server(self) -> str:
+        """A second gunicorn on the same database: deterministic "another worker" for tests."""
+        port = free_port()
+        self._spawn_server(port)
+        return f"http://127.0.0.1:{port}"
+
+    def _spawn_server(self, port: int) -> None:
+        log = open(self.workdir / f"gunicorn-{port}.log", "w")
+        self._logs.append(log)
+        server = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**self.env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
         )
+        self.servers.append(server)
+        url = f"http://127.0.0.1:{port}/healthz"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
+            if server.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {Path(log.name).read_text()[-2000:]}")
             try:
-                if requests.get(self.base_url + "/healthz", timeout=1).status_code in (200, 503):
-                    return self
+                requests.get(url, timeout=1)
+                return
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not answer within 30 s")
 
+    def server_log(self) -> str:
+        return "\n".join(Path(log.name).read_text() for log in self._logs)
+
     def stop(self) -> None:
-        if self.server and self.server.poll() is None:
-            self.server.terminate()
+        for server in self.servers:
+            if server.poll() is None:
+                server.terminate()
+        for server in self.servers:
             try:
-                self.server.wait(timeout=10)
+                server.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.server.kill()
+                server.kill()
         if self.fleet:
             self.fleet.stop()
-        if getattr(self, "_log", None):
-            self._log.close()
+        for log in self._logs:
+            log.close()
 
     def __enter__(self):
         return self.start()

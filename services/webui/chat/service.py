@@ -115,6 +115,7 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
         status="pending", created_at=now + timedelta(microseconds=1),
     )
     db.session.add_all([user_message, reply])
+    db.session.flush()  # the run row refers to the reply; SQLAlchemy does not know that order
     db.session.add(Run(
         message_id=reply_id, session_id=session.id, agent_id=agent.agent_id, model_id=model.model_id,
         owner=runs.OWNER, beat_at=now, created_at=now,

@@ -6,12 +6,13 @@ import json
 from flask import Response, current_app, request, stream_with_context
 from sqlalchemy import select
 
-from services.gateway.sse import format_comment, format_sse
+from services.gateway.sse import format_sse
 
 from ..extensions import db
 from ..models import Run
 from . import runs
 
+KEEP_ALIVE = ":keep-alive\n\n"
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -51,7 +52,7 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
             return
         for event in runs.subscribe(app, message_id, after_seq, heartbeat):
             if event is None:
-                yield format_comment("keep-alive")
+                yield KEEP_ALIVE
             else:
                 yield format_sse(json.dumps(event.data), event=event.type, id=str(event.seq))
 

@@ -1,0 +1,267 @@
+"""The relay end to end: real reference agents, real gunicorn (gevent workers), a real SQLite file.
+
+The stream is read with sseclient-py, an SSE client independent of ours. "Another worker" is made
+deterministic by a second gunicorn serving the same database: a request there can never land on
+the process that runs the stream.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+import requests
+import sseclient
+
+from ..servers import LiveStack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    extra = [{"agent_id": "dir-ops", "parent_role": "architect", "name": "Ops Director", "port": 0}]
+    from ..support import free_port
+
+    extra[0]["port"] = free_port()  # nothing listens there: the agent is down
+    with LiveStack(tmp_path_factory.mktemp("relay"), workers=2, extra_agents=extra) as stack:
+        stack.other_url = stack.start_extra_server()
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    return stack.login()
+
+
+def send(api, content, agent_id="dir-code", **extra):
+    response = api.post("/api/chat/message", json={"agent_id": agent_id, "content": content, **extra})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def open_stream(api, url, last_event_id=None, base=None):
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    response = api.get((base or "") + url, headers=headers, stream=True, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    return response
+
+
+def read_events(api, url, last_event_id=None, limit=None, base=None):
+    response = open_stream(api, url, last_event_id, base)
+    events = []
+    try:
+        for event in sseclient.SSEClient(response).events():
+            events.append(event)
+            if event.event == "done" or (limit and len(events) >= limit):
+                break
+    finally:
+        response.close()
+    return events
+
+
+def assert_grammar(events):
+    kinds = [e.event for e in events]
+    assert kinds[-1] == "done", kinds
+    assert kinds.count("done") == 1 and kinds.count("usage") == 1
+    assert kinds[-2] == "usage"
+    assert set(kinds[:-2]) <= {"token", "status_update"}
+    seqs = [int(e.id) for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def text_of(events):
+    return "".join(json.loads(e.data)["text"] for e in events if e.event == "token")
+
+
+def db_row(stack, message_id):
+    with sqlite3.connect(stack.db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+
+
+def agent_task(stack, agent_id, task_id):
+    return requests.get(f"{stack.agent_url(agent_id)}/tasks/{task_id}", timeout=5).json()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_event_order_tokens_then_one_usage_then_done(stack, api):
+    sent = send(api, "Plan the data migration @@tokens=30 @@delay_ms=10")
+    events = read_events(api, sent["stream_url"])
+    assert_grammar(events)
+    kinds = [e.event for e in events]
+    assert kinds.count("token") == 30 and "status_update" in kinds
+    done = json.loads(events[-1].data)
+    assert done["status"] == "complete" and done["message_id"] == sent["message_id"]
+    usage = json.loads(events[-2].data)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "complete" and r)
+    assert row["content"] == text_of(events)
+
+
+def test_heartbeat_comment_during_a_stall(api):
+    sent = send(api, "Think hard @@tokens=4 @@stall_after=2 @@stall_ms=2500 @@delay_ms=5")
+    response = open_stream(api, sent["stream_url"])
+    raw = b""
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            raw += chunk
+            if b"event: done" in raw:
+                break
+    finally:
+        response.close()
+    text = raw.decode()
+    # The keep-alive comes between the second and third token, while the agent says nothing.
+    stall = text.split('"text"')
+    assert ":keep-alive" in "".join(stall[2:])
+    assert text.count(":keep-alive") >= 2
+
+
+def test_reconnect_with_last_event_id_gives_exactly_the_missing_events(stack, api):
+    sent = send(api, "Explain the design @@tokens=40 @@delay_ms=25")
+    first = read_events(api, sent["stream_url"], limit=8)
+    resumed = read_events(api, sent["stream_url"], last_event_id=first[-1].id)
+    complete = read_events(api, sent["stream_url"])  # an independent full replay
+    combined = first + resumed
+    assert [e.id for e in combined] == [e.id for e in complete]
+    assert [e.data for e in combined] == [e.data for e in complete]
+    assert_grammar(combined)
+
+
+def test_reconnect_on_another_worker_resumes_without_gaps_or_duplicates(stack, api):
+    sent = send(api, "Walk through the rollout @@tokens=60 @@delay_ms=20")
+    first = read_events(api, sent["stream_url"], limit=10)
+    # The other server never runs this stream: it replays from the shared event log.
+    resumed = read_events(api, sent["stream_url"], last_event_id=first[-1].id, base=stack.other_url)
+    combined = first + resumed
+    assert_grammar(combined)
+    assert [int(e.id) for e in combined] == list(range(1, len(combined) + 1))
+    assert text_of(combined) == db_row(stack, sent["message_id"])["content"]
+
+
+def test_two_subscribers_see_the_same_events(stack, api):
+    import threading
+
+    sent = send(api, "Summarise the incident @@tokens=25 @@delay_ms=20")
+    results = {}
+
+    def subscribe(name, base):
+        results[name] = read_events(api, sent["stream_url"], base=base)
+
+    threads = [threading.Thread(target=subscribe, args=("a", None)),
+               threading.Thread(target=subscribe, args=("b", stack.other_url))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [(e.id, e.event, e.data) for e in results["a"]] == [(e.id, e.event, e.data) for e in results["b"]]
+    assert_grammar(results["a"])
+
+
+def test_stop_mid_stream_cancels_the_agent_task_and_keeps_the_text(stack, api):
+    sent = send(api, "Write a long report @@tokens=400 @@delay_ms=20")
+    first = read_events(api, sent["stream_url"], limit=12)
+    assert api.post(f"/api/chat/sessions/{sent['session_id']}/cancel").status_code == 202
+    rest = read_events(api, sent["stream_url"], last_event_id=first[-1].id)
+    events = first + rest
+    assert_grammar(events)
+    assert json.loads(events[-1].data)["status"] == "cancelled"
+    task = agent_task(stack, "dir-code", sent["message_id"])
+    assert task["status"] == "cancelled" and task["tokens_sent"] < 400
+    time.sleep(0.3)  # the agent confirms it stopped: no more tokens after the cancel
+    assert agent_task(stack, "dir-code", sent["message_id"])["tokens_sent"] == task["tokens_sent"]
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "cancelled" and r)
+    assert row["content"] and row["content"] == text_of(events)
+
+
+def test_stop_before_the_first_token(stack, api):
+    sent = send(api, "Take your time @@first_token_ms=5000")
+    wait_for(lambda: agent_task(stack, "dir-code", sent["message_id"]).get("status") == "running")
+    assert api.post(f"/api/chat/sessions/{sent['session_id']}/cancel").status_code == 202
+    events = read_events(api, sent["stream_url"])
+    assert_grammar(events)
+    assert json.loads(events[-1].data)["status"] == "cancelled" and text_of(events) == ""
+    assert agent_task(stack, "dir-code", sent["message_id"])["tokens_sent"] == 0
+
+
+def test_stop_handled_by_another_worker(stack, api):
+    sent = send(api, "Long analysis @@tokens=400 @@delay_ms=20")
+    read_events(api, sent["stream_url"], limit=5)
+    other = requests.Session()
+    other.cookies.update(api.cookies)
+    other.headers.update(api.headers)
+    response = other.post(f"{stack.other_url}/api/chat/sessions/{sent['session_id']}/cancel")
+    assert response.status_code == 202
+    events = read_events(api, sent["stream_url"])
+    assert json.loads(events[-1].data)["status"] == "cancelled"
+    assert agent_task(stack, "dir-code", sent["message_id"])["status"] == "cancelled"
+
+
+def test_agent_crash_ends_interrupted_with_the_text_kept(stack, api):
+    sent = send(api, "Go @@tokens=30 @@crash_after=10 @@delay_ms=10")
+    events = read_events(api, sent["stream_url"])
+    assert_grammar(events)
+    assert json.loads(events[-1].data)["status"] == "interrupted"
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "interrupted" and r)
+    assert row["content"] == text_of(events) and len(text_of(events)) > 0
+
+
+def test_agent_down_ends_error_with_a_sentence(stack, api):
+    sent = send(api, "Are you there?", agent_id="dir-ops")
+    events = read_events(api, sent["stream_url"])
+    assert_grammar(events)
+    done = json.loads(events[-1].data)
+    assert done["status"] == "error"
+    assert done["error"] == f"Agent dir-ops is not answering on its port {stack.agent('dir-ops')['port']}."
+    assert db_row(stack, sent["message_id"])["error"] == done["error"]
+
+
+def test_malformed_lines_are_skipped_and_the_stream_continues(api):
+    sent = send(api, "Mixed @@tokens=12 @@malformed=1 @@delay_ms=5")
+    events = read_events(api, sent["stream_url"])
+    assert_grammar(events)
+    assert [e.event for e in events].count("token") == 12
+    assert json.loads(events[-1].data)["status"] == "complete"
+
+
+def test_unknown_agent_404_and_agent_lock_409(api):
+    assert api.post("/api/chat/message", json={"agent_id": "ghost", "content": "hi"}).status_code == 404
+    sent = send(api, "hello @@tokens=3")
+    read_events(api, sent["stream_url"])
+    response = api.post(
+        "/api/chat/message", json={"agent_id": "dir-data", "content": "hi", "session_id": sent["session_id"]}
+    )
+    assert response.status_code == 409
+
+
+def test_closing_the_browser_does_not_stop_the_run(stack, api):
+    sent = send(api, "Background work @@tokens=20 @@delay_ms=20")
+    read_events(api, sent["stream_url"], limit=2)  # then the "tab" goes away
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "complete" and r)
+    assert len(row["content"]) > 0
+    assert agent_task(stack, "dir-code", sent["message_id"])["tokens_sent"] == 20
+
+
+def test_post_can_stream_the_reply_directly(api):
+    response = api.post(
+        "/api/chat/message",
+        json={"agent_id": "architect", "content": "Quick one @@tokens=5"},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+    )
+    assert response.status_code == 200 and response.headers["X-Message-Id"]
+    events = list(sseclient.SSEClient(response).events())
+    assert_grammar(events)

@@ -1,0 +1,151 @@
+"""The chat API's rules, with the Flask test client: validation, the agent lock, one run at a time,
+ownership, and recovery of runs left live by a dead process. (Streaming against real agents and
+gunicorn is in tests/relay/.)"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from services.webui.chat import runs
+from services.webui.extensions import db
+from services.webui.models import ConversationSession, Message, Run, utcnow
+
+
+def send(client, **body):
+    body.setdefault("agent_id", "architect")
+    body.setdefault("content", "Hello there")
+    return client.post("/api/chat/message", json=body)
+
+
+def wait_final(app, message_id, timeout=10.0) -> Message:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            message = db.session.get(Message, message_id)
+            if message.status in ("complete", "cancelled", "error", "interrupted"):
+                return message
+        time.sleep(0.05)
+    raise AssertionError("reply did not end")
+
+
+def test_agents_and_models_are_listed_with_status_and_prices(alice):
+    agents = alice.get("/api/agents").json["agents"]
+    assert [a["agent_id"] for a in agents] == ["architect", "dir-code"]
+    assert agents[1]["parent_role"] == "architect"
+    assert all(a["status"] == "down" and a["reason"] for a in agents)
+    models = alice.get("/api/models?agent_id=dir-code").json["models"]
+    assert {m["model_id"] for m in models} == {"ref-standard", "ref-fast"}
+    assert all({"context_window", "cost_per_1m_input", "cost_per_1m_output"} <= m.keys() for m in models)
+    assert alice.get("/api/models?agent_id=nope").status_code == 404
+
+
+def test_send_saves_the_user_message_and_answers_202_with_the_stream_url(app, alice):
+    response = send(alice, content="What is the plan?", model_id="ref-fast")
+    assert response.status_code == 202
+    body = response.json
+    assert body["stream_url"] == f"/api/chat/stream/{body['session_id']}"
+    with app.app_context():
+        session = db.session.get(ConversationSession, body["session_id"])
+        assert session.title == "What is the plan?" and session.model_id == "ref-fast"
+        user_message = db.session.get(Message, body["user_message_id"])
+        assert user_message.content == "What is the plan?" and user_message.role == "user"
+    # Nothing listens on the agent's port: the reply ends as an error a person can read.
+    reply = wait_final(app, body["message_id"])
+    assert reply.status == "error" and "architect" in reply.error and "not answering" in reply.error
+
+
+def test_unknown_agent_is_404_and_unserved_model_is_422(alice):
+    assert send(alice, agent_id="no-such-agent").status_code == 404
+    response = send(alice, model_id="gpt-imaginary")
+    assert response.status_code == 422 and "gpt-imaginary" in response.json["message"]
+
+
+def test_empty_and_overlong_messages_are_refused_with_a_message(app, alice):
+    assert send(alice, content="   ").status_code == 422
+    too_long = "x" * (app.config["MAX_MESSAGE_CHARS"] + 1)
+    response = send(alice, content=too_long)
+    assert response.status_code == 422 and "limit" in response.json["message"]
+    assert alice.post("/api/chat/message", data="[]", content_type="application/json").status_code == 400
+    assert alice.post("/api/chat/message", data="a=b").status_code == 415
+
+
+def test_a_session_keeps_its_agent_for_life(app, alice):
+    first = send(alice).json
+    wait_final(app, first["message_id"])
+    other = send(alice, agent_id="dir-code", session_id=first["session_id"])
+    assert other.status_code == 409 and "new chat" in other.json["message"]
+    same = send(alice, session_id=first["session_id"], model_id="ref-fast")
+    assert same.status_code == 202 and same.json["session_id"] == first["session_id"]
+
+
+def test_one_run_at_a_time_per_session(app, alice):
+    first = send(alice).json
+    wait_final(app, first["message_id"])
+    with app.app_context():  # hold the session as if a run were live
+        session = db.session.get(ConversationSession, first["session_id"])
+        assert session.active_run_id is None  # the ended run released it
+        session.active_run_id = first["message_id"]
+        db.session.commit()
+    second = send(alice, session_id=first["session_id"])
+    assert second.status_code == 409 and "still being written" in second.json["message"]
+
+
+def test_foreign_sessions_are_404_for_send_stream_and_cancel(app, alice, bob):
+    session_id = send(alice).json["session_id"]
+    assert send(bob, session_id=session_id).status_code == 404
+    assert bob.get(f"/api/chat/stream/{session_id}").status_code == 404
+    assert bob.post(f"/api/chat/sessions/{session_id}/cancel").status_code == 404
+
+
+def test_cancelling_a_finished_run_answers_its_final_state(app, alice):
+    sent = send(alice).json
+    reply = wait_final(app, sent["message_id"])
+    response = alice.post(f"/api/chat/sessions/{sent['session_id']}/cancel")
+    assert response.status_code == 200 and response.json["status"] == reply.status
+    assert wait_final(app, sent["message_id"]).status == reply.status
+
+
+def test_an_ended_run_replays_its_whole_grammar(app, alice):
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+    stream = alice.get(sent["stream_url"])
+    assert stream.mimetype == "text/event-stream"
+    assert stream.headers["Cache-Control"] == "no-cache" and stream.headers["X-Accel-Buffering"] == "no"
+    events = [line.split(": ", 1)[1] for line in stream.text.splitlines() if line.startswith("event: ")]
+    assert events[-2:] == ["usage", "done"] and events.count("usage") == 1
+
+
+def test_start_up_marks_runs_of_dead_processes_interrupted(app, alice, app_config):
+    from services.webui import create_app
+
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        reply.status, reply.content, reply.error, reply.completed_at = "streaming", "Half a repl", None, None
+        run = db.session.get(Run, sent["message_id"])
+        run.ended_at, run.owner, run.beat_at = None, "other-host:1", utcnow() - timedelta(hours=1)
+        db.session.get(ConversationSession, sent["session_id"]).active_run_id = sent["message_id"]
+        db.session.commit()
+    create_app(app_config)  # a new process starting up
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        assert reply.status == "interrupted" and reply.content == "Half a repl"
+        assert db.session.get(ConversationSession, sent["session_id"]).active_run_id is None
+    events = [line for line in alice.get(sent["stream_url"]).text.splitlines() if line.startswith("event: ")]
+    assert events[-1] == "event: done"
+
+
+def test_live_runs_of_this_process_are_not_taken_for_orphans(app):
+    with app.app_context():
+        row = type("Row", (), {"ended_at": None, "owner": runs.OWNER, "message_id": "m1",
+                               "beat_at": utcnow(), "created_at": utcnow()})
+        runs._live["m1"] = object()
+        try:
+            assert not runs._is_orphan(row, 30)
+        finally:
+            runs._live.pop("m1")
+        assert runs._is_orphan(row, 30)  # same process, not driving it: the driver died
+        assert db.session.scalar(select(Run).limit(1)) is None
