@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FLASK_APP := wsgi:app
 
-.PHONY: run test deps assets chromium migrate admin bench clean
+.PHONY: run test deps assets chromium migrate admin bench clean litellm
 
 run: deps assets
 	$(PY) -m services.launcher
 
-test: deps assets chromium
+test: deps assets chromium litellm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 deps: $(VENV)/.installed
@@ -23,15 +23,28 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
+# LiteLLM's proxy is the third-party OpenAI-compatible server the gateway tests talk to
+# (offline, with mock responses). It gets its own venv because its pins would fight ours.
+LITELLM_VENV := .venv-litellm
+LITELLM_VERSION := 1.102.4
+litellm: $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
+
+$(LITELLM_VENV)/.installed-$(LITELLM_VERSION):
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
 # htmx comes from the npm registry (pinned in package.json) and is copied under static/vendor,
 # which git ignores: no third-party library file is committed.
 assets: static/vendor/.installed
 
-static/vendor/.installed: package.json
+static/vendor/.installed: package.json services/webui/markdown.py | deps
 	npm install --no-audit --no-fund --silent
 	mkdir -p static/vendor
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
 	cp node_modules/htmx.org/dist/ext/hx-sse.min.js static/vendor/hx-sse.min.js
+	$(PY) -m services.webui.markdown --css > static/vendor/pygments.css
 	touch $@
 
 chromium:

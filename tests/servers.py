@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from services.agents.fleet import Fleet
+from services.agents.fleet import Fleet, FleetError
 
 from .support import TEST_SECRET, csrf_from, free_port, write_registry
 
@@ -40,14 +40,7 @@ class LiveStack:
     def __post_init__(self):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.agents = [
-            {"agent_id": agent_id, "parent_role": parent, "name": name, "port": free_port()}
-            for agent_id, parent, name in REFERENCE_AGENTS
-        ] + list(self.extra_agents)
-        self.registry_path = write_registry(self.workdir / "agents.toml", self.agents)
-        # The fleet runs only the reference agents: extra agents stay unstarted ("down") unless
-        # a test starts something on their port.
-        self.fleet_registry_path = write_registry(self.workdir / "fleet.toml", self.agents[: len(REFERENCE_AGENTS)])
+        self._assign_agent_ports()
         self.db_path = self.workdir / "switchboard.db"
         self.fleet = None
         self.servers: list[subprocess.Popen] = []
@@ -68,6 +61,30 @@ class LiveStack:
             **self.env_overrides,
         }
 
+    def _assign_agent_ports(self) -> None:
+        self.agents = [
+            {"agent_id": agent_id, "parent_role": parent, "name": name, "port": free_port()}
+            for agent_id, parent, name in REFERENCE_AGENTS
+        ] + list(self.extra_agents)
+        self.registry_path = write_registry(self.workdir / "agents.toml", self.agents)
+        # The fleet runs only the reference agents: extra agents stay unstarted ("down") unless
+        # a test starts something on their port.
+        self.fleet_registry_path = write_registry(self.workdir / "fleet.toml", self.agents[: len(REFERENCE_AGENTS)])
+
+    def _start_fleet(self, attempts: int = 3) -> None:
+        # A free port can be taken by another process before the agent binds it: pick again.
+        for attempt in range(attempts):
+            self.fleet = Fleet(str(self.fleet_registry_path))
+            try:
+                self.fleet.start()
+                self.fleet.wait_healthy(timeout=20)
+                return
+            except FleetError:
+                self.fleet.stop()
+                if attempt == attempts - 1:
+                    raise
+                self._assign_agent_ports()
+
     def agent(self, agent_id: str) -> dict:
         return next(a for a in self.agents if a["agent_id"] == agent_id)
 
@@ -75,9 +92,7 @@ class LiveStack:
         return f"http://127.0.0.1:{self.agent(agent_id)['port']}"
 
     def start(self) -> "LiveStack":
-        self.fleet = Fleet(str(self.fleet_registry_path))
-        self.fleet.start()
-        self.fleet.wait_healthy(timeout=20)
+        self._start_fleet()
         for args in (["db", "upgrade"], ["users", "create", self.username, "--password", self.password]):
             subprocess.run([str(BIN / "flask"), *args], cwd=ROOT, env=self.env, check=True, capture_output=True)
         self._spawn_server(self.port)
@@ -103,9 +118,9 @@ class LiveStack:
             if server.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {Path(log.name).read_text()[-2000:]}")
             try:
-                requests.get(url, timeout=1)
+                requests.get(url, timeout=2)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted before a worker was ready
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not answer within 30 s")
 

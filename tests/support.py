@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
+from services.agents.fleet import free_port
+
 TEST_SECRET = "test-secret-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_registry(path: Path, agents: list[dict]) -> Path:

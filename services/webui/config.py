@@ -95,16 +95,29 @@ def _database_url(env: dict) -> str:
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
 
+def _engine_options(database_url: str, env: dict) -> dict:
+    if database_url.startswith("sqlite"):
+        # SQLite connections are cheap files handles, and under gevent a thousand streams may
+        # want one at once: never make a greenlet wait for a pooled connection.
+        return {"pool_size": 20, "max_overflow": -1}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": _int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+        "max_overflow": _int(env, "DATABASE_MAX_OVERFLOW", 20),
+    }
+
+
 def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     """Build the Flask config mapping from the environment; `overrides` win (used by tests)."""
     load_dotenv(PROJECT_ROOT / ".env", override=False)
     env = dict(os.environ)
     overrides = dict(overrides or {})
     agents_file = env.get("AGENTS_FILE") or str(PROJECT_ROOT / "config" / "agents.toml")
+    database_url = overrides.get("SQLALCHEMY_DATABASE_URI") or _database_url(env)
     config = {
         "SECRET_KEY": overrides.get("SECRET_KEY") or _secret_key(env, Path(instance_path)),
-        "SQLALCHEMY_DATABASE_URI": overrides.get("SQLALCHEMY_DATABASE_URI") or _database_url(env),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url, env),
         "AGENTS_FILE": agents_file,
         "REGISTRY_URL": env.get("REGISTRY_URL") or None,
         "REGISTRY_TTL": _float(env, "REGISTRY_TTL", 10.0),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -26,6 +27,31 @@ def _set_sqlite_pragmas(dbapi_connection, connection_record) -> None:
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
+
+
+# One writer at a time per process, waited for in Python. Without it, a greenlet that yields while
+# holding SQLite's write lock leaves the next writer spinning in SQLite's C busy handler, which
+# blocks the whole gevent hub (the holder can never resume) until busy_timeout expires. Under
+# gevent this lock is cooperative; across processes SQLite's own busy_timeout still applies.
+_sqlite_write_lock = threading.RLock()
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+_HOLDS_LOCK = "switchboard_holds_write_lock"
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _take_sqlite_write_lock(conn, cursor, statement, parameters, context, executemany) -> None:
+    if conn.dialect.name != "sqlite" or conn.info.get(_HOLDS_LOCK):
+        return
+    if statement.lstrip()[:7].upper().startswith(_WRITE_VERBS):
+        _sqlite_write_lock.acquire()
+        conn.info[_HOLDS_LOCK] = True
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+def _release_sqlite_write_lock(conn) -> None:
+    if conn.info.pop(_HOLDS_LOCK, False):
+        _sqlite_write_lock.release()
 
 
 def check_database(app) -> None:

@@ -17,7 +17,12 @@ naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
+# expire_on_commit=False: objects stay readable after commit without a round trip per attribute;
+# sessions are request-scoped, so a stale object never outlives its request.
+db = SQLAlchemy(
+    metadata=MetaData(naming_convention=naming_convention),
+    session_options={"expire_on_commit": False},
+)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

@@ -95,6 +95,7 @@ class LiveRun:
 _live: dict[str, LiveRun] = {}
 _live_lock = threading.Lock()
 _watcher: threading.Thread | None = None
+_watcher_lock = threading.Lock()
 
 
 def live_run(message_id: str) -> LiveRun | None:
@@ -241,7 +242,7 @@ def _flush(run: LiveRun, events: list[StreamEvent], text: list[str], state: dict
 
 def _ensure_watcher(app) -> None:
     global _watcher
-    with _live_lock:
+    with _watcher_lock:
         if _watcher is not None and _watcher.is_alive():
             return
         _watcher = threading.Thread(target=_watch, args=(app,), name="run-watcher", daemon=True)
@@ -282,12 +283,13 @@ def _watch(app) -> None:
 
 def request_cancel(message_id: str, agent: Agent | None) -> None:
     """Flag the run for cancel; act at once when this process drives it or the agent is native."""
-    with db.engine.begin() as conn:
-        conn.execute(
-            update(runs_table)
-            .where(runs_table.c.message_id == message_id, runs_table.c.cancel_requested_at.is_(None))
-            .values(cancel_requested_at=utcnow())
-        )
+    # On the request's own session: a second pooled connection per request can starve the pool.
+    db.session.execute(
+        update(runs_table)
+        .where(runs_table.c.message_id == message_id, runs_table.c.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=utcnow())
+    )
+    db.session.commit()
     run = _live.get(message_id)
     if run is not None:
         run.request_cancel()

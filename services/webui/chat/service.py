@@ -76,11 +76,31 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
     agent = resolve_agent(agent_id)
     model = resolve_model(agent, model_id)
     content = validate_content(content)
-    now = utcnow()
     reply_id = new_id()
+    session = owned_session(str(session_id)) if session_id else None
+    # Registered before any write: nothing that may wait (a lock, a greenlet switch) happens
+    # inside the write transaction below.
+    live = runs.prepare_run(agent, reply_id, session.id if session else None)
+    try:
+        sent = _save_turn(user, agent, model, content, session, reply_id)
+        live.session_id = sent.session.id
+        history = (
+            conversation_for_agent(sent.session.id, sent.user_message, model)
+            if session is not None
+            else [{"role": "user", "content": content}]
+        )
+    except BaseException:
+        runs.abandon_run(live)
+        db.session.rollback()
+        raise
+    runs.launch_run(current_app._get_current_object(), live, model.model_id, history)
+    return sent
 
-    if session_id:
-        session = owned_session(str(session_id))
+
+def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str) -> SentMessage:
+    """Claim the session, save the user's message, the pending reply and its run; commit."""
+    now = utcnow()
+    if session is not None:
         if session.is_archived:
             raise ChatError(409, "This session is archived. Unarchive it to continue.")
         if session.agent_id != agent.agent_id:
@@ -95,9 +115,7 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
             .execution_options(synchronize_session=False)
         ).rowcount
         if not claimed:
-            db.session.rollback()
             raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
-        db.session.refresh(session)
     else:
         session = ConversationSession(
             id=new_id(), user_id=user.id, agent_id=agent.agent_id, agent_name=agent.name,
@@ -120,15 +138,7 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
         message_id=reply_id, session_id=session.id, agent_id=agent.agent_id, model_id=model.model_id,
         owner=runs.OWNER, beat_at=now, created_at=now,
     ))
-    history = conversation_for_agent(session.id, user_message, model)
-    live = runs.prepare_run(agent, reply_id, session.id)
-    try:
-        db.session.commit()  # the user's message is saved before anything goes to the agent
-    except Exception:
-        runs.abandon_run(live)
-        db.session.rollback()
-        raise
-    runs.launch_run(current_app._get_current_object(), live, model.model_id, history)
+    db.session.commit()  # the user's message is saved before anything goes to the agent
     return SentMessage(session=session, user_message=user_message, reply=reply)
 
 

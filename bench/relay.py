@@ -1,0 +1,189 @@
+"""Relay benchmark: time to first token and tokens/s, direct vs through Switchboard, and how many
+concurrent streams one gunicorn worker holds with its heartbeats on time.
+
+    .venv/bin/python bench/relay.py [--samples 40] [--streams 1000] [--hold 12]
+
+Starts its own reference agents and gunicorn (gevent workers) on free loopback ports, with a
+throw-away SQLite file, and prints tables. Figures only: nothing here asserts.
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.pool  # noqa: E402
+import psutil  # noqa: E402
+import requests  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from services.gateway.sse import SSEParser  # noqa: E402
+from tests.servers import LiveStack  # noqa: E402
+
+AGENT = "dir-code"
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def timed_stream(response, started):
+    """(seconds to first token, seconds to done, tokens) of an SSE response."""
+    parser, first, tokens = SSEParser(), None, 0
+    for chunk in response.iter_content(chunk_size=None):
+        for message in parser.feed(chunk):
+            if message.event == "token":
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter() - started
+            elif message.event == "done":
+                response.close()
+                return first, time.perf_counter() - started, tokens
+    return first, time.perf_counter() - started, tokens
+
+
+def direct(stack, content, model="ref-fast"):
+    session = requests.Session()
+    url = f"{stack.agent_url(AGENT)}/tasks"
+    results = []
+    for index in range(stack.samples):
+        body = {"task_id": f"bench-{time.time_ns()}-{index}", "session_id": "bench", "model": model,
+                "messages": [{"role": "user", "content": content}]}
+        started = time.perf_counter()
+        response = session.post(url, json=body, stream=True, timeout=30)
+        results.append(timed_stream(response, started))
+    return results
+
+
+def through(stack, api, content, model="ref-fast"):
+    results = []
+    for _ in range(stack.samples):
+        started = time.perf_counter()
+        response = api.post(
+            "/api/chat/message",
+            json={"agent_id": AGENT, "model_id": model, "content": content},
+            headers={"Accept": "text/event-stream"}, stream=True, timeout=30,
+        )
+        results.append(timed_stream(response, started))
+    return results
+
+
+def through_two_requests(stack, api, content, model="ref-fast"):
+    results = []
+    for _ in range(stack.samples):
+        started = time.perf_counter()
+        sent = api.post("/api/chat/message", json={"agent_id": AGENT, "model_id": model, "content": content}).json()
+        response = api.get(sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+        results.append(timed_stream(response, started))
+    return results
+
+
+def summarise(name, results):
+    ttft = [r[0] * 1000 for r in results if r[0] is not None]
+    rates = [r[2] / (r[1] - r[0]) for r in results if r[0] is not None and r[1] > r[0] and r[2] > 1]
+    return {"path": name, "ttft_p50": statistics.median(ttft), "ttft_p95": percentile(ttft, 95),
+            "tps_p50": statistics.median(rates) if rates else float("nan")}
+
+
+def hold_streams(stack, api, count, hold, heartbeat):
+    """Open `count` streams of silent runs at once; record every keep-alive's arrival."""
+    pool = gevent.pool.Pool(32)
+    content = "Hold on @@first_token_ms=600000"
+    sessions = pool.map(
+        lambda _: api.post("/api/chat/message", json={"agent_id": AGENT, "content": content}).json(), range(count)
+    )
+    gaps, opened, failures = [], [0], [0]
+
+    def watch(sent):
+        try:
+            response = api.get(sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True,
+                               timeout=(10, heartbeat * 4))
+        except requests.RequestException:
+            failures[0] += 1
+            return
+        opened[0] += 1
+        last, worst, deadline = time.monotonic(), 0.0, time.monotonic() + hold
+        try:
+            for chunk in response.iter_content(chunk_size=None):
+                if b":keep-alive" in chunk:
+                    now = time.monotonic()
+                    worst, last = max(worst, now - last), now
+                if time.monotonic() >= deadline:
+                    break
+        except requests.RequestException:
+            failures[0] += 1
+            return
+        finally:
+            response.close()
+        gaps.append(worst)
+
+    watchers = [gevent.spawn(watch, sent) for sent in sessions]
+    gevent.sleep(hold / 2)
+    worker_rss = sum(p.memory_info().rss for s in stack.servers for p in psutil.Process(s.pid).children())
+    gevent.joinall(watchers, timeout=hold + 30)
+    pool.map(lambda sent: api.post(f"/api/chat/sessions/{sent['session_id']}/cancel"), sessions)
+    on_time = sum(1 for gap in gaps if gap <= heartbeat * 1.5)
+    return {"asked": count, "opened": opened[0], "held": len(gaps), "on_time": on_time, "failures": failures[0],
+            "gap_p50": percentile(gaps, 50), "gap_p95": percentile(gaps, 95), "gap_max": max(gaps or [0]),
+            "worker_rss_mb": worker_rss / 2**20}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--hold", type=float, default=12.0, help="seconds each stream is held open")
+    parser.add_argument("--heartbeat", type=float, default=2.0, help="HEARTBEAT_SECONDS for the hold test")
+    parser.add_argument("--keep", help="keep the work folder (database, logs) here instead of a temp dir")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.keep or scratch
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        env = {"HEARTBEAT_SECONDS": str(args.heartbeat), "LOG_LEVEL": "WARNING"}
+        with LiveStack(Path(workdir), workers=1, env_overrides=env) as stack:
+            stack.samples = args.samples
+            api = stack.login()
+            short = "Latency probe @@tokens=20 @@delay_ms=0 @@first_token_ms=0"
+            long = "Throughput probe @@tokens=400 @@delay_ms=0 @@first_token_ms=0"
+            direct(stack, short)  # warm both paths
+            through(stack, api, short)
+            rows = [summarise("direct to agent", direct(stack, short)),
+                    summarise("via Switchboard (POST streams)", through(stack, api, short)),
+                    summarise("via Switchboard (202 + GET)", through_two_requests(stack, api, short))]
+            rate_rows = [summarise("direct to agent", direct(stack, long)),
+                         summarise("via Switchboard (POST streams)", through(stack, api, long))]
+            print(f"\nTime to first token, {args.samples} samples each (ms)")
+            print(f"{'path':34} {'p50':>8} {'p95':>8} {'overhead p50':>13}")
+            for row in rows:
+                overhead = row["ttft_p50"] - rows[0]["ttft_p50"]
+                print(f"{row['path']:34} {row['ttft_p50']:8.2f} {row['ttft_p95']:8.2f} {overhead:13.2f}")
+            print(f"\nThroughput, 400-token replies (tokens/s, p50)")
+            for row in rate_rows:
+                print(f"{row['path']:34} {row['tps_p50']:10.0f}")
+            if not args.streams:
+                return 0
+            held = hold_streams(stack, api, args.streams, args.hold, args.heartbeat)
+            print(f"\nConcurrent streams on one gunicorn worker (gevent), heartbeat {args.heartbeat:g} s, "
+                  f"held {args.hold:g} s")
+            print(json.dumps(held, indent=2))
+            print(f"\n{held['on_time']} of {held['asked']} streams held with every heartbeat on time "
+                  f"(gap <= {args.heartbeat * 1.5:g} s); worker RSS {held['worker_rss_mb']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Send a task to an agent and read its reply as a stream of AgentEvents.
+
+`open_task` never raises for an agent's faults: every way a reply can go wrong ends the
+stream with a `done` event that says so in one sentence. Whatever the agent sends, a
+TaskStream yields tokens and status updates in order, then exactly one `usage`, then
+exactly one `done`. A reader thread does the blocking reads and feeds a queue; under
+gevent's monkey-patching that thread and queue are greenlets, and the same code works.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import socket
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+
+from . import transport
+from .events import (AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage,
+                     NativeTranslator)
+from .openai_adapter import OpenAITranslator, chat_completions_request
+from .registry import Agent
+from .sse import SSEParser
+
+log = logging.getLogger("switchboard.gateway")
+
+
+@dataclass(frozen=True)
+class _End:
+    """The reader's last word: how the upstream reply ended."""
+    status: str
+    error: str | None = None
+
+
+_WAKE = object()  # put by close() so a consumer blocked on the queue looks again at once
+
+
+def _estimate_tokens(chars: int) -> int:
+    return math.ceil(chars / 4)
+
+
+def _count(value) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value)
+
+
+class TaskStream:
+    """An iterator of AgentEvents; `next()` gives None when `tick` seconds pass quietly."""
+
+    def __init__(self, agent: Agent, *, task_id: str, session_id: str, model_id: str,
+                 messages: list[dict], connect_timeout: float, idle_timeout: float,
+                 tick: float | None):
+        self.agent = agent
+        self.task_id = task_id
+        self.session_id = session_id
+        self.model_id = model_id
+        self.messages = messages
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.tick = tick
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+        self._socket: socket.socket | None = None
+        self._close_status: str | None = None
+        self._close_error: str | None = None
+        self._agent_usage: dict | None = None
+        self._text_parts: list[str] = []
+        self._final: deque[AgentEvent] = deque()
+        self._finished = False
+        self._reader = threading.Thread(
+            target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True
+        )
+
+    # --- consumer side ------------------------------------------------------------------
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> AgentEvent | None:
+        while True:
+            if self._final:
+                return self._final.popleft()
+            if self._finished:
+                raise StopIteration
+            if self._close_status is not None:
+                self._finish(self._close_status, self._close_error)
+                continue
+            try:
+                item = self._queue.get(timeout=self.tick)
+            except queue.Empty:
+                return None
+            if item is _WAKE:
+                continue
+            if isinstance(item, _End):
+                self._finish(item.status, item.error)
+                continue
+            if item.type == "usage":
+                # Held back: usage must come last, right before done, whenever it arrived.
+                self._agent_usage = item.data
+                continue
+            if item.type == "token":
+                self._text_parts.append(item.data["text"])
+            return item
+
+    @property
+    def text(self) -> str:
+        """The reply so far, as the tokens yielded up to now."""
+        return "".join(self._text_parts)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished and not self._final
+
+    def close(self, status: str = "cancelled", error: str | None = None) -> None:
+        """End the stream now, from any thread: it yields usage, then done with `status`."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"A stream cannot end with status {status!r}.")
+        with self._lock:
+            if self._close_status is None and not self._finished:
+                self._close_status, self._close_error = status, error
+            # Under the lock: the reader forgets the socket under the same lock when done
+            # with it, so this can never shut a socket that now carries someone else's reply.
+            if self._socket is not None:
+                transport.shut_socket(self._socket)
+            elif self._response is not None:
+                _interrupt(self._response)
+        self._queue.put(_WAKE)
+
+    def __enter__(self) -> "TaskStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _finish(self, status: str, error: str | None) -> None:
+        self._finished = True
+        done = {"status": status}
+        if error:
+            done["error"] = error
+        self._final.extend([AgentEvent("usage", self._final_usage()), AgentEvent("done", done)])
+
+    def _final_usage(self) -> dict:
+        model = self.agent.model(self.model_id)
+        reported = self._agent_usage or {}
+        prompt = _count(reported.get("prompt_tokens"))
+        completion = _count(reported.get("completion_tokens"))
+        estimated = prompt is None or completion is None
+        if estimated:
+            if self._agent_usage is not None:
+                log.warning("Agent %s sent usage without token counts; estimating it.",
+                            self.agent.agent_id)
+            prompt = _estimate_tokens(sum(len(str(m.get("content", ""))) for m in self.messages))
+            completion = _estimate_tokens(len(self.text))
+        total = _count(reported.get("total_tokens")) if not estimated else None
+        cost = reported.get("cost_usd") if not estimated else None
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+            cost = model.cost_usd(prompt, completion) if model else 0.0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": total if total is not None else prompt + completion,
+            "cost_usd": float(cost),
+            "estimated": estimated,
+        }
+
+    # --- reader side --------------------------------------------------------------------
+
+    def _start(self) -> "TaskStream":
+        self._reader.start()
+        return self
+
+    def _put_end(self, status: str, error: str | None = None) -> None:
+        self._queue.put(_End(status, error))
+
+    def _on_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            if self._close_status is not None:
+                transport.shut_socket(sock)
+
+    def _read_upstream(self) -> None:
+        transport.socket_watcher.set(self._on_socket)
+        try:
+            self._request_and_read()
+        except Exception:
+            # A bug here must not leave the consumer waiting forever.
+            log.exception("Reading agent %s's reply failed unexpectedly.", self.agent.agent_id)
+            self._put_end("error", f"Switchboard lost agent {self.agent.agent_id}'s reply.")
+
+    def _request_and_read(self) -> None:
+        agent = self.agent
+        if agent.model(self.model_id) is None:
+            self._put_end("error", f"Agent {agent.agent_id} does not offer model '{self.model_id}'.")
+            return
+        try:
+            # Connection: close, so a task's connection never goes back to the pool: no
+            # other request can be on the socket that close() shuts, and no POST can be
+            # sent on a keep-alive connection the agent is just closing.
+            headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity",
+                       "Connection": "close", **transport.auth_headers(agent)}
+        except transport.MissingApiKey as exc:
+            self._put_end("error", str(exc))
+            return
+        if agent.protocol == "openai":
+            url, body = chat_completions_request(agent, self.model_id, self.messages)
+            translator = OpenAITranslator()
+        else:
+            url = f"{agent.base_url}/tasks"
+            body = {"task_id": self.task_id, "session_id": self.session_id,
+                    "model": self.model_id, "messages": self.messages}
+            translator = NativeTranslator()
+        try:
+            response = transport.SESSION.post(
+                url, json=body, headers=headers, stream=True, allow_redirects=False,
+                timeout=(self.connect_timeout, self.idle_timeout),
+            )
+        except requests.RequestException as exc:
+            with self._lock:
+                self._socket = None
+            if self._close_status is None:
+                self._put_end(*self._request_failure(exc))
+            return
+        with self._lock:
+            self._response = response
+            closing = self._close_status is not None
+        try:
+            if not closing:
+                self._read_response(response, translator)
+        finally:
+            with self._lock:
+                self._socket, self._response = None, None
+            response.close()
+
+    def _request_failure(self, exc: BaseException) -> tuple[str, str]:
+        if transport.is_connect_failure(exc):
+            return "error", transport.not_answering(self.agent)
+        if transport.is_read_timeout(exc):
+            return "error", transport.idle_too_long(self.agent, self.idle_timeout)
+        return "error", f"Agent {self.agent.agent_id} closed the connection before answering."
+
+    def _read_response(self, response: requests.Response, translator) -> None:
+        agent = self.agent
+        if response.status_code >= 300:
+            self._put_end("error", transport.http_status_sentence(agent, response))
+            return
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "text/event-stream":
+            self._put_end("error", f"Agent {agent.agent_id} answered with content type "
+                                   f"'{content_type or 'none'}' instead of an event stream.")
+            return
+        parser = SSEParser()
+        try:
+            for chunk in _chunks(response):
+                for message in parser.feed(chunk):
+                    try:
+                        events = translator.translate(message)
+                    except MalformedMessage as exc:
+                        log.warning("Agent %s sent a malformed event (%s); skipping it.",
+                                    agent.agent_id, exc)
+                        continue
+                    for event in events:
+                        if event.type == "done":
+                            self._put_end(*self._agent_done(event.data))
+                            return
+                        self._queue.put(event)
+        except Exception as exc:
+            if self._close_status is not None:
+                return  # close() shut the socket under us; the consumer already knows
+            if transport.is_read_timeout(exc):
+                self._put_end("error", transport.idle_too_long(agent, self.idle_timeout))
+            else:
+                self._put_end("interrupted", transport.interrupted(agent))
+            return
+        if self._close_status is None:
+            self._put_end("interrupted", transport.interrupted(agent))
+
+    def _agent_done(self, data: dict) -> tuple[str, str | None]:
+        status = data.get("status")
+        agent_id = self.agent.agent_id
+        if status not in AGENT_FINAL_STATUSES:
+            return "error", f"Agent {agent_id} ended its reply with an unknown status {status!r}."
+        if status != "error":
+            return status, None
+        reason = data.get("error")
+        if isinstance(reason, str) and reason.strip():
+            reason = transport.redact(self.agent, " ".join(reason.split()))[:300].rstrip(".")
+            return "error", f"Agent {agent_id} reported an error: {reason}."
+        return "error", f"Agent {agent_id} reported an error."
+
+
+def _chunks(response: requests.Response):
+    """Bytes as they arrive. A chunked body uses iter_content; a body that simply runs to
+    EOF uses read1, because iter_content(None) on it would wait for the whole body."""
+    if response.raw.chunked:
+        yield from response.iter_content(chunk_size=None)
+        return
+    while True:
+        data = response.raw.read1(65536)
+        if not data:
+            return
+        yield data
+
+
+def _interrupt(response: requests.Response) -> None:
+    """Fallback when the socket was not handed over (e.g. https): shut it via the response.
+    The reader then sees end-of-stream and closes the response itself."""
+    raw = response.raw
+    try:
+        raw.shutdown()  # urllib3 >= 2.3
+        return
+    except Exception:
+        pass
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+    except OSError:
+        return  # already shut or closed: the reader is not blocked on it
+    response.close()
+
+
+def open_task(agent: Agent, *, task_id: str | None = None, session_id: str = "",
+              model_id: str, messages: list[dict], connect_timeout: float = 3.0,
+              idle_timeout: float = 120.0, tick: float | None = 0.25) -> TaskStream:
+    """Start a task on `agent` and return its stream at once; the request runs in the reader."""
+    stream = TaskStream(
+        agent, task_id=task_id or uuid.uuid4().hex, session_id=session_id, model_id=model_id,
+        messages=messages, connect_timeout=connect_timeout, idle_timeout=idle_timeout, tick=tick,
+    )
+    return stream._start()
+
+
+def cancel_task(agent: Agent, task_id: str, timeout: float = 2.0) -> bool:
+    """Ask a native agent to stop a task. OpenAI agents stop when the stream is closed."""
+    if agent.protocol == "openai":
+        return True
+    try:
+        headers = transport.auth_headers(agent)
+        response = transport.SESSION.post(
+            f"{agent.base_url}/tasks/{quote(task_id, safe='')}/cancel",
+            headers=headers, timeout=timeout, allow_redirects=False,
+        )
+    except (requests.RequestException, transport.MissingApiKey) as exc:
+        log.warning("Could not ask agent %s to cancel task %s (%s).",
+                    agent.agent_id, task_id, type(exc).__name__)
+        return False
+    with response:
+        return response.status_code == 200

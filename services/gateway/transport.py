@@ -1,0 +1,169 @@
+"""HTTP plumbing shared by the gateway: one pooled session, auth headers, error sentences.
+
+Agent faults become one-sentence messages here, in one place, so the web app shows the same
+words whichever code path met the fault. Nothing here ever puts an API key into a message.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import re
+import socket
+from typing import Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+from .registry import Agent
+
+# Set by a TaskStream's reader (in its own thread or greenlet, hence its own context) so the
+# connection carrying its request hands over the socket: close() can then shut it even
+# while requests is still waiting for the response headers.
+socket_watcher: contextvars.ContextVar[Callable[[socket.socket], None] | None] = \
+    contextvars.ContextVar("switchboard_socket_watcher", default=None)
+
+
+class _WatchedConnection(HTTPConnection):
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        watcher = socket_watcher.get()
+        if watcher is not None and self.sock is not None:
+            watcher(self.sock)
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchingAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        # A new dict: the default one is shared by every PoolManager in the process.
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme, "http": _WatchedPool,
+        }
+
+
+# Many concurrent streams share this session; each holds one pooled connection while it
+# streams. No retries: a POST that starts work on an agent must not be sent twice.
+SESSION = requests.Session()
+SESSION.mount("http://", _WatchingAdapter(pool_connections=64, pool_maxsize=1024, max_retries=0))
+SESSION.mount("https://", HTTPAdapter(pool_connections=16, pool_maxsize=256, max_retries=0))
+SESSION.trust_env = False  # agents live on known addresses; a proxy variable must not divert them
+
+
+def shut_socket(sock: socket.socket) -> None:
+    """Wake whoever is blocked reading sock, on any thread or greenlet, and tell the peer."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already shut or closed: nobody is blocked on it
+
+
+class MissingApiKey(Exception):
+    """The agent's api_key_env names a variable that is not set."""
+
+
+def auth_headers(agent: Agent) -> dict[str, str]:
+    if not agent.api_key_env:
+        return {}
+    key = os.environ.get(agent.api_key_env)
+    if not key:
+        raise MissingApiKey(
+            f"Agent {agent.agent_id} needs the environment variable {agent.api_key_env}, "
+            "which is not set."
+        )
+    return {"Authorization": f"Bearer {key}"}
+
+
+def redact(agent: Agent, text: str) -> str:
+    """Remove the agent's key from text that came back from the agent (some echo it)."""
+    key = os.environ.get(agent.api_key_env) if agent.api_key_env else None
+    return text.replace(key, "[redacted]") if key else text
+
+
+def _chain(exc: BaseException):
+    """Every exception reachable from exc through args, .reason, __cause__ and __context__."""
+    seen, stack = set(), [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, BaseException):
+                stack.append(arg)
+        for attr in ("reason", "__cause__", "__context__"):
+            linked = getattr(current, attr, None)
+            if isinstance(linked, BaseException):
+                stack.append(linked)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    return any(
+        isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError))
+        for e in _chain(exc)
+    )
+
+
+def is_read_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, (requests.ReadTimeout, ReadTimeoutError, socket.timeout, TimeoutError))
+        for e in _chain(exc)
+    )
+
+
+def not_answering(agent: Agent) -> str:
+    return f"Agent {agent.agent_id} is not answering on its port {agent.port}."
+
+
+def idle_too_long(agent: Agent, seconds: float) -> str:
+    amount = f"{seconds:g}"
+    unit = "second" if amount == "1" else "seconds"
+    return f"Agent {agent.agent_id} sent nothing for {amount} {unit}."
+
+
+def interrupted(agent: Agent) -> str:
+    return f"Agent {agent.agent_id} stopped in the middle of its reply."
+
+
+def http_status_sentence(agent: Agent, response: requests.Response) -> str:
+    status = response.status_code
+    if 300 <= status < 400:
+        return (
+            f"Agent {agent.agent_id} answered HTTP {status}; "
+            "Switchboard does not follow redirects from agents."
+        )
+    detail = _error_detail(agent, response)
+    if detail:
+        return f"Agent {agent.agent_id} answered HTTP {status} ({detail})."
+    return f"Agent {agent.agent_id} answered HTTP {status}."
+
+
+def _error_detail(agent: Agent, response: requests.Response) -> str:
+    """A short, single-line reason from an error body; capped so a huge body costs nothing."""
+    try:
+        body = response.raw.read(4096, decode_content=True) or b""
+    except Exception:
+        return ""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed.get("detail"))
+        if isinstance(error, dict):
+            error = error.get("message")
+        text = error if isinstance(error, str) else ""
+    elif "<" in text:
+        text = ""  # an HTML error page says nothing a person can use here
+    text = re.sub(r"\s+", " ", redact(agent, text)).strip().rstrip(".")
+    return text[:200]

@@ -1,0 +1,126 @@
+"""The reference agent over plain HTTP, read with an independent SSE client (sseclient-py)."""
+import json
+import time
+
+import pytest
+import requests
+import sseclient
+
+from .helpers import task_state, user
+
+pytestmark = pytest.mark.slow  # starts real agent processes
+
+
+def post_task(agent, task_id, text, model="ref-fast", **extra):
+    body = {"task_id": task_id, "session_id": "s-1", "model": model, "messages": user(text), **extra}
+    return requests.post(f"{agent.base_url}/tasks", json=body, stream=True, timeout=(2, 10))
+
+
+def read_events(response) -> list[tuple[str, dict]]:
+    client = sseclient.SSEClient(response)
+    return [(event.event, json.loads(event.data)) for event in client.events()]
+
+
+def test_health_names_the_agent(agent):
+    body = requests.get(f"{agent.base_url}/health", timeout=2).json()
+    assert body["status"] == "ok" and body["agent_id"] == "ref-child"
+
+
+def test_full_reply_grammar_seen_by_an_independent_client(agent, task_id):
+    with post_task(agent, task_id, "Plan the billing export @@delay_ms=1 @@first_token_ms=0") as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = read_events(response)
+    kinds = [kind for kind, _ in events]
+    assert kinds[:2] == ["status_update", "status_update"]
+    assert [data["status"] for _, data in events[:2]] == ["planning", "executing"]
+    assert kinds[-2:] == ["usage", "done"] and kinds.count("usage") == 1 and kinds.count("done") == 1
+    assert set(kinds[2:-2]) == {"token"}
+    assert events[-1][1] == {"status": "complete"}
+    text = "".join(data["text"] for kind, data in events if kind == "token")
+    assert "Test Child" in text and "Test Root" in text and "Plan the billing export" in text
+    assert "```python" in text and "\n- " in text
+    usage = events[-2][1]
+    assert usage["completion_tokens"] == kinds.count("token")
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["cost_usd"] > 0
+    state = task_state(agent, task_id)
+    assert state["status"] == "complete" and state["tokens_sent"] == kinds.count("token")
+    assert state["stopped_at"] is not None
+
+
+def test_echo_is_verbatim_and_directives_are_removed(agent, task_id):
+    text = '<script>alert("x")</script> & <b>bold</b>\n  indented line @@echo @@delay_ms=0'
+    with post_task(agent, task_id, text) as response:
+        events = read_events(response)
+    echoed = "".join(data["text"] for kind, data in events if kind == "token")
+    assert echoed == '<script>alert("x")</script> & <b>bold</b>\n  indented line'
+
+
+def test_token_count_status_and_error_directives(agent, task_id):
+    text = "x @@tokens=7 @@delay_ms=0 @@first_token_ms=0 @@status=awaiting_approval @@error=\"disk full\""
+    with post_task(agent, task_id, text) as response:
+        events = read_events(response)
+    assert [kind for kind, _ in events].count("token") == 7
+    assert "awaiting_approval" in [data.get("status") for kind, data in events if kind == "status_update"]
+    assert events[-1] == ("done", {"status": "error", "error": "disk full"})
+    assert task_state(agent, task_id)["status"] == "error"
+
+
+def test_early_usage_directive_sends_usage_before_tokens(agent, task_id):
+    with post_task(agent, task_id, "x @@usage=early @@tokens=3 @@delay_ms=0 @@first_token_ms=0") as response:
+        kinds = [kind for kind, _ in read_events(response)]
+    assert kinds.index("usage") < kinds.index("token")
+    assert kinds[-1] == "done"
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"not json", 400),
+    (json.dumps({"task_id": "x", "session_id": "s", "model": "ref-fast", "messages": []}).encode(), 400),
+    (json.dumps({"task_id": "x", "session_id": "s", "model": "ref-fast",
+                 "messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400),
+    (json.dumps({"session_id": "s", "model": "ref-fast", "messages": user("hi")}).encode(), 400),
+    (json.dumps({"task_id": "x", "session_id": "s", "model": "gpt-9", "messages": user("hi")}).encode(), 404),
+])
+def test_bad_requests_get_json_errors(agent, body, status):
+    response = requests.post(f"{agent.base_url}/tasks", data=body, timeout=2,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert isinstance(response.json()["error"], str)
+
+
+def test_duplicate_task_id_is_409(agent, task_id):
+    with post_task(agent, task_id, "x @@tokens=1 @@first_token_ms=0") as first:
+        read_events(first)
+    second = post_task(agent, task_id, "again")
+    assert second.status_code == 409
+
+
+def test_unknown_task_is_404_for_status_and_cancel(agent):
+    assert requests.get(f"{agent.base_url}/tasks/nope", timeout=2).status_code == 404
+    assert requests.post(f"{agent.base_url}/tasks/nope/cancel", timeout=2).status_code == 404
+
+
+def test_cancel_stops_the_agent_producing_tokens(agent, task_id):
+    response = post_task(agent, task_id, "x @@tokens=500 @@delay_ms=10 @@first_token_ms=0")
+    client = sseclient.SSEClient(response)
+    events = client.events()
+    received = 0
+    for event in events:
+        if event.event == "token":
+            received += 1
+            if received == 3:
+                cancel = requests.post(f"{agent.base_url}/tasks/{task_id}/cancel", timeout=2)
+                assert cancel.json() == {"task_id": task_id, "status": "cancelling"}
+        if event.event == "done":
+            assert json.loads(event.data) == {"status": "cancelled"}
+            break
+    response.close()
+    stopped = task_state(agent, task_id)
+    assert stopped["status"] == "cancelled" and stopped["stopped_at"] is not None
+    # Every token the agent counted reached us before its done, so the counts agree.
+    assert stopped["tokens_sent"] == received
+    time.sleep(0.2)  # twenty token intervals, in which a still-running agent would add more
+    assert task_state(agent, task_id)["tokens_sent"] == stopped["tokens_sent"]
+    again = requests.post(f"{agent.base_url}/tasks/{task_id}/cancel", timeout=2)
+    assert again.json() == {"task_id": task_id, "status": "cancelled"}

@@ -1,0 +1,117 @@
+"""The SSE parser against the WHATWG rules, and the writers the web app uses."""
+import pytest
+
+from services.gateway.sse import SSEMessage, SSEParser, format_comment, format_sse
+
+
+def parse_in_pieces(*chunks: bytes) -> list[SSEMessage]:
+    parser = SSEParser()
+    messages = []
+    for chunk in chunks:
+        messages.extend(parser.feed(chunk))
+    return messages + parser.flush()
+
+
+def test_simple_event_with_type_and_id():
+    assert parse_in_pieces(b"event: token\nid: 7\ndata: hello\n\n") == [
+        SSEMessage(event="token", data="hello", id="7", retry=None)
+    ]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r", b"\r\n"])
+def test_every_line_ending_works(newline):
+    stream = newline.join([b"event: a", b"data: one", b"", b"data: two", b"", b""])
+    assert [(m.event, m.data) for m in parse_in_pieces(stream)] == [("a", "one"), (None, "two")]
+
+
+def test_crlf_split_across_chunks_is_one_line_break():
+    # If the CR and LF were two breaks, the LF would be an empty line and dispatch early;
+    # then "data: second" would arrive as a separate message.
+    messages = parse_in_pieces(b"data: first\r", b"\ndata: second\r", b"\n\r", b"\n")
+    assert [m.data for m in messages] == ["first\nsecond"]
+
+
+def test_cr_at_chunk_end_dispatches_without_waiting_for_the_next_chunk():
+    parser = SSEParser()
+    assert parser.feed(b"data: now\r\n\r") == [SSEMessage(None, "now")]
+    assert parser.feed(b"\ndata: later\r\n\r\n") == [SSEMessage(None, "later")]
+
+
+def test_multi_line_data_is_joined_with_newlines():
+    messages = parse_in_pieces(b"data: line one\ndata: line two\ndata:\ndata: four\n\n")
+    assert messages[0].data == "line one\nline two\n\nfour"
+
+
+def test_comments_are_ignored_and_do_not_dispatch():
+    messages = parse_in_pieces(b": keep-alive\n\n:another\ndata: x\n: mid comment\n\n")
+    assert messages == [SSEMessage(None, "x")]
+
+
+def test_field_without_colon_has_empty_value():
+    # "data" alone appends an empty line; "event" alone resets the type to the default.
+    messages = parse_in_pieces(b"event\ndata\ndata\n\n")
+    assert messages == [SSEMessage(None, "\n")]
+
+
+def test_only_one_leading_space_is_stripped():
+    assert parse_in_pieces(b"data:  two spaces\ndata:none\n\n")[0].data == " two spaces\nnone"
+
+
+def test_utf8_character_split_across_chunks():
+    encoded = "data: héllo → 🎉\n\n".encode("utf-8")
+    cut_inside_emoji = encoded.index("🎉".encode("utf-8")) + 2
+    cut_inside_e_acute = encoded.index("é".encode("utf-8")) + 1
+    messages = parse_in_pieces(
+        encoded[:cut_inside_e_acute], encoded[cut_inside_e_acute:cut_inside_emoji],
+        encoded[cut_inside_emoji:],
+    )
+    assert messages == [SSEMessage(None, "héllo → 🎉")]
+
+
+def test_byte_by_byte_feeding_gives_the_same_result():
+    stream = "event: token\r\ndata: {\"text\": \"ü\"}\r\n\r\nevent: done\rdata: {}\r\r".encode()
+    whole = parse_in_pieces(stream)
+    pieces = parse_in_pieces(*[stream[i:i + 1] for i in range(len(stream))])
+    assert whole == pieces
+    assert [m.event for m in whole] == ["token", "done"]
+
+
+def test_event_without_data_is_not_dispatched_and_its_type_does_not_leak():
+    messages = parse_in_pieces(b"event: lonely\n\ndata: next\n\n")
+    assert messages == [SSEMessage(None, "next")]
+
+
+def test_unterminated_event_is_dropped_at_end_of_stream():
+    assert parse_in_pieces(b"data: complete\n\ndata: cut off") == [SSEMessage(None, "complete")]
+
+
+def test_id_persists_and_retry_is_reported():
+    messages = parse_in_pieces(b"id: 1\ndata: a\n\ndata: b\n\nretry: 1500\ndata: c\n\nretry: soon\ndata: d\n\n")
+    assert [(m.id, m.retry) for m in messages] == [("1", None), ("1", None), ("1", 1500), ("1", None)]
+
+
+def test_leading_bom_is_ignored():
+    assert parse_in_pieces(b"\xef\xbb", b"\xbfdata: x\n\n") == [SSEMessage(None, "x")]
+
+
+def test_format_sse_round_trips_through_the_parser():
+    text = "line one\nline two\r\nline three\rend"
+    written = format_sse(text, event="token", id="42")
+    assert written.startswith("event: token\nid: 42\n")
+    assert written.count("data: ") == 4
+    assert parse_in_pieces(written.encode()) == [
+        SSEMessage("token", "line one\nline two\nline three\nend", "42")
+    ]
+
+
+def test_format_sse_refuses_line_breaks_in_event_and_id():
+    with pytest.raises(ValueError):
+        format_sse("x", event="token\ndata: injected")
+    with pytest.raises(ValueError):
+        format_sse("x", id="1\r2")
+
+
+def test_format_comment_is_ignored_by_parser():
+    written = format_comment("heartbeat\nsecond line")
+    assert written == ": heartbeat\n: second line\n\n"
+    assert parse_in_pieces(written.encode() + format_sse("after").encode()) == [SSEMessage(None, "after")]
