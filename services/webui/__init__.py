@@ -57,6 +57,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(chat_pages.bp)
     app.register_blueprint(chat_api.bp)
+    from .sessions import init_sessions
+
+    init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`
     app.cli.add_command(auth.users_cli)
     register_error_handlers(app)
 
@@ -65,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
         # Lets the shared layout link to areas (blueprints) only when they are registered.
         return {"url_endpoints": app.view_functions.keys()}
 
-    from .chat.runs import init_runs
+    from .chat.recovery import init_runs
 
     init_runs(app)
     return app

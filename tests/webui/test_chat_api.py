@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from services.webui.chat import runs
+from services.webui.chat import recovery, runs
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, utcnow
 
@@ -144,8 +144,8 @@ def test_live_runs_of_this_process_are_not_taken_for_orphans(app):
                                "beat_at": utcnow(), "created_at": utcnow()})
         runs._live["m1"] = object()
         try:
-            assert not runs._is_orphan(row, 30)
+            assert not recovery.is_orphan(row, 30)
         finally:
             runs._live.pop("m1")
-        assert runs._is_orphan(row, 30)  # same process, not driving it: the driver died
+        assert recovery.is_orphan(row, 30)  # same process, not driving it: the driver died
         assert db.session.scalar(select(Run).limit(1)) is None

@@ -19,17 +19,14 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-import psutil
-from sqlalchemy import and_, delete, insert, select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import insert, select, update
 
 from services.gateway.client import cancel_task, open_task
 from services.gateway.registry import Agent
 
 from ..extensions import db
-from ..models import FINAL_STATUSES, LIVE_STATUSES, ConversationSession, Message, Run, RunEvent, utcnow
+from ..models import FINAL_STATUSES, ConversationSession, Message, Run, RunEvent, utcnow
 
 log = logging.getLogger("switchboard.runs")
 
@@ -38,7 +35,6 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}"
 CANCEL_GRACE_SECONDS = 2.0
 WATCH_INTERVAL_SECONDS = 0.25
 BEAT_INTERVAL_SECONDS = 5.0
-REMOTE_POLL_SECONDS = 0.2
 STATUS_FROM_UPDATE = {"planning", "executing", "awaiting_approval", "streaming"}
 
 runs_table = Run.__table__
@@ -296,198 +292,3 @@ def request_cancel(message_id: str, agent: Agent | None) -> None:
     elif agent is not None and agent.protocol == "native":
         # The agent stops its work now; the owning worker sees `done cancelled` on its stream.
         cancel_task(agent, message_id)
-
-
-# ---- subscribing: replay, then live -------------------------------------------------------------
-
-
-def subscribe(app, message_id: str, after_seq: int, heartbeat: float):
-    """Yield the run's events after `after_seq`, then live ones until `done`; None = heartbeat due.
-
-    Never holds a database connection across a yield.
-    """
-    run = _live.get(message_id)
-    if run is not None:
-        yield from _subscribe_local(run, after_seq, heartbeat)
-    else:
-        yield from _subscribe_stored(app, message_id, after_seq, heartbeat)
-
-
-def _subscribe_local(run: LiveRun, after_seq: int, heartbeat: float):
-    sent = after_seq
-    while True:
-        with run.changed:
-            if len(run.events) <= sent and not run.finished:
-                run.changed.wait(timeout=heartbeat)
-            pending = run.events[sent:]
-        if not pending:
-            yield None
-            continue
-        for event in pending:
-            yield event
-            sent = event.seq
-            if event.type == "done":
-                return
-
-
-def _subscribe_stored(app, message_id: str, after_seq: int, heartbeat: float):
-    sent = after_seq
-    quiet_since = time.monotonic()
-    while True:
-        with app.app_context():
-            with db.engine.connect() as conn:
-                run_row = conn.execute(select(runs_table).where(runs_table.c.message_id == message_id)).first()
-                rows = conn.execute(
-                    select(events_table.c.seq, events_table.c.type, events_table.c.data)
-                    .where(events_table.c.run_id == message_id, events_table.c.seq > sent)
-                    .order_by(events_table.c.seq)
-                ).all()
-            if run_row is None:
-                return
-            if not rows and run_row.ended_at is not None:
-                yield from _synthesized_replay(message_id, run_row, sent)
-                return
-            if not rows and _is_orphan(run_row, app.config["RUN_STALE_SECONDS"]):
-                mark_interrupted([message_id])
-                continue
-        for seq, type_, data in rows:
-            yield StreamEvent(seq, type_, json.loads(data))
-            sent = seq
-            quiet_since = time.monotonic()
-            if type_ == "done":
-                return
-        # A run driven in this process may have started since we looked: switch to its memory.
-        run = _live.get(message_id)
-        if run is not None:
-            yield from _subscribe_local(run, sent, heartbeat)
-            return
-        if time.monotonic() - quiet_since >= heartbeat:
-            quiet_since = time.monotonic()
-            yield None
-        time.sleep(min(REMOTE_POLL_SECONDS, heartbeat))
-
-
-def _synthesized_replay(message_id: str, run_row, sent: int):
-    """An ended run whose event log was purged: the whole reply as one token, usage, done."""
-    message = db.session.get(Message, message_id)
-    db.session.remove()
-    if message is None:
-        return
-    last = run_row.last_seq
-    if sent < last - 2 or sent == 0:
-        if message.content:
-            yield StreamEvent(max(last - 2, 1), "token", {"text": message.content})
-        yield StreamEvent(max(last - 1, 2), "usage", message.usage or {})
-    done = {"status": message.status, "message_id": message_id}
-    if message.error:
-        done["error"] = message.error
-    yield StreamEvent(max(last, 3), "done", done)
-
-
-def _is_orphan(run_row, stale_seconds: float) -> bool:
-    if run_row.ended_at is not None:
-        return False
-    if run_row.owner == OWNER:
-        return run_row.message_id not in _live
-    beat = run_row.beat_at or run_row.created_at
-    if beat < utcnow() - timedelta(seconds=stale_seconds):
-        return True
-    host, _, pid = (run_row.owner or "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
-
-
-# ---- recovery and housekeeping ------------------------------------------------------------------
-
-
-def mark_interrupted(message_ids: list[str]) -> int:
-    """End runs whose driving process died: keep the text, status interrupted, close the grammar."""
-    if not message_ids:
-        return 0
-    now = utcnow()
-    error = "The server restarted while this reply was being written; the text so far is kept."
-    with db.engine.begin() as conn:
-        for message_id in message_ids:
-            ended = conn.execute(
-                update(runs_table)
-                .where(runs_table.c.message_id == message_id, runs_table.c.ended_at.is_(None))
-                .values(ended_at=now)
-            ).rowcount
-            if not ended:
-                continue  # someone else finished it first
-            last_seq = conn.execute(
-                select(runs_table.c.last_seq).where(runs_table.c.message_id == message_id)
-            ).scalar_one()
-            stored_max = conn.execute(
-                select(db.func.max(events_table.c.seq)).where(events_table.c.run_id == message_id)
-            ).scalar() or 0
-            seq = max(last_seq, stored_max)
-            usage_row = conn.execute(
-                select(messages_table.c.usage, messages_table.c.session_id).where(messages_table.c.id == message_id)
-            ).first()
-            conn.execute(
-                insert(events_table),
-                [
-                    {"run_id": message_id, "seq": seq + 1, "type": "usage",
-                     "data": usage_row.usage or json.dumps({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
-                     "created_at": now},
-                    {"run_id": message_id, "seq": seq + 2, "type": "done",
-                     "data": json.dumps({"status": "interrupted", "error": error, "message_id": message_id}),
-                     "created_at": now},
-                ],
-            )
-            conn.execute(update(runs_table).where(runs_table.c.message_id == message_id).values(last_seq=seq + 2))
-            conn.execute(
-                update(messages_table)
-                .where(messages_table.c.id == message_id)
-                .values(status="interrupted", error=error, completed_at=now)
-            )
-            conn.execute(
-                update(sessions_table)
-                .where(sessions_table.c.id == usage_row.session_id, sessions_table.c.active_run_id == message_id)
-                .values(active_run_id=None)
-            )
-    log.warning("marked %d orphaned run(s) interrupted", len(message_ids))
-    return len(message_ids)
-
-
-def recover_orphans(stale_seconds: float) -> int:
-    """Find runs left live by a process that died (stale heartbeat or dead pid) and end them."""
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(runs_table).where(runs_table.c.ended_at.is_(None))).all()
-    orphans = [row.message_id for row in rows if _is_orphan(row, stale_seconds)]
-    # Replies that never got a run row (the process died between commits) are orphans too.
-    with db.engine.connect() as conn:
-        runless = conn.execute(
-            select(messages_table.c.id)
-            .outerjoin(runs_table, runs_table.c.message_id == messages_table.c.id)
-            .where(messages_table.c.status.in_(LIVE_STATUSES), runs_table.c.message_id.is_(None))
-        ).scalars().all()
-    if runless:
-        with db.engine.begin() as conn:
-            conn.execute(
-                update(messages_table)
-                .where(messages_table.c.id.in_(runless))
-                .values(status="interrupted", error="This reply was never started.", completed_at=utcnow())
-            )
-    return mark_interrupted(orphans) + len(runless)
-
-
-def purge_event_logs(retention_seconds: int) -> int:
-    """Drop event logs of runs that ended long ago; their replay is then synthesized."""
-    cutoff = utcnow() - timedelta(seconds=retention_seconds)
-    with db.engine.begin() as conn:
-        old_runs = select(runs_table.c.message_id).where(
-            and_(runs_table.c.ended_at.is_not(None), runs_table.c.ended_at < cutoff)
-        )
-        return conn.execute(delete(events_table).where(events_table.c.run_id.in_(old_runs))).rowcount
-
-
-def init_runs(app) -> None:
-    """On start-up: end the runs of dead processes and purge old event logs."""
-    with app.app_context():
-        try:
-            recover_orphans(app.config["RUN_STALE_SECONDS"])
-            purge_event_logs(app.config["RUN_EVENT_RETENTION_SECONDS"])
-        except (OperationalError, ProgrammingError):
-            # Tables not created yet (before `flask db upgrade`): nothing to recover.
-            db.session.rollback()

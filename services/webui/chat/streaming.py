@@ -10,7 +10,7 @@ from services.gateway.sse import format_sse
 
 from ..extensions import db
 from ..models import Run
-from . import runs
+from . import replay
 
 KEEP_ALIVE = ":keep-alive\n\n"
 SSE_HEADERS = {
@@ -50,7 +50,7 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
         yield "retry: 1000\n\n"
         if message_id is None:
             return
-        for event in runs.subscribe(app, message_id, after_seq, heartbeat):
+        for event in replay.subscribe(app, message_id, after_seq, heartbeat):
             if event is None:
                 yield KEEP_ALIVE
             else:
