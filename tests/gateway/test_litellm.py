@@ -1,74 +1,19 @@
-"""The gateway against a real third-party OpenAI-compatible server: LiteLLM's proxy, offline.
-
-`make litellm` installs it in .venv-litellm (its pins would fight ours). The proxy runs
-with mock responses, so it needs no network and no provider key; its own master key
-stands in for an agent's API key.
-"""
-import os
-import subprocess
+"""The gateway against a real third-party OpenAI-compatible server: LiteLLM's proxy, offline."""
 import threading
-import time
-from pathlib import Path
 
 import pytest
-import requests
 
-from services.agents.fleet import free_port
 from services.gateway import Agent, HealthChecker, Model, open_task
-from services.gateway.registry import PROJECT_ROOT
 
+from ..litellm_server import KEY_ENV, LONG_REPLY, MASTER_KEY, MOCK_REPLY, litellm_proxy
 from .helpers import assert_grammar, collect, text_of, types, user
-
-LITELLM = Path(os.environ.get("LITELLM_BIN", PROJECT_ROOT / ".venv-litellm" / "bin" / "litellm"))
-MASTER_KEY = "sk-switchboard-test-master"
-KEY_ENV = "SWITCHBOARD_LITELLM_KEY"
-MOCK_REPLY = "Hello from LiteLLM's mock. It streams this sentence in small pieces."
-# Long enough that the stream is still running when the test closes it (about 5000 chunks).
-# LiteLLM's mock does not stop generating when the client leaves, so it is not longer.
-LONG_REPLY = "word " * 3000
-
-CONFIG = f"""
-model_list:
-  - model_name: mock-small
-    litellm_params:
-      model: openai/mock-small
-      api_key: not-used-offline
-      mock_response: "{MOCK_REPLY}"
-  - model_name: mock-long
-    litellm_params:
-      model: openai/mock-long
-      api_key: not-used-offline
-      mock_response: "{LONG_REPLY}"
-  - model_name: mock-slow-start
-    litellm_params:
-      model: openai/mock-slow-start
-      api_key: not-used-offline
-      mock_response: "late"
-      mock_delay: 20
-general_settings:
-  master_key: {MASTER_KEY}
-"""
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def litellm_agent(tmp_path_factory):
-    if not LITELLM.exists():
-        pytest.skip(f"{LITELLM} is missing; `make litellm` installs it.")
-    folder = tmp_path_factory.mktemp("litellm")
-    (folder / "config.yaml").write_text(CONFIG)
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-           "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"}
-    log = open(folder / "litellm.log", "wb")
-    process = subprocess.Popen(
-        [str(LITELLM), "--config", str(folder / "config.yaml"), "--host", "127.0.0.1",
-         "--port", str(port), "--num_workers", "1"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    try:
-        _wait_until_live(port, process, folder / "litellm.log")
+    with litellm_proxy(tmp_path_factory.mktemp("litellm")) as port:
         yield Agent(
             agent_id="litellm", name="LiteLLM mock", parent_role="", port=port, protocol="openai",
             api_key_env=KEY_ENV,
@@ -76,28 +21,6 @@ def litellm_agent(tmp_path_factory):
                     Model("mock-long", "Mock long", 8192, 1.0, 2.0),
                     Model("mock-slow-start", "Mock slow start", 8192, 1.0, 2.0)),
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(1)  # it would wait out the abandoned mock streams; no need
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _wait_until_live(port: int, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"LiteLLM exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"LiteLLM did not come up: {log_path.read_text()[-2000:]}")
 
 
 @pytest.fixture
