@@ -5,6 +5,11 @@ greenlet rather than a thread, so one process holds a thousand of them.
 """
 import os
 
+# gevent's default resolver runs getaddrinfo in a thread pool, and under a busy hub that thread
+# waits for the GIL: measured 16 ms p50 per lookup, even for 127.0.0.1, on every connection to
+# an agent. c-ares resolves inside the hub without blocking it (5 µs for an IP literal).
+os.environ.setdefault("GEVENT_RESOLVER", "ares")
+
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 worker_class = "gevent"

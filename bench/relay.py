@@ -8,7 +8,11 @@ throw-away SQLite file, and prints tables. Figures only: nothing here asserts.
 """
 from __future__ import annotations
 
-from gevent import monkey
+import os
+
+os.environ.setdefault("GEVENT_RESOLVER", "ares")  # as in gunicorn.conf.py: no thread-pool DNS
+
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 

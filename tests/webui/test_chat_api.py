@@ -149,3 +149,23 @@ def test_live_runs_of_this_process_are_not_taken_for_orphans(app):
             runs._live.pop("m1")
         assert recovery.is_orphan(row, 30)  # same process, not driving it: the driver died
         assert db.session.scalar(select(Run).limit(1)) is None
+
+
+def test_a_run_whose_event_log_was_purged_replays_as_one_token_usage_done(app, alice):
+    from services.webui.chat.recovery import purge_event_logs
+
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        reply.content, reply.status, reply.error = "The **whole** reply.", "complete", None
+        reply.usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+        run = db.session.get(Run, sent["message_id"])
+        run.ended_at = utcnow() - timedelta(hours=2)
+        db.session.commit()
+        assert purge_event_logs(retention_seconds=3600) > 0
+    lines = alice.get(sent["stream_url"]).text.splitlines()
+    events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
+    data = [line.split(": ", 1)[1] for line in lines if line.startswith("data: ")]
+    assert events == ["token", "usage", "done"]
+    assert '"The **whole** reply."' in data[0] and '"total_tokens": 8' in data[1] and '"complete"' in data[2]
