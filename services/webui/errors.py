@@ -25,6 +25,30 @@ MESSAGES = {
 CSRF_MESSAGE = "Your form expired or lost its security token. Reload the page and try again."
 
 
+class RequestError(Exception):
+    """A request that cannot be served: the HTTP status and a sentence for a person.
+
+    Raised anywhere below a view; the app-wide handler turns it into JSON or a page.
+    """
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a RequestError that says what is wrong with it."""
+    body = request.get_json(silent=True)
+    if body is None:
+        if request.mimetype != "application/json":
+            raise RequestError(415, "Send the request body as JSON (Content-Type: application/json).")
+        raise RequestError(400, "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        raise RequestError(400, "The request body must be a JSON object.")
+    return body
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/") or (
         request.accept_mimetypes.best == "application/json" and not request.headers.get("HX-Request")
@@ -54,6 +78,10 @@ def _code_name(status: int) -> str:
 
 
 def register_error_handlers(app) -> None:
+    @app.errorhandler(RequestError)
+    def request_error(exc: RequestError):
+        return error_response(exc.status, exc.message)
+
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
         return error_response(400, CSRF_MESSAGE, "csrf_failed")

@@ -1,32 +1,16 @@
 """The chat JSON API: agents and models, sending a message, the reply stream, and stop."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 from flask_login import current_user
 
-from ..errors import error_response
+from ..errors import json_body
 from ..fleet import health, registry
 from ..ownership import owned_session
 from .service import ChatError, cancel_latest, send_message
 from .streaming import json_event_stream, last_event_id, latest_run_id
 
 bp = Blueprint("chat_api", __name__, url_prefix="/api")
-
-
-@bp.errorhandler(ChatError)
-def chat_error(exc: ChatError):
-    return error_response(exc.status, exc.message)
-
-
-def json_body() -> dict:
-    body = request.get_json(silent=True)
-    if body is None:
-        if request.mimetype != "application/json":
-            raise ChatError(415, "Send the request body as JSON (Content-Type: application/json).")
-        raise ChatError(400, "The request body is not valid JSON.")
-    if not isinstance(body, dict):
-        raise ChatError(400, "The request body must be a JSON object.")
-    return body
 
 
 def agent_summary(agent, checker) -> dict:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from services.gateway.registry import Agent, Model
 
+from ..errors import RequestError
 from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, Run, new_id, utcnow
@@ -24,13 +25,8 @@ TITLE_CHARS = 80
 HISTORY_SHARE_OF_CONTEXT = 0.75
 
 
-class ChatError(Exception):
-    """A request that cannot be served, with the HTTP status and a sentence for a person."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ChatError(RequestError):
+    """A message that cannot be sent or a run that cannot be stopped, and why."""
 
 
 @dataclass
