@@ -39,8 +39,8 @@ $(LITELLM_VENV)/.installed-$(LITELLM_VERSION):
 # which git ignores: no third-party library file is committed.
 assets: static/vendor/.installed
 
-static/vendor/.installed: package.json services/webui/markdown.py | deps
-	npm install --no-audit --no-fund --silent
+static/vendor/.installed: package.json package-lock.json services/webui/markdown.py | deps
+	npm ci --no-audit --no-fund --silent
 	mkdir -p static/vendor
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
 	cp node_modules/htmx.org/dist/ext/hx-sse.min.js static/vendor/hx-sse.min.js

@@ -175,7 +175,7 @@ def main() -> int:
             for row in rows:
                 overhead = row["ttft_p50"] - rows[0]["ttft_p50"]
                 print(f"{row['path']:34} {row['ttft_p50']:8.2f} {row['ttft_p95']:8.2f} {overhead:13.2f}")
-            print(f"\nThroughput, 400-token replies (tokens/s, p50)")
+            print("\nThroughput, 400-token replies (tokens/s, p50)")
             for row in rate_rows:
                 print(f"{row['path']:34} {row['tps_p50']:10.0f}")
             if not args.streams:

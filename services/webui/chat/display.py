@@ -1,0 +1,303 @@
+"""What the chat pages show: view models for agents, models, messages and the context gauge.
+
+The page's event streams (a reply as it is written) are in page_stream.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from markupsafe import Markup
+from sqlalchemy import select
+
+from services.gateway.registry import Agent, Model
+
+from ..extensions import db
+from ..fleet import health, registry
+from ..markdown import render_markdown
+from ..models import LIVE_STATUSES, ConversationSession, Message, Run, utcnow
+
+RECENT_SESSIONS = 30
+GAUGE_WARN = 0.60
+GAUGE_FULL = 0.85
+
+STATUS_LABELS = {
+    "pending": "Waiting",
+    "streaming": "Writing",
+    "planning": "Planning",
+    "executing": "Executing",
+    "awaiting_approval": "Awaiting approval",
+    "complete": "Complete",
+    "cancelled": "Cancelled",
+    "error": "Error",
+    "interrupted": "Interrupted",
+}
+UPDATE_STATUSES = {"planning", "executing", "awaiting_approval", "streaming"}
+
+
+# ---- agents and models ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentOption:
+    agent: Agent
+    depth: int
+    role: str  # the badge: "root", or "reports to <parent name>"
+    status: str  # "up" | "down"
+    reason: str | None
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.agent_id
+
+    @property
+    def is_up(self) -> bool:
+        return self.status == "up"
+
+
+@dataclass(frozen=True)
+class AgentGroup:
+    root: AgentOption
+    members: list[AgentOption]  # the root first, then its descendants depth-first
+
+
+def agent_groups() -> list[AgentGroup]:
+    """The fleet as its hierarchy: one group per root agent, descendants indented below it."""
+    fleet = registry()
+    checker = health()
+    groups: list[AgentGroup] = []
+    seen: set[str] = set()
+
+    def walk(agent: Agent, depth: int, out: list[AgentOption]) -> None:
+        if agent.agent_id in seen:
+            return
+        seen.add(agent.agent_id)
+        parent = fleet.get(agent.parent_role) if agent.parent_role else None
+        result = checker.check(agent)
+        out.append(AgentOption(
+            agent=agent, depth=depth,
+            role="root" if parent is None else f"reports to {parent.name}",
+            status=result.status, reason=result.reason,
+        ))
+        for child in fleet.children(agent.agent_id):
+            walk(child, depth + 1, out)
+
+    for root in fleet.roots():
+        members: list[AgentOption] = []
+        walk(root, 0, members)
+        groups.append(AgentGroup(root=members[0], members=members))
+    leftovers = [a for a in fleet.agents if a.agent_id not in seen]  # a parent outside the fleet
+    if leftovers:
+        members = []
+        for agent in leftovers:
+            walk(agent, 0, members)
+        groups.append(AgentGroup(root=members[0], members=members))
+    return groups
+
+
+def find_option(groups: list[AgentGroup], agent_id: str | None) -> AgentOption | None:
+    for group in groups:
+        for option in group.members:
+            if option.agent_id == agent_id:
+                return option
+    return None
+
+
+def first_up(groups: list[AgentGroup]) -> AgentOption | None:
+    for group in groups:
+        for option in group.members:
+            if option.is_up:
+                return option
+    return groups[0].members[0] if groups else None
+
+
+def format_tokens(count: int) -> str:
+    if count >= 1000 and count % 1024 == 0:
+        return f"{count // 1024}k"
+    if count >= 1000:
+        return f"{count / 1000:.0f}k"
+    return str(count)
+
+
+def format_price(value: float) -> str:
+    if value == int(value):
+        return f"${int(value):,}"
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.4f}"
+
+
+def model_label(model: Model) -> str:
+    return (
+        f"{model.name} · {format_tokens(model.context_window)} context · "
+        f"{format_price(model.cost_per_1m_input)} in / {format_price(model.cost_per_1m_output)} out per 1M"
+    )
+
+
+# ---- the context gauge ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gauge:
+    used: int
+    window: int
+
+    @property
+    def share(self) -> float:
+        return min(self.used / self.window, 1.0) if self.window else 0.0
+
+    @property
+    def percent(self) -> int:
+        return round(self.share * 100)
+
+    @property
+    def level(self) -> str:
+        return "full" if self.share >= GAUGE_FULL else "warn" if self.share >= GAUGE_WARN else "ok"
+
+    @property
+    def low(self) -> int:
+        return int(self.window * GAUGE_WARN)
+
+    @property
+    def high(self) -> int:
+        return int(self.window * GAUGE_FULL)
+
+
+def used_tokens(usage: dict | None) -> int:
+    """The context a conversation occupies: the last reply's prompt plus its completion."""
+    if not usage:
+        return 0
+    total = usage.get("total_tokens")
+    if not isinstance(total, (int, float)):
+        total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    return int(total or 0)
+
+
+def session_gauge(session: ConversationSession | None, model: Model) -> Gauge:
+    if session is None:
+        return Gauge(0, model.context_window)
+    usage_json = db.session.scalar(
+        select(Message.usage_json)
+        .where(Message.session_id == session.id, Message.role == "assistant", Message.usage_json.is_not(None))
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    return Gauge(used_tokens(_loads(usage_json)), model.context_window)
+
+
+def _loads(raw: str | None) -> dict | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# ---- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """Everything the message partial needs, with no database object behind it."""
+
+    id: str
+    role: str
+    content: str
+    status: str
+    agent_name: str = ""
+    usage: dict | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    model: Model | None = None
+    html: Markup = field(default_factory=Markup)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status.replace("_", " ").capitalize())
+
+    @property
+    def usage_line(self) -> str | None:
+        if not self.usage:
+            return None
+        prompt = int(self.usage.get("prompt_tokens") or 0)
+        completion = int(self.usage.get("completion_tokens") or 0)
+        cost = self.usage.get("cost_usd")
+        if not isinstance(cost, (int, float)) and self.model is not None:
+            cost = self.model.cost_usd(prompt, completion)
+        line = f"{prompt:,} tokens in · {completion:,} out"
+        if isinstance(cost, (int, float)):
+            line += f" · ${cost:.4f}" if cost < 0.01 else f" · ${cost:,.2f}"
+        return line
+
+    @property
+    def note(self) -> str | None:
+        """A sentence for a reply that did not complete, and what to do about it."""
+        if self.status == "error":
+            reason = (self.error or "The agent reported an error.").rstrip(".") + "."
+            return f"{reason} Try again in a moment, or start a new chat with another agent."
+        if self.status == "interrupted":
+            reason = (self.error or "The reply stream broke off.").rstrip(".") + "."
+            return f"{reason} The text so far is kept; send your message again to continue."
+        if self.status == "cancelled":
+            return "Stopped. The text so far is kept."
+        return None
+
+    def rendered(self) -> "MessageView":
+        if self.role != "assistant":
+            return self
+        return replace(self, html=render_markdown(self.content))
+
+
+def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:
+    return MessageView(
+        id=message.id, role=message.role, content=message.content or "", status=message.status,
+        agent_name=agent_name, usage=message.usage, error=message.error,
+        created_at=message.created_at, model=model,
+    ).rendered()
+
+
+def session_messages(session: ConversationSession) -> list[MessageView]:
+    fleet = registry()
+    agent = fleet.get(session.agent_id)
+    model_of = dict(db.session.execute(
+        select(Run.message_id, Run.model_id).where(Run.session_id == session.id)
+    ).all())
+    rows = db.session.scalars(
+        select(Message)
+        .where(Message.session_id == session.id, Message.role.in_(("user", "assistant")))
+        .order_by(Message.created_at)
+    ).all()
+    views = []
+    for row in rows:
+        model = agent.model(model_of.get(row.id, "")) if agent else None
+        views.append(message_view(row, session.agent_name, model))
+    return views
+
+
+def recent_sessions(user) -> list[ConversationSession]:
+    return db.session.scalars(
+        select(ConversationSession)
+        .where(ConversationSession.user_id == user.id, ConversationSession.archived_at.is_(None))
+        .order_by(ConversationSession.updated_at.desc())
+        .limit(RECENT_SESSIONS)
+    ).all()
+
+
+def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return ""
+    seconds = max(((now or utcnow()) - moment).total_seconds(), 0)
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    if seconds < 2 * 86400:
+        return "yesterday"
+    if seconds < 7 * 86400:
+        return f"{int(seconds // 86400)} days ago"
+    return moment.strftime("%d %b %Y")

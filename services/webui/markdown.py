@@ -1,0 +1,184 @@
+"""Markdown of untrusted agent output, rendered on the server and sanitized after rendering.
+
+    render_markdown(text) -> Markup
+
+markdown-it-py (`js-default`: raw HTML off, tables on) → pygments highlighting with CSS classes
+(never inline styles: the CSP forbids them) → nh3 with an allow-list. Only after sanitizing do we
+add our own markup (the copy button of code blocks), so nothing the agent writes can reach the
+page unsanitized. The container the result goes into carries `hx-ignore` as a second fence.
+
+    python -m services.webui.markdown --css > static/vendor/pygments.css
+
+prints the highlighting stylesheet (light, and dark under prefers-color-scheme); `make assets`
+generates it, so it is never committed.
+"""
+from __future__ import annotations
+
+import html
+import re
+import sys
+
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from pygments import highlight as pygments_highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
+
+# The rendered HTML of a message goes inside `.md`; pygments rules are scoped to its code blocks.
+CSS_SCOPE = ".md pre"
+LIGHT_STYLE = "default"
+DARK_STYLE = "monokai"
+MAX_HIGHLIGHT_CHARS = 200_000  # beyond this a code block is shown plain: highlighting is O(n) but slow
+
+ALLOWED_TAGS = {
+    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
+    "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "span",
+}
+# The contents of these go too, not just the tags (markdown-it escapes raw HTML anyway; this is
+# for defence in depth should the renderer ever let a tag through).
+CLEAN_CONTENT_TAGS = {"script", "style", "template", "iframe", "object", "embed", "noscript", "svg", "math"}
+ALLOWED_ATTRIBUTES = {"a": {"href"}, "ol": {"start"}}
+TOKEN_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
+ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
+ALLOWED_CLASSES = {"span": TOKEN_CLASSES, "th": ALIGN_CLASSES, "td": ALIGN_CLASSES}
+URL_SCHEMES = {"http", "https", "mailto"}
+LINK_REL = "noopener noreferrer nofollow"
+_LANGUAGE = re.compile(r"^[A-Za-z0-9_+#.-]{1,32}$")
+_ALIGN = re.compile(r"text-align:\s*(left|center|right)")
+
+
+def _attribute_filter(element: str, attribute: str, value: str) -> str | None:
+    # Serialized attribute values keep a literal "<" and ">"; htmx rewrites "<hx-…" tags in the
+    # raw response text before parsing, so such a value could be turned into markup. Drop them.
+    return value.replace("<", "").replace(">", "")
+
+
+_cleaner = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    clean_content_tags=CLEAN_CONTENT_TAGS,
+    attributes=ALLOWED_ATTRIBUTES,
+    attribute_filter=_attribute_filter,
+    strip_comments=True,
+    link_rel=LINK_REL,
+    url_schemes=URL_SCHEMES,
+    url_relative="deny",
+    allowed_classes=ALLOWED_CLASSES,
+    set_tag_attribute_values={"a": {"target": "_blank"}},
+)
+_formatter = HtmlFormatter(nowrap=True)  # spans with classes only; markdown-it adds <pre><code>
+
+
+def _highlight(code: str, lang: str, _attrs) -> str:
+    if not lang or len(code) > MAX_HIGHLIGHT_CHARS:
+        return ""  # markdown-it escapes the code itself
+    try:
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return ""
+    return pygments_highlight(code, lexer, _formatter)
+
+
+def _render_image_as_link(_renderer, tokens, idx, _options, _env):
+    """Images in model output are an exfiltration channel: show a link the person may follow."""
+    token = tokens[idx]
+    src = token.attrGet("src") or ""
+    alt = token.content or "image"
+    return f'<a href="{html.escape(str(src))}">image: {html.escape(alt)}</a>'
+
+
+def _make_parser() -> MarkdownIt:
+    md = MarkdownIt("js-default", {"html": False, "highlight": _highlight}).enable("table")
+    md.add_render_rule("image", _render_image_as_link)
+    return md
+
+
+_md = _make_parser()
+
+
+def _alignment_to_classes(tokens) -> None:
+    """Table alignment comes as style="text-align:…", which the CSP would block: use classes."""
+    for token in tokens:
+        if token.type in ("th_open", "td_open") and token.attrs.get("style"):
+            match = _ALIGN.search(str(token.attrs.pop("style")))
+            if match:
+                token.attrSet("class", f"align-{match.group(1)}")
+
+
+def _code_languages(tokens) -> list[str]:
+    """The language of every code block, in document order ("" for none or indented code)."""
+    return [
+        (token.info.split()[0] if token.type == "fence" and token.info.strip() else "")
+        for token in tokens
+        if token.type in ("fence", "code_block")
+    ]
+
+
+def _add_code_chrome(clean: str, languages: list[str]) -> str:
+    """Wrap each code block with a language label and a copy button (wired by static/js/app.js).
+
+    Runs on sanitized output, where a literal "<pre>" can only be a real tag: text is escaped and
+    attribute values have no "<" left. nh3 drops the language class, so blocks are labelled from
+    the token stream, in order; the label is shown only when the counts agree.
+    """
+    labels = iter(languages if clean.count("<pre>") == len(languages) else [])
+
+    def head(_match: re.Match) -> str:
+        lang = next(labels, "")
+        label = lang if _LANGUAGE.match(lang) else ""
+        return (
+            '<div class="code-block"><div class="code-head">'
+            f'<span class="code-lang">{html.escape(label)}</span>'
+            '<button type="button" class="copy-code" aria-label="Copy code">Copy</button>'
+            "</div><pre><code>"
+        )
+
+    return re.sub(r"<pre><code>", head, clean).replace("</pre>", "</pre></div>")
+
+
+def sanitize_html(raw_html: str) -> str:
+    """The allow-list pass alone (exposed for tests): what survives is inert."""
+    return _cleaner.clean(raw_html)
+
+
+def render_markdown(text: str | None) -> Markup:
+    """Untrusted markdown → safe HTML for a `.md` container that carries hx-ignore."""
+    if not text:
+        return Markup("")
+    env: dict = {}
+    tokens = _md.parse(text, env)
+    _alignment_to_classes(tokens)
+    rendered = _md.renderer.render(tokens, _md.options, env)
+    return Markup(_add_code_chrome(_cleaner.clean(rendered), _code_languages(tokens)))
+
+
+def pygments_css() -> str:
+    light = HtmlFormatter(style=LIGHT_STYLE).get_style_defs(CSS_SCOPE)
+    dark = HtmlFormatter(style=DARK_STYLE).get_style_defs(CSS_SCOPE)
+    # Background and line-number rules come from app.css; keep only token colours.
+    def tokens_only(css: str) -> str:
+        return "\n".join(
+            line for line in css.splitlines()
+            if line.startswith(CSS_SCOPE + " .") and not line.startswith(CSS_SCOPE + " .hll")
+        )
+
+    dark_block = "\n".join("  " + line for line in tokens_only(dark).splitlines())
+    return (
+        "/* Generated by `python -m services.webui.markdown --css` (make assets). */\n"
+        f"{tokens_only(light)}\n"
+        f"@media (prefers-color-scheme: dark) {{\n{dark_block}\n}}\n"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--css"]:
+        sys.stdout.write(pygments_css())
+        return 0
+    sys.stderr.write("usage: python -m services.webui.markdown --css\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,104 @@
+"""Browser tests: Playwright (sync API) driving Debian Chromium against the app served by gunicorn
+with real reference agents (tests/servers.py LiveStack), started once for this package.
+
+Package scope, not session: Playwright's sync API cannot nest, so its loop must be stopped before
+other suites that start their own (tests/webui/test_sessions_browser.py) run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..servers import LiveStack
+from ..support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+MAX_MESSAGE_CHARS = 2000
+
+# Runs in every page before its own scripts: records what the tests need to prove things.
+PROBE = """
+window.__dialogs = 0;
+window.__csp = [];
+window.__states = [];
+window.__requests = [];
+document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + (e.sample || '')));
+window.__reconnecting = [];
+const record = () => {
+  const lost = document.querySelector('.reply-stream.reconnecting');
+  if (lost && window.__reconnecting[window.__reconnecting.length - 1] !== lost.textContent) window.__reconnecting.push(lost.textContent);
+  const replies = document.querySelectorAll('#messages .turn-assistant');
+  const reply = replies[replies.length - 1];
+  if (!reply) return;
+  const body = reply.querySelector('.turn-body');
+  const state = reply.id + '|' + reply.dataset.status + '|' + (body ? body.textContent.length : 0);
+  if (window.__states[window.__states.length - 1] !== state) window.__states.push(state);
+};
+new MutationObserver(record).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    down = {"agent_id": "dir-ops", "parent_role": "architect", "name": "Ops Director", "port": free_port()}
+    with LiveStack(
+        tmp_path_factory.mktemp("browser"), extra_agents=[down],
+        env_overrides={"MAX_MESSAGE_CHARS": str(MAX_MESSAGE_CHARS)},
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="package")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian Chromium is not installed (make chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="package")
+def logged_in_state(stack, browser):
+    """Cookies of one login through the login form, reused by the other tests' contexts."""
+    context = browser.new_context(base_url=stack.base_url)
+    page = context.new_page()
+    login(page, stack)
+    state = context.storage_state()
+    context.close()
+    return state
+
+
+def login(page, stack):
+    page.goto("/login")
+    page.fill("#username", stack.username)
+    page.fill("#password", stack.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(stack.base_url + "/")
+
+
+@pytest.fixture
+def context(browser, stack, logged_in_state):
+    context = browser.new_context(base_url=stack.base_url, storage_state=logged_in_state, viewport={"width": 1280, "height": 800})
+    context.add_init_script(PROBE)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context):
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.console_errors = []
+    page.on("console", lambda message: page.console_errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+    return page
