@@ -1,6 +1,8 @@
 """The security baseline: login required by default, a strict CSP, and cookies done right."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import make_response, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
@@ -44,7 +46,10 @@ def require_login():
         response = make_response(
             error_response(401, "Your login has expired. Log in again to continue.")
         )
-        response.headers["HX-Redirect"] = url_for("auth.login")
+        # Back to the page the person was on (htmx names it), never to another site.
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        back = current.path + (f"?{current.query}" if current.query else "") if current.path else None
+        response.headers["HX-Redirect"] = url_for("auth.login", next=back)
         return response
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
