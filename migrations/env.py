@@ -2,6 +2,8 @@ import logging
 
 from flask import current_app
 
+from services.webui.database import include_in_autogenerate
+
 from alembic import context
 
 # this is the Alembic Config object, which provides
@@ -89,6 +91,7 @@ def run_migrations_online():
                 logger.info('No changes in schema detected.')
 
     conf_args = current_app.extensions['migrate'].configure_args
+    conf_args.setdefault("include_object", include_in_autogenerate)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 

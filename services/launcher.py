@@ -31,6 +31,7 @@ def main() -> int:
 
     flask("db", "upgrade")
     flask("users", "ensure-admin")
+    flask("sessions", "archive-idle")  # does nothing while ARCHIVE_IDLE_DAYS is 0
 
     fleet = Fleet(agents_file)
     fleet.start()

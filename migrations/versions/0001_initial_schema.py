@@ -41,10 +41,6 @@ def upgrade():
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_conversation_sessions_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conversation_sessions'))
     )
-    with op.batch_alter_table('conversation_sessions', schema=None) as batch_op:
-        batch_op.create_index('ix_sessions_user_created', ['user_id', 'created_at'], unique=False)
-        batch_op.create_index('ix_sessions_user_updated', ['user_id', 'updated_at'], unique=False)
-
     op.create_table('messages',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('session_id', sa.String(length=36), nullable=False),
@@ -106,9 +102,5 @@ def downgrade():
         batch_op.drop_index('ix_messages_session_created')
 
     op.drop_table('messages')
-    with op.batch_alter_table('conversation_sessions', schema=None) as batch_op:
-        batch_op.drop_index('ix_sessions_user_updated')
-        batch_op.drop_index('ix_sessions_user_created')
-
     op.drop_table('conversation_sessions')
     op.drop_table('users')

@@ -89,8 +89,12 @@ def _database_url(env: dict) -> str:
             raise ConfigError(
                 f"DATABASE_URL must start with sqlite: or postgresql:, not {url.split(':')[0]!r}."
             )
-        # Heroku-style URLs say postgres://, which SQLAlchemy no longer accepts.
-        return url.replace("postgres://", "postgresql://", 1)
+        # Heroku-style URLs say postgres://, which SQLAlchemy no longer accepts; a URL without a
+        # driver gets psycopg2, the driver the `postgres` extra installs.
+        for bare in ("postgres://", "postgresql://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg2://" + url[len(bare):]
+        return url
     DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
@@ -129,6 +133,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32000, minimum=1),
+        "SESSIONS_IMPORT_MAX_BYTES": _int(env, "SESSIONS_IMPORT_MAX_BYTES", 4 * 1024 * 1024, minimum=1024),
         "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
         "SESSION_COOKIE_SECURE": _bool(env, "SECURE_COOKIES", False),

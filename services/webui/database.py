@@ -73,3 +73,14 @@ def database_reachable() -> bool:
     except SQLAlchemyError:
         db.session.rollback()
         return False
+
+
+def include_in_autogenerate(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic autogenerate filter: leave alone the full-text search objects of migration 0002.
+
+    They are made by raw DDL (FTS5 tables and their shadow tables, a view, expression indexes on
+    PostgreSQL) that the models do not describe, so autogenerate would otherwise drop them.
+    """
+    if reflected and compare_to is None and name and (name.startswith("search_") or name.endswith("_tsv")):
+        return False
+    return True

@@ -70,9 +70,15 @@ class ConversationSession(db.Model):
         passive_deletes=True,
     )
 
+    # Keyset pagination needs the tie-breaker `id` in the index, for one user (sidebar, sessions
+    # page) and for everyone (admin listing, retention); the trailing agent, model and archived
+    # columns let a filtered walk test rows inside the index without reading the table.
     __table_args__ = (
-        Index("ix_sessions_user_updated", "user_id", "updated_at"),
-        Index("ix_sessions_user_created", "user_id", "created_at"),
+        Index("ix_sessions_user_updated_id", "user_id", "updated_at", "id", "agent_id", "model_id", "archived_at"),
+        Index("ix_sessions_user_created_id", "user_id", "created_at", "id", "agent_id", "model_id", "archived_at"),
+        Index("ix_sessions_updated_id", "updated_at", "id", "agent_id", "model_id", "archived_at"),
+        Index("ix_sessions_created_id", "created_at", "id", "agent_id", "model_id", "archived_at"),
+        Index("ix_sessions_archived_at", "archived_at"),
     )
 
     @property
@@ -99,7 +105,11 @@ class Message(db.Model):
 
     session = db.relationship("ConversationSession", back_populates="messages")
 
-    __table_args__ = (Index("ix_messages_session_created", "session_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_messages_session_created", "session_id", "created_at"),
+        # "status of the latest reply" in one covering seek
+        Index("ix_messages_session_role_created", "session_id", "role", "created_at", "status"),
+    )
 
     @property
     def usage(self) -> dict | None:

@@ -6,20 +6,12 @@ other suites that start their own (tests/webui/test_sessions_browser.py) run.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from ..chromium import chromium
 from ..servers import LiveStack
 from ..support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 MAX_MESSAGE_CHARS = 2000
 
 # Runs in every page before its own scripts: records what the tests need to prove things.
@@ -56,13 +48,8 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian Chromium is not installed (make chromium)")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="package")

@@ -8,7 +8,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import MAX_MESSAGE_CHARS, PROBE, SCREENSHOTS, login
+from ..chromium import SCREENSHOTS
+from .conftest import MAX_MESSAGE_CHARS, PROBE, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -301,7 +302,7 @@ def test_lost_csrf_token_and_expired_login(page, context):
     send(page, "hello again")  # a write fails the CSRF check first: the same sentence
     expect(page.locator("#composer-error")).to_contain_text("Reload the page and try again.")
     page.select_option("#agent-picker", "dir-code")  # htmx follows HX-Redirect to the login page
-    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page).to_have_url(re.compile(r"/login\?next=/"))  # and back here after logging in
 
 
 def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_state, page):

@@ -51,6 +51,17 @@ def test_migrations_upgrade_to_head_and_downgrade_to_base(tmp_path, agents_file)
         assert EXPECTED_TABLES <= set(inspect(db.engine).get_table_names())
 
 
+def test_models_and_migrations_agree(app):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from services.webui.database import include_in_autogenerate
+
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": include_in_autogenerate})
+        assert compare_metadata(context, db.metadata) == []
+
+
 def test_sqlite_pragmas_on_a_fresh_connection(app):
     with app.app_context():
         db.engine.dispose()

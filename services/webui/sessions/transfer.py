@@ -1,0 +1,372 @@
+"""Export a session as JSON (complete) or Markdown (readable); import a JSON export.
+
+An import is validated completely before anything is written, then written in one transaction:
+a file that is not ours, too large or inconsistent is refused with a sentence naming the problem
+and leaves nothing behind. Export → import → export gives the same document apart from the ids
+(new ones are made) and the export's own metadata (`exported_at`, `exported_by`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+
+from flask import current_app
+from sqlalchemy import insert
+
+from ..extensions import db
+from ..models import LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, ConversationSession, Message, Run, new_id, utcnow
+from .queries import SessionsError
+from .review import TOKEN_KEYS, Review, build_review
+
+FORMAT = "switchboard.session"
+VERSION = 1
+MAX_IMPORT_MESSAGES = 20_000
+TITLE_MAX = 200
+_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="microseconds") + "Z" if value else None
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+
+def usage_totals(messages) -> dict:
+    """Sums of what the agents reported (no price estimates: the file must be self-consistent)."""
+    totals = {key: 0 for key in TOKEN_KEYS}
+    cost = 0.0
+    for message in messages:
+        usage = message.get("usage") or {}
+        for key in TOKEN_KEYS:
+            if isinstance(usage.get(key), int) and not isinstance(usage.get(key), bool):
+                totals[key] += usage[key]
+        if isinstance(usage.get("cost_usd"), (int, float)) and not isinstance(usage.get("cost_usd"), bool):
+            cost += usage["cost_usd"]
+    return {"messages": len(messages), **totals, "cost_usd": round(cost, 8)}
+
+
+def session_document(review: Review, exported_by: str) -> dict:
+    session = review.session
+    messages = []
+    for view in review.messages:
+        message, run = view.message, view.run
+        messages.append({
+            "id": message.id,
+            "role": message.role,
+            "message_type": message.message_type,
+            "agent_id": message.agent_id,
+            "content": message.content,
+            "status": message.status,
+            "usage": view.usage,
+            "error": message.error,
+            "created_at": iso(message.created_at),
+            "completed_at": iso(message.completed_at),
+            "run": None if run is None else {
+                "agent_id": run.agent_id,
+                "model_id": run.model_id,
+                "created_at": iso(run.created_at),
+                "ended_at": iso(run.ended_at),
+                "cancel_requested_at": iso(run.cancel_requested_at),
+            },
+        })
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": iso(utcnow()),
+        "exported_by": exported_by,
+        "session": {
+            "id": session.id,
+            "title": session.title,
+            "agent_id": session.agent_id,
+            "agent_name": session.agent_name,
+            "parent_role": session.parent_role,
+            "model_id": session.model_id,
+            "created_at": iso(session.created_at),
+            "updated_at": iso(session.updated_at),
+            "archived_at": iso(session.archived_at),
+        },
+        "messages": messages,
+        "totals": usage_totals(messages),
+    }
+
+
+def export_json(session: ConversationSession, exported_by: str) -> str:
+    return json.dumps(session_document(build_review(session), exported_by), indent=2, ensure_ascii=False) + "\n"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def _cost(value: float | None, estimated: bool = False) -> str:
+    if value is None:
+        return "—"
+    return ("≈ " if estimated else "") + f"${value:,.6f}".rstrip("0").rstrip(".")
+
+
+def export_markdown(session: ConversationSession) -> str:
+    review = build_review(session)
+    totals = review.totals
+    lines = [
+        f"# {session.title}",
+        "",
+        f"- Agent: {session.agent_name} (`{session.agent_id}`)",
+        f"- Model: `{session.model_id}`",
+        f"- Owner: {review.owner}",
+        f"- Created: {_when(session.created_at)}",
+        f"- Last activity: {_when(session.updated_at)}",
+        f"- State: {'archived ' + _when(session.archived_at) if session.archived_at else 'active'}",
+        f"- Messages: {totals.messages} ({totals.replies} replies)",
+        f"- Tokens: {totals.total_tokens:,} ({totals.prompt_tokens:,} in, {totals.completion_tokens:,} out)",
+        f"- Cost: {_cost(totals.cost_usd, totals.cost_estimated)}",
+        f"- Duration: {totals.duration or '—'}",
+        "",
+    ]
+    for view in review.messages:
+        message = view.message
+        heading = message.role.capitalize()
+        if message.role == "assistant" and message.agent_id:
+            heading += f" ({message.agent_id})"
+        lines += ["---", "", f"## {heading} · {_when(message.created_at)} · {message.status}", ""]
+        lines += [message.content or "_(no text)_", ""]
+        details = []
+        if view.usage:
+            details.append(
+                f"tokens {int(view.usage.get('prompt_tokens') or 0):,} in / "
+                f"{int(view.usage.get('completion_tokens') or 0):,} out"
+            )
+        if view.cost_usd is not None:
+            details.append(f"cost {_cost(view.cost_usd, view.cost_estimated)}")
+        if view.duration is not None:
+            details.append(f"took {view.duration.total_seconds():.1f} s")
+        if view.outcome:
+            details.append(view.outcome)
+        elif message.error:
+            details.append(f"error: {message.error}")
+        if details:
+            lines += ["_" + " · ".join(details).replace("_", r"\_") + "_", ""]
+    return "\n".join(lines)
+
+
+def export_filename(session: ConversationSession, extension: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", session.title.lower()).strip("-")[:50] or "session"
+    return f"switchboard-{slug}-{session.id[:8]}.{extension}"
+
+
+# ---- import -------------------------------------------------------------------------------------
+
+
+class ImportRefused(SessionsError):
+    pass
+
+
+def import_limit() -> int:
+    return current_app.config["SESSIONS_IMPORT_MAX_BYTES"]
+
+
+def _refuse(status: int, message: str):
+    raise ImportRefused(status, message)
+
+
+def _timestamp(value, where: str, required: bool = True) -> datetime | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        _refuse(422, f"{where} must be a timestamp like 2026-01-31T12:00:00Z.")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _refuse(422, f"{where} is not a valid timestamp: {value[:40]!r}.")
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _text(value, where: str, limit: int, *, required: bool = True, allow_empty: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        _refuse(422, f"{where} must be text.")
+    if not allow_empty and not value.strip():
+        _refuse(422, f"{where} must not be empty.")
+    if len(value) > limit:
+        _refuse(422, f"{where} is {len(value):,} characters long; the limit is {limit:,}.")
+    return value
+
+
+def _usage(value, where: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _refuse(422, f"{where} must be an object or null.")
+    for key in TOKEN_KEYS:
+        if key in value and value[key] is not None and (
+            not isinstance(value[key], int) or isinstance(value[key], bool) or value[key] < 0
+        ):
+            _refuse(422, f"{where}.{key} must be a whole number of tokens.")
+    cost = value.get("cost_usd")
+    if cost is not None and (
+        not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
+    ):
+        _refuse(422, f"{where}.cost_usd must be a non-negative number.")
+    for key, item in value.items():
+        if not isinstance(key, str) or len(key) > 64 or isinstance(item, (dict, list)):
+            _refuse(422, f"{where} may hold only named numbers and short values.")
+    return value
+
+
+def parse_import(raw: bytes | str) -> dict:
+    """Validate an export file completely; returns the plan for `import_document`."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    limit = import_limit()
+    if size > limit:
+        _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
+    if size == 0:
+        _refuse(400, "The file is empty. Choose a JSON file exported from Switchboard.")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        _refuse(400, "The file is not JSON. Choose a JSON file exported from Switchboard.")
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        _refuse(400, "This file is not a Switchboard session export (its format is not switchboard.session).")
+    if document.get("version") != VERSION:
+        _refuse(400, f"This export has version {str(document.get('version'))[:20]}; this Switchboard reads version {VERSION}.")
+
+    session = document.get("session")
+    if not isinstance(session, dict):
+        _refuse(422, "session must be an object.")
+    agent_id = _text(session.get("agent_id"), "session.agent_id", 64)
+    if not _AGENT_ID.match(agent_id):
+        _refuse(422, f"session.agent_id {agent_id[:40]!r} is not a valid agent id.")
+    plan = {
+        "title": " ".join(_text(session.get("title"), "session.title", TITLE_MAX).split()),
+        "agent_id": agent_id,
+        "agent_name": _text(session.get("agent_name"), "session.agent_name", 128),
+        "parent_role": _text(session.get("parent_role", ""), "session.parent_role", 64, allow_empty=True),
+        "model_id": _text(session.get("model_id"), "session.model_id", 128),
+        "created_at": _timestamp(session.get("created_at"), "session.created_at"),
+        "updated_at": _timestamp(session.get("updated_at"), "session.updated_at"),
+        "archived_at": _timestamp(session.get("archived_at"), "session.archived_at", required=False),
+        "messages": [],
+    }
+    if plan["updated_at"] < plan["created_at"]:
+        _refuse(422, "session.updated_at is earlier than session.created_at.")
+
+    messages = document.get("messages")
+    if not isinstance(messages, list):
+        _refuse(422, "messages must be a list.")
+    if len(messages) > MAX_IMPORT_MESSAGES:
+        _refuse(413, f"The export holds {len(messages):,} messages; the import limit is {MAX_IMPORT_MESSAGES:,}.")
+    seen_ids: set[str] = set()
+    previous: datetime | None = None
+    for index, item in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            _refuse(422, f"{where} must be an object.")
+        old_id = _text(item.get("id"), f"{where}.id", 64)
+        if old_id in seen_ids:
+            _refuse(422, f"{where}.id {old_id[:40]!r} appears twice.")
+        seen_ids.add(old_id)
+        role = item.get("role")
+        if role not in MESSAGE_ROLES:
+            _refuse(422, f"{where}.role must be one of {', '.join(MESSAGE_ROLES)}.")
+        status = item.get("status")
+        if status not in MESSAGE_STATUSES:
+            _refuse(422, f"{where}.status must be one of {', '.join(MESSAGE_STATUSES)}.")
+        created = _timestamp(item.get("created_at"), f"{where}.created_at")
+        completed = _timestamp(item.get("completed_at"), f"{where}.completed_at", required=False)
+        if completed is not None and completed < created:
+            _refuse(422, f"{where}.completed_at is earlier than its created_at.")
+        if previous is not None and created < previous:
+            _refuse(422, f"{where} is out of order: messages must be sorted by created_at.")
+        previous = created
+        error = _text(item.get("error"), f"{where}.error", 10_000, required=False, allow_empty=True)
+        message_agent = _text(item.get("agent_id"), f"{where}.agent_id", 64, required=False)
+        message = {
+            "role": role,
+            "message_type": _text(item.get("message_type", "chat"), f"{where}.message_type", 32),
+            "agent_id": message_agent,
+            "content": _text(item.get("content"), f"{where}.content", limit, allow_empty=True),
+            "status": status,
+            "usage": _usage(item.get("usage"), f"{where}.usage"),
+            "error": error,
+            "created_at": created,
+            "completed_at": completed,
+            "run": None,
+        }
+        if status in LIVE_STATUSES:
+            # Nothing runs it here: an export taken mid-reply is imported as interrupted.
+            message["status"] = "interrupted"
+            message["error"] = error or "This reply was still being written when the session was exported."
+            message["completed_at"] = completed or created
+        run = item.get("run")
+        if run is not None:
+            if role != "assistant":
+                _refuse(422, f"{where}.run is set, but only replies (role assistant) have runs.")
+            if not isinstance(run, dict):
+                _refuse(422, f"{where}.run must be an object or null.")
+            run_created = _timestamp(run.get("created_at"), f"{where}.run.created_at")
+            ended = _timestamp(run.get("ended_at"), f"{where}.run.ended_at", required=False)
+            if ended is not None and ended < run_created:
+                _refuse(422, f"{where}.run.ended_at is earlier than its created_at.")
+            message["run"] = {
+                "agent_id": _text(run.get("agent_id"), f"{where}.run.agent_id", 64),
+                "model_id": _text(run.get("model_id"), f"{where}.run.model_id", 128),
+                "created_at": run_created,
+                "ended_at": ended or message["completed_at"] or created,
+                "cancel_requested_at": _timestamp(
+                    run.get("cancel_requested_at"), f"{where}.run.cancel_requested_at", required=False
+                ),
+            }
+        plan["messages"].append(message)
+
+    totals = document.get("totals")
+    if totals is not None:
+        expected = usage_totals(plan["messages"])
+        if not isinstance(totals, dict):
+            _refuse(422, "totals must be an object.")
+        for key, value in expected.items():
+            given = totals.get(key)
+            if not isinstance(given, (int, float)) or isinstance(given, bool) or abs(given - value) > 1e-6:
+                _refuse(422, f"totals.{key} is {str(given)[:20]}, but the messages add up to {value}.")
+    return plan
+
+
+def import_document(plan: dict, user) -> ConversationSession:
+    """Create the session, its messages and runs for `user` in one transaction."""
+    session_id = new_id()
+    try:
+        session = ConversationSession(
+            id=session_id, user_id=user.id, agent_id=plan["agent_id"], agent_name=plan["agent_name"],
+            parent_role=plan["parent_role"], model_id=plan["model_id"], title=plan["title"],
+            created_at=plan["created_at"], updated_at=plan["updated_at"], archived_at=plan["archived_at"],
+        )
+        db.session.add(session)
+        db.session.flush()
+        message_rows, run_rows = [], []
+        for item in plan["messages"]:
+            message_id = new_id()
+            message_rows.append({
+                "id": message_id, "session_id": session_id, "role": item["role"],
+                "message_type": item["message_type"], "agent_id": item["agent_id"],
+                "content": item["content"], "status": item["status"],
+                "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
+                "error": item["error"], "created_at": item["created_at"], "completed_at": item["completed_at"],
+            })
+            if item["run"] is not None:
+                run_rows.append({
+                    "message_id": message_id, "session_id": session_id, "owner": None, "beat_at": None,
+                    "last_seq": 0, **item["run"],
+                })
+        if message_rows:
+            db.session.execute(insert(Message.__table__), message_rows)
+        if run_rows:
+            db.session.execute(insert(Run.__table__), run_rows)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return session
