@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from ..extensions import db
 from ..models import User
@@ -86,29 +86,11 @@ def reindex_command() -> None:
     if db.engine.dialect.name != "sqlite":
         click.echo("PostgreSQL keeps its full-text indexes itself: nothing to do.")
         return
-    from .search import SESSION_SPAN, USER_SPAN
+    from .search import rebuild_index
 
     started = time.monotonic()
-    # The same layout as the triggers of migration 0002: k = user_id * 2^22 + n, rowid = k * 2^20 + n.
     with db.engine.begin() as conn:
-        for statement in (
-            "INSERT INTO search_messages (search_messages) VALUES ('delete-all')",
-            "DELETE FROM search_titles",
-            "DELETE FROM search_message_docs",
-            "DELETE FROM search_session_docs",
-            "INSERT INTO search_session_docs (doc_id, session_id) "
-            f"SELECT user_id * {USER_SPAN} + row_number() OVER (PARTITION BY user_id ORDER BY created_at, id), id "
-            f"FROM conversation_sessions WHERE user_id BETWEEN 0 AND {(1 << 21) - 1}",
-            "INSERT INTO search_message_docs (doc_id, message_id) "
-            f"SELECT s.doc_id * {SESSION_SPAN} + row_number() OVER (PARTITION BY m.session_id ORDER BY m.created_at, m.id), "
-            "m.id FROM messages AS m JOIN search_session_docs AS s ON s.session_id = m.session_id",
-            "INSERT INTO search_messages (search_messages) VALUES ('rebuild')",
-            "INSERT INTO search_titles (rowid, title) SELECT d.doc_id, s.title "
-            "FROM search_session_docs AS d JOIN conversation_sessions AS s ON s.id = d.session_id",
-            "INSERT INTO search_messages (search_messages, rank) VALUES ('integrity-check', 1)",
-            "INSERT INTO search_titles (search_titles, rank) VALUES ('integrity-check', 1)",
-        ):
-            conn.execute(text(statement))
+        rebuild_index(conn)
     click.echo(f"Rebuilt and checked the search index in {time.monotonic() - started:.1f} s.")
 
 

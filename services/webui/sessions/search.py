@@ -282,3 +282,30 @@ class PostgresSearch:
             doc = docs.get(row.session.id)
             row.snippet_html = marked(snippets.get(doc)) if doc is not None else None
             row.title_html = marked(titles.get(row.session.id))
+
+
+def rebuild_index(conn) -> None:
+    """Rebuild the SQLite full-text index from messages and titles, then let FTS5 check it.
+
+    The same layout as the triggers of migration 0002 (which keeps its own frozen copy of these
+    statements): k = user_id * USER_SPAN + n, rowid = k * SESSION_SPAN + n.
+    """
+    for statement in (
+        "INSERT INTO search_messages (search_messages) VALUES ('delete-all')",
+        "DELETE FROM search_titles",
+        "DELETE FROM search_message_docs",
+        "DELETE FROM search_session_docs",
+        "INSERT INTO search_session_docs (doc_id, session_id) "
+        f"SELECT user_id * {USER_SPAN} + row_number() OVER (PARTITION BY user_id ORDER BY created_at, id), id "
+        f"FROM conversation_sessions WHERE user_id BETWEEN 0 AND {(1 << 21) - 1}",
+        "INSERT INTO search_message_docs (doc_id, message_id) "
+        f"SELECT s.doc_id * {SESSION_SPAN} + row_number() OVER (PARTITION BY m.session_id ORDER BY m.created_at, m.id), "
+        "m.id FROM messages AS m JOIN search_session_docs AS s ON s.session_id = m.session_id",
+        "INSERT INTO search_messages (search_messages) VALUES ('rebuild')",
+        "INSERT INTO search_titles (rowid, title) SELECT d.doc_id, s.title "
+        "FROM search_session_docs AS d JOIN conversation_sessions AS s ON s.id = d.session_id",
+        "INSERT INTO search_messages (search_messages, rank) VALUES ('integrity-check', 1)",
+        "INSERT INTO search_titles (search_titles, rank) VALUES ('integrity-check', 1)",
+    ):
+        conn.execute(text(statement))
+
