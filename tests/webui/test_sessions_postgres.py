@@ -1,13 +1,11 @@
 """The sessions area on PostgreSQL: migrations both ways, full-text search (both plans), keyset
 pages, export/import and delete, through the same routes as on SQLite.
 
-Runs when SWITCHBOARD_TEST_POSTGRES_URL names a PostgreSQL server the tests may create databases
-on (e.g. postgresql://switchboard@127.0.0.1:5432/postgres) and psycopg2 is installed
-(`pip install -e '.[postgres]'`); each run creates a throw-away database and drops it afterwards.
+Runs against a throw-away server (tests/postgres_server.py), or the one
+SWITCHBOARD_TEST_POSTGRES_URL names; each run creates a database and drops it afterwards.
 """
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
 
@@ -21,19 +19,22 @@ from services.webui.extensions import db
 from services.webui.models import utcnow
 from services.webui.sessions import search
 
+from ..postgres_server import postgres_server
 from ..support import UserClient, base_config
 from .test_sessions import add_session, conversation
 
-SERVER_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not SERVER_URL, reason="SWITCHBOARD_TEST_POSTGRES_URL is not set")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    pytest.importorskip("psycopg2")
-    server = SERVER_URL
-    if server.startswith("postgresql://"):  # SQLAlchemy 2.1 would pick psycopg 3 for a bare URL
-        server = "postgresql+psycopg2://" + server[len("postgresql://"):]
+def pg_server():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server):
+    server = pg_server
     name = f"switchboard_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
