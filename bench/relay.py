@@ -59,40 +59,45 @@ def timed_stream(response, started):
     return first, time.perf_counter() - started, tokens
 
 
-def direct(stack, content, model="ref-fast"):
-    session = requests.Session()
-    url = f"{stack.agent_url(AGENT)}/tasks"
-    results = []
-    for index in range(stack.samples):
-        body = {"task_id": f"bench-{time.time_ns()}-{index}", "session_id": "bench", "model": model,
-                "messages": [{"role": "user", "content": content}]}
-        started = time.perf_counter()
-        response = session.post(url, json=body, stream=True, timeout=30)
-        results.append(timed_stream(response, started))
-    return results
+def direct_once(stack, session, content, model, index):
+    body = {"task_id": f"bench-{time.time_ns()}-{index}", "session_id": "bench", "model": model,
+            "messages": [{"role": "user", "content": content}]}
+    started = time.perf_counter()
+    response = session.post(f"{stack.agent_url(AGENT)}/tasks", json=body, stream=True, timeout=30)
+    return timed_stream(response, started)
 
 
-def through(stack, api, content, model="ref-fast"):
-    results = []
-    for _ in range(stack.samples):
-        started = time.perf_counter()
-        response = api.post(
-            "/api/chat/message",
-            json={"agent_id": AGENT, "model_id": model, "content": content},
-            headers={"Accept": "text/event-stream"}, stream=True, timeout=30,
-        )
-        results.append(timed_stream(response, started))
-    return results
+def through_once(api, content, model):
+    """POST with Accept: text/event-stream: the reply streams in the POST's own response."""
+    started = time.perf_counter()
+    response = api.post(
+        "/api/chat/message",
+        json={"agent_id": AGENT, "model_id": model, "content": content},
+        headers={"Accept": "text/event-stream"}, stream=True, timeout=30,
+    )
+    return timed_stream(response, started)
 
 
-def through_two_requests(stack, api, content, model="ref-fast"):
-    results = []
-    for _ in range(stack.samples):
-        started = time.perf_counter()
-        sent = api.post("/api/chat/message", json={"agent_id": AGENT, "model_id": model, "content": content}).json()
-        response = api.get(sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
-        results.append(timed_stream(response, started))
-    return results
+def through_two_requests_once(api, content, model):
+    """The 202 answer, then GET the stream URL: two round trips."""
+    started = time.perf_counter()
+    sent = api.post("/api/chat/message", json={"agent_id": AGENT, "model_id": model, "content": content}).json()
+    response = api.get(sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+    return timed_stream(response, started)
+
+
+def interleaved(stack, api, content, samples, model="ref-fast", two_requests=True):
+    """Each path once per round, so that drift in the machine's speed hits every path alike."""
+    agent_session = requests.Session()
+    results = {"direct to agent": [], "via Switchboard (POST streams)": []}
+    if two_requests:
+        results["via Switchboard (202 + GET)"] = []
+    for index in range(samples):
+        results["direct to agent"].append(direct_once(stack, agent_session, content, model, index))
+        results["via Switchboard (POST streams)"].append(through_once(api, content, model))
+        if two_requests:
+            results["via Switchboard (202 + GET)"].append(through_two_requests_once(api, content, model))
+    return [summarise(name, rows) for name, rows in results.items()]
 
 
 def summarise(name, results):
@@ -147,7 +152,7 @@ def hold_streams(stack, api, count, hold, heartbeat):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--hold", type=float, default=12.0, help="seconds each stream is held open")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="HEARTBEAT_SECONDS for the hold test")
@@ -159,17 +164,12 @@ def main() -> int:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         env = {"HEARTBEAT_SECONDS": str(args.heartbeat), "LOG_LEVEL": "WARNING"}
         with LiveStack(Path(workdir), workers=1, env_overrides=env) as stack:
-            stack.samples = args.samples
             api = stack.login()
             short = "Latency probe @@tokens=20 @@delay_ms=0 @@first_token_ms=0"
             long = "Throughput probe @@tokens=400 @@delay_ms=0 @@first_token_ms=0"
-            direct(stack, short)  # warm both paths
-            through(stack, api, short)
-            rows = [summarise("direct to agent", direct(stack, short)),
-                    summarise("via Switchboard (POST streams)", through(stack, api, short)),
-                    summarise("via Switchboard (202 + GET)", through_two_requests(stack, api, short))]
-            rate_rows = [summarise("direct to agent", direct(stack, long)),
-                         summarise("via Switchboard (POST streams)", through(stack, api, long))]
+            interleaved(stack, api, short, 10)  # warm every path
+            rows = interleaved(stack, api, short, args.samples)
+            rate_rows = interleaved(stack, api, long, max(args.samples // 4, 5), two_requests=False)
             print(f"\nTime to first token, {args.samples} samples each (ms)")
             print(f"{'path':34} {'p50':>8} {'p95':>8} {'overhead p50':>13}")
             for row in rows:

@@ -256,17 +256,17 @@ def test_keyset_pages_cover_everything_once_newest_activity_first(app, alice):
 def test_sort_by_creation_and_the_previous_page_link(app, alice):
     base = utcnow() - timedelta(days=1)
     for n in range(6):  # created in order 0..5, but last activity in reverse order
-        add_session(app, "alice", title=f"S{n}", created_at=base + timedelta(minutes=n),
+        add_session(app, "alice", title=f"Session {n}", created_at=base + timedelta(minutes=n),
                     updated_at=base + timedelta(hours=2, minutes=-n))
-    assert titles(alice) == ["S0", "S1", "S2", "S3", "S4", "S5"]
-    assert titles(alice, sort="created") == ["S5", "S4", "S3", "S2", "S1", "S0"]
+    assert titles(alice) == [f"Session {n}" for n in range(6)]
+    assert titles(alice, sort="created") == [f"Session {n}" for n in range(5, -1, -1)]
     first = alice.get("/sessions", query_string={"sort": "created", "limit": 2})
     older = re.search(r'href="([^"]+)"[^>]*rel="next"', first.text).group(1).replace("&amp;", "&")
     second = results(alice.get(older).text)
-    assert "S3" in second and "S5" not in second
+    assert "Session 3" in second and "Session 5" not in second
     newer = re.search(r'href="([^"]+)"[^>]*rel="prev"', second).group(1).replace("&amp;", "&")
     back = results(alice.get(newer).text)
-    assert "S5" in back and "S4" in back and "S3" not in back
+    assert "Session 5" in back and "Session 4" in back and "Session 3" not in back
 
 
 def test_filters_agent_model_status_state_and_dates(app, alice):

@@ -156,6 +156,9 @@ def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
                         data["message_id"] = run.message_id
                     unflushed.append(run.append(event.type, data))
                     _apply(event.type, data, text, state)
+                    # Let subscribers send it now: under gevent this greenlet would otherwise
+                    # drain every event already queued before anyone else runs.
+                    time.sleep(0)
                 now = time.monotonic()
                 if unflushed and (now - last_flush >= flush_every or run.finished):
                     _flush(run, unflushed, text, state)

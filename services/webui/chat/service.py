@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import insert, inspect, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.gateway.registry import Agent, Model
 
@@ -94,7 +95,11 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
 
 
 def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str) -> SentMessage:
-    """Claim the session, save the user's message, the pending reply and its run; commit."""
+    """Claim the session, save the user's message, the pending reply and its run; commit.
+
+    Plain bulk INSERTs rather than the ORM's unit of work: this is on the path to the first token,
+    and the returned objects are only read.
+    """
     now = utcnow()
     if session is not None:
         if session.is_archived:
@@ -104,38 +109,46 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
                 409,
                 f"This session belongs to agent {session.agent_id}; start a new chat to talk to {agent.agent_id}.",
             )
+        claim = {"active_run_id": reply_id, "updated_at": now, "model_id": model.model_id}
         claimed = db.session.execute(
             update(ConversationSession)
             .where(ConversationSession.id == session.id, ConversationSession.active_run_id.is_(None))
-            .values(active_run_id=reply_id, updated_at=now, model_id=model.model_id)
+            .values(**claim)
             .execution_options(synchronize_session=False)
         ).rowcount
         if not claimed:
             raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
+        for key, value in claim.items():
+            set_committed_value(session, key, value)
     else:
         session = ConversationSession(
             id=new_id(), user_id=user.id, agent_id=agent.agent_id, agent_name=agent.name,
             parent_role=agent.parent_role, model_id=model.model_id, title=make_title(content),
-            created_at=now, updated_at=now, active_run_id=reply_id,
+            created_at=now, updated_at=now, archived_at=None, active_run_id=reply_id,
         )
-        db.session.add(session)
+        db.session.execute(insert(ConversationSession), [_columns(session)])
 
     user_message = Message(
-        id=new_id(), session_id=session.id, role="user", agent_id=agent.agent_id, content=content,
-        status="complete", created_at=now, completed_at=now,
+        id=new_id(), session_id=session.id, role="user", message_type="chat", agent_id=agent.agent_id,
+        content=content, status="complete", usage_json=None, error=None, created_at=now, completed_at=now,
     )
     reply = Message(
-        id=reply_id, session_id=session.id, role="assistant", agent_id=agent.agent_id, content="",
-        status="pending", created_at=now + timedelta(microseconds=1),
+        id=reply_id, session_id=session.id, role="assistant", message_type="chat", agent_id=agent.agent_id,
+        content="", status="pending", usage_json=None, error=None,
+        created_at=now + timedelta(microseconds=1), completed_at=None,
     )
-    db.session.add_all([user_message, reply])
-    db.session.flush()  # the run row refers to the reply; SQLAlchemy does not know that order
-    db.session.add(Run(
-        message_id=reply_id, session_id=session.id, agent_id=agent.agent_id, model_id=model.model_id,
-        owner=runs.OWNER, beat_at=now, created_at=now,
-    ))
+    db.session.execute(insert(Message), [_columns(user_message), _columns(reply)])
+    db.session.execute(insert(Run), [{
+        "message_id": reply_id, "session_id": session.id, "agent_id": agent.agent_id,
+        "model_id": model.model_id, "owner": runs.OWNER, "beat_at": now, "created_at": now, "last_seq": 0,
+    }])
     db.session.commit()  # the user's message is saved before anything goes to the agent
     return SentMessage(session=session, user_message=user_message, reply=reply)
+
+
+def _columns(obj) -> dict:
+    """The column values of a transient model object, keyed by attribute name."""
+    return {attr.key: getattr(obj, attr.key) for attr in inspect(type(obj)).column_attrs}
 
 
 def conversation_for_agent(session_id: str, new_message: Message, model: Model) -> list[dict]:
