@@ -364,13 +364,16 @@ class FakeRun:
         self.words, self.delay = words, delay
         self.thread = threading.Thread(target=self._feed, daemon=True)
 
+    def _publish(self, type_, data):
+        self.live.publish(self.live.next_event(type_, data))
+
     def _feed(self):
         time.sleep(0.05)
         for word in self.words:
-            self.live.append("token", {"text": word})
+            self._publish("token", {"text": word})
             time.sleep(self.delay)
-        self.live.append("usage", {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)})
-        self.live.append("done", {"status": "complete", "message_id": self.live.message_id})
+        self._publish("usage", {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)})
+        self._publish("done", {"status": "complete", "message_id": self.live.message_id})
 
     def start(self):
         self.thread.start()

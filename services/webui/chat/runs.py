@@ -63,14 +63,16 @@ class LiveRun:
     cancel_deadline: float | None = None
     stream: object = None
 
-    def append(self, type_: str, data: dict) -> StreamEvent:
+    def next_event(self, type_: str, data: dict) -> StreamEvent:
+        """The event publish() adds next; only the run's own thread calls these two."""
+        return StreamEvent(len(self.events) + 1, type_, data)
+
+    def publish(self, event: StreamEvent) -> None:
         with self.changed:
-            event = StreamEvent(len(self.events) + 1, type_, data)
             self.events.append(event)
-            if type_ == "done":
+            if event.type == "done":
                 self.finished = True
             self.changed.notify_all()
-        return event
 
     def request_cancel(self) -> None:
         """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
@@ -154,30 +156,42 @@ def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
                     data = dict(event.data)
                     if event.type == "done":
                         data["message_id"] = run.message_id
-                    unflushed.append(run.append(event.type, data))
+                    stream_event = run.next_event(event.type, data)
+                    unflushed.append(stream_event)
                     _apply(event.type, data, text, state)
+                    if event.type == "done":
+                        # The final state is stored before anyone hears `done`, so a client
+                        # that reads the session on `done` finds the finished reply.
+                        _flush(run, unflushed, text, state)
+                        unflushed = []
+                    run.publish(stream_event)
                     # Let subscribers send it now: under gevent this greenlet would otherwise
                     # drain every event already queued before anyone else runs.
                     time.sleep(0)
                 now = time.monotonic()
-                if unflushed and (now - last_flush >= flush_every or run.finished):
+                if unflushed and now - last_flush >= flush_every:
                     _flush(run, unflushed, text, state)
                     unflushed, last_flush = [], now
                 if run.finished:
                     break
     except Exception:  # never leave a reply spinning: record what we have as interrupted
         log.exception("run %s failed", run.message_id)
+        done = None
         if not run.finished:
             state["status"], state["error"] = "interrupted", "Switchboard lost this reply's stream."
-            unflushed.append(run.append("usage", _usage_so_far(state)))
-            unflushed.append(
-                run.append("done", {"status": "interrupted", "error": state["error"], "message_id": run.message_id})
+            usage = run.next_event("usage", _usage_so_far(state))
+            run.publish(usage)
+            done = run.next_event(
+                "done", {"status": "interrupted", "error": state["error"], "message_id": run.message_id}
             )
+            unflushed += [usage, done]
         try:
             with app.app_context():
                 _flush(run, unflushed, text, state)
         except Exception:
             log.exception("run %s could not record its end", run.message_id)
+        if done is not None:
+            run.publish(done)
     finally:
         if run.stream is not None:
             run.stream.close(status="cancelled")
@@ -224,7 +238,7 @@ def _flush(run: LiveRun, events: list[StreamEvent], text: list[str], state: dict
                 ],
             )
         conn.execute(update(messages_table).where(messages_table.c.id == run.message_id).values(**message_values))
-        run_values = {"last_seq": len(run.events), "beat_at": now}
+        run_values = {"last_seq": events[-1].seq if events else len(run.events), "beat_at": now}
         if final:
             run_values["ended_at"] = now
         conn.execute(update(runs_table).where(runs_table.c.message_id == run.message_id).values(**run_values))
