@@ -127,6 +127,9 @@ def launch_run(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
         target=_drive, args=(app, run, model_id, messages), name=f"run-{run.message_id[:8]}", daemon=True
     )
     thread.start()
+    # Under gevent, yield once so that the run sends its request to the agent before this request
+    # finishes its own work: the agent (another process) then works while we answer.
+    time.sleep(0)
 
 
 def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
