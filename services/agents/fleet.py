@@ -23,7 +23,7 @@ import requests
 from services.gateway.transport import SESSION
 from services.gateway.registry import (DEFAULT_REGISTRY_PATH, PROJECT_ROOT, Agent,
                                        RegistryError, load_registry_file)
-from services.agents.scratch_registry import free_port, write_test_registry
+from services.agents.registry_files import free_port, write_test_registry
 
 __all__ = ["Fleet", "FleetError", "free_port", "write_test_registry", "is_local_native"]
 

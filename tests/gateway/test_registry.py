@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from services.agents.scratch_registry import registry_to_toml, write_test_registry
+from services.agents.registry_files import registry_to_toml, write_test_registry
 from services.gateway.registry import (DEFAULT_REGISTRY_PATH, Registry, RegistryError,
                                        RegistrySource, load_registry_file)
 

@@ -13,12 +13,9 @@ from ..models import Run
 from . import replay
 
 KEEP_ALIVE = ":keep-alive\n\n"
-SSE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-    # Never compress a stream: a compressor buffers, and the reader then waits for nothing.
-    "Content-Encoding": "identity",
-}
+# No-cache and no proxy buffering: each event must reach the browser as it is written. (Nothing
+# here compresses responses; a compressor in front of a stream would buffer it the same way.)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def latest_run_id(session_id: str) -> str | None:
@@ -36,8 +33,7 @@ def last_event_id() -> int:
 
 
 def sse_response(chunks) -> Response:
-    response = Response(stream_with_context(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
-    return response
+    return Response(stream_with_context(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def json_event_stream(message_id: str | None, after_seq: int) -> Response:
