@@ -169,3 +169,22 @@ def test_a_run_whose_event_log_was_purged_replays_as_one_token_usage_done(app, a
     data = [line.split(": ", 1)[1] for line in lines if line.startswith("data: ")]
     assert events == ["token", "usage", "done"]
     assert '"The **whole** reply."' in data[0] and '"total_tokens": 8' in data[1] and '"complete"' in data[2]
+
+
+def test_a_failure_while_storing_the_end_still_gives_one_usage_then_done(app, alice, monkeypatch):
+    real_flush = runs._flush
+    failed = []
+
+    def flaky_flush(run, events, text, state):
+        if any(event.type == "done" for event in events) and not failed:
+            failed.append(True)
+            raise RuntimeError("the database went away for a moment")
+        return real_flush(run, events, text, state)
+
+    monkeypatch.setattr(runs, "_flush", flaky_flush)
+    sent = send(alice).json  # nothing listens on the agent's port: usage, then done error
+    reply = wait_final(app, sent["message_id"])
+    assert failed and reply.status == "interrupted"
+    events = [line.split(": ", 1)[1] for line in alice.get(sent["stream_url"]).text.splitlines()
+              if line.startswith("event: ")]
+    assert events == ["usage", "done"]

@@ -83,9 +83,9 @@ class LiveRun:
             cancel_task(self.agent, self.message_id)
         else:
             self.cancel_deadline = time.monotonic()
-        self._close_if_due()
+        self.close_if_due()
 
-    def _close_if_due(self) -> None:
+    def close_if_due(self) -> None:
         if self.cancel_deadline is not None and time.monotonic() >= self.cancel_deadline and self.stream:
             self.stream.close(status="cancelled")
 
@@ -94,10 +94,6 @@ _live: dict[str, LiveRun] = {}
 _live_lock = threading.Lock()
 _watcher: threading.Thread | None = None
 _watcher_lock = threading.Lock()
-
-
-def live_run(message_id: str) -> LiveRun | None:
-    return _live.get(message_id)
 
 
 # ---- starting and driving a run -----------------------------------------------------------------
@@ -154,7 +150,7 @@ def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
             if run.cancel_deadline is not None:  # cancelled while connecting
                 run.cancel_deadline = time.monotonic()
             for event in run.stream:
-                run._close_if_due()
+                run.close_if_due()
                 if event is not None:
                     data = dict(event.data)
                     if event.type == "done":
@@ -181,13 +177,18 @@ def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
         log.exception("run %s failed", run.message_id)
         done = None
         if not run.finished:
+            # Keep the grammar whole: drop a `done` that was never published, add usage only if
+            # none went out, then one `done`.
+            unflushed = [event for event in unflushed if event.seq <= len(run.events)]
             state["status"], state["error"] = "interrupted", "Switchboard lost this reply's stream."
-            usage = run.next_event("usage", _usage_so_far(state))
-            run.publish(usage)
+            if not any(event.type == "usage" for event in run.events):
+                usage = run.next_event("usage", _usage_so_far(state))
+                run.publish(usage)
+                unflushed.append(usage)
             done = run.next_event(
                 "done", {"status": "interrupted", "error": state["error"], "message_id": run.message_id}
             )
-            unflushed += [usage, done]
+            unflushed.append(done)
         try:
             with app.app_context():
                 _flush(run, unflushed, text, state)
@@ -292,7 +293,7 @@ def _watch(app) -> None:
                 if run is not None:
                     run.request_cancel()
             for run in list(_live.values()):
-                run._close_if_due()
+                run.close_if_due()
         except Exception:
             log.exception("run watcher tick failed")
 
