@@ -35,6 +35,8 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}"
 CANCEL_GRACE_SECONDS = 2.0
 WATCH_INTERVAL_SECONDS = 0.25
 BEAT_INTERVAL_SECONDS = 5.0
+# Finished runs' event logs older than RUN_EVENT_RETENTION_SECONDS are dropped this often.
+PURGE_INTERVAL_SECONDS = 300.0
 STATUS_FROM_UPDATE = {"planning", "executing", "awaiting_approval", "streaming"}
 
 runs_table = Run.__table__
@@ -267,12 +269,18 @@ def _ensure_watcher(app) -> None:
 
 
 def _watch(app) -> None:
-    last_beat = 0.0
+    last_beat = last_purge = time.monotonic()
     while True:
         time.sleep(WATCH_INTERVAL_SECONDS)
-        if not _live:
-            continue
         try:
+            if time.monotonic() - last_purge >= PURGE_INTERVAL_SECONDS:
+                from .recovery import purge_event_logs  # recovery builds on this module
+
+                with app.app_context():
+                    purge_event_logs(app.config["RUN_EVENT_RETENTION_SECONDS"])
+                last_purge = time.monotonic()
+            if not _live:
+                continue
             with app.app_context(), db.engine.begin() as conn:
                 flagged = conn.execute(
                     select(runs_table.c.message_id).where(
