@@ -5,36 +5,35 @@ import re
 from pathlib import Path
 
 from services.agents.fleet import free_port
+from services.agents.registry_files import registry_to_toml
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 
 
 def write_registry(path: Path, agents: list[dict]) -> Path:
-    """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}]."""
-    lines = []
-    for agent in agents:
-        lines += [
-            "[[agents]]",
-            f'agent_id = "{agent["agent_id"]}"',
-            f'name = "{agent.get("name", agent["agent_id"].title())}"',
-            f'parent_role = "{agent.get("parent_role", "")}"',
-            f'host = "{agent.get("host", "127.0.0.1")}"',
-            f'port = {agent["port"]}',
-            f'protocol = "{agent.get("protocol", "native")}"',
-        ]
-        if agent.get("api_key_env"):
-            lines.append(f'api_key_env = "{agent["api_key_env"]}"')
-        for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)]):
-            lines += [
-                "[[agents.models]]",
-                f'model_id = "{model_id}"',
-                f'name = "{model_id}"',
-                f"context_window = {window}",
-                "cost_per_1m_input = 1.0",
-                "cost_per_1m_output = 2.0",
-            ]
-        lines.append("")
-    path.write_text("\n".join(lines))
+    """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}].
+
+    Written as given, not validated: some tests need a registry that is wrong on purpose.
+    `models` are (model_id, context_window) pairs.
+    """
+    data = {"agents": [
+        {
+            "agent_id": agent["agent_id"],
+            "name": agent.get("name", agent["agent_id"].title()),
+            "parent_role": agent.get("parent_role", ""),
+            "host": agent.get("host", "127.0.0.1"),
+            "port": agent["port"],
+            "protocol": agent.get("protocol", "native"),
+            "api_key_env": agent.get("api_key_env"),
+            "models": [
+                {"model_id": model_id, "name": model_id, "context_window": window,
+                 "cost_per_1m_input": 1.0, "cost_per_1m_output": 2.0}
+                for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+            ],
+        }
+        for agent in agents
+    ]}
+    path.write_text(registry_to_toml(data))
     return path
 
 
