@@ -13,12 +13,14 @@ import math
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from . import transport
 from .events import (AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage,
@@ -68,7 +70,7 @@ class TaskStream:
         self.tick = tick
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._response: requests.Response | None = None
+        self._response: urllib3.BaseHTTPResponse | None = None
         self._socket: socket.socket | None = None
         self._close_status: str | None = None
         self._close_error: str | None = None
@@ -76,6 +78,7 @@ class TaskStream:
         self._text_parts: list[str] = []
         self._final: deque[AgentEvent] = deque()
         self._finished = False
+        self._sent = threading.Event()
         self._reader = threading.Thread(
             target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True
         )
@@ -119,6 +122,15 @@ class TaskStream:
     @property
     def finished(self) -> bool:
         return self._finished and not self._final
+
+    def wait_sent(self, timeout: float | None = None) -> bool:
+        """Wait until the request has gone out to the agent, or the attempt has ended.
+
+        Lets a caller give the agent a head start: whatever the caller does next then overlaps
+        with the agent's work instead of delaying the request (under gevent the reader only
+        runs when the caller blocks). False if `timeout` passed first.
+        """
+        return self._sent.wait(timeout)
 
     def close(self, status: str = "cancelled", error: str | None = None) -> None:
         """End the stream now, from any thread: it yields usage, then done with `status`."""
@@ -182,10 +194,12 @@ class TaskStream:
         self._queue.put(_End(status, error))
 
     def _on_socket(self, sock: socket.socket) -> None:
+        """Called by the connection right after it has written the request."""
         with self._lock:
             self._socket = sock
             if self._close_status is not None:
                 transport.shut_socket(sock)
+        self._sent.set()
 
     def _read_upstream(self) -> None:
         transport.socket_watcher.set(self._on_socket)
@@ -195,6 +209,8 @@ class TaskStream:
             # A bug here must not leave the consumer waiting forever.
             log.exception("Reading agent %s's reply failed unexpectedly.", self.agent.agent_id)
             self._put_end("error", f"Switchboard lost agent {self.agent.agent_id}'s reply.")
+        finally:
+            self._sent.set()
 
     def _request_and_read(self) -> None:
         agent = self.agent
@@ -219,16 +235,17 @@ class TaskStream:
                     "model": self.model_id, "messages": self.messages}
             translator = NativeTranslator()
         try:
-            response = transport.SESSION.post(
-                url, json=body, headers=headers, stream=True, allow_redirects=False,
-                timeout=(self.connect_timeout, self.idle_timeout),
+            response = transport.post_for_stream(
+                url, body, headers, connect_timeout=self.connect_timeout, read_timeout=self.idle_timeout
             )
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             with self._lock:
                 self._socket = None
             if self._close_status is None:
                 self._put_end(*self._request_failure(exc))
             return
+        finally:
+            self._sent.set()  # https connections are not watched: headers imply it was sent
         with self._lock:
             self._response = response
             closing = self._close_status is not None
@@ -239,6 +256,7 @@ class TaskStream:
             with self._lock:
                 self._socket, self._response = None, None
             response.close()
+            response.release_conn()
 
     def _request_failure(self, exc: BaseException) -> tuple[str, str]:
         if transport.is_connect_failure(exc):
@@ -247,10 +265,14 @@ class TaskStream:
             return "error", transport.idle_too_long(self.agent, self.idle_timeout)
         return "error", f"Agent {self.agent.agent_id} closed the connection before answering."
 
-    def _read_response(self, response: requests.Response, translator) -> None:
+    def _read_response(self, response: urllib3.BaseHTTPResponse, translator) -> None:
         agent = self.agent
-        if response.status_code >= 300:
-            self._put_end("error", transport.http_status_sentence(agent, response))
+        if response.status >= 300:
+            try:
+                body = response.read(transport.ERROR_BODY_BYTES)
+            except (urllib3.exceptions.HTTPError, OSError):
+                body = b""
+            self._put_end("error", transport.http_status_sentence(agent, response.status, body))
             return
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "text/event-stream":
@@ -272,6 +294,9 @@ class TaskStream:
                             self._put_end(*self._agent_done(event.data))
                             return
                         self._queue.put(event)
+                        # Let the consumer take it now: under gevent, a reader with data
+                        # waiting would parse the whole reply before anyone saw its first token.
+                        time.sleep(0)
         except Exception as exc:
             if self._close_status is not None:
                 return  # close() shut the socket under us; the consumer already knows
@@ -297,29 +322,28 @@ class TaskStream:
         return "error", f"Agent {agent_id} reported an error."
 
 
-def _chunks(response: requests.Response):
-    """Bytes as they arrive. A chunked body uses iter_content; a body that simply runs to
-    EOF uses read1, because iter_content(None) on it would wait for the whole body."""
-    if response.raw.chunked:
-        yield from response.iter_content(chunk_size=None)
+def _chunks(response: urllib3.BaseHTTPResponse):
+    """Bytes as they arrive: each chunk of a chunked body, else whatever a read finds (a body
+    that simply runs to EOF must not be read in fixed sizes, which would wait for them)."""
+    if response.chunked:
+        yield from response.read_chunked()
         return
     while True:
-        data = response.raw.read1(65536)
+        data = response.read1(65536)
         if not data:
             return
         yield data
 
 
-def _interrupt(response: requests.Response) -> None:
+def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
     """Fallback when the socket was not handed over (e.g. https): shut it via the response.
     The reader then sees end-of-stream and closes the response itself."""
-    raw = response.raw
     try:
-        raw.shutdown()  # urllib3 >= 2.3
+        response.shutdown()
         return
-    except Exception:
-        pass
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    except (ValueError, OSError):
+        pass  # not set up for it: go to the socket
+    sock = getattr(getattr(response, "_connection", None), "sock", None)
     try:
         if sock is not None:
             sock.shutdown(socket.SHUT_RDWR)

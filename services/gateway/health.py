@@ -81,7 +81,7 @@ class HealthChecker:
             return down(f"Agent {agent.agent_id} did not answer its health check in time.")
         with response:
             if response.status_code != 200:
-                return down(transport.http_status_sentence(agent, response))
+                return down(transport.http_status_sentence(agent, response.status_code, response.content[: transport.ERROR_BODY_BYTES]))
             if agent.protocol == "native":
                 try:
                     body = response.json()

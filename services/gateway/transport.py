@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the gateway: one pooled session, auth headers, error sentences.
+"""HTTP plumbing shared by the gateway: pooled connections, auth headers, error sentences.
 
 Agent faults become one-sentence messages here, in one place, so the web app shows the same
 words whichever code path met the fault. Nothing here ever puts an API key into a message.
@@ -13,6 +13,7 @@ import socket
 from typing import Callable
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
@@ -22,7 +23,7 @@ from .registry import Agent
 
 # Set by a TaskStream's reader (in its own thread or greenlet, hence its own context) so the
 # connection carrying its request hands over the socket: close() can then shut it even
-# while requests is still waiting for the response headers.
+# while the reader is still waiting for the response headers.
 socket_watcher: contextvars.ContextVar[Callable[[socket.socket], None] | None] = \
     contextvars.ContextVar("switchboard_socket_watcher", default=None)
 
@@ -39,21 +40,36 @@ class _WatchedPool(HTTPConnectionPool):
     ConnectionCls = _WatchedConnection
 
 
-class _WatchingAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        # A new dict: the default one is shared by every PoolManager in the process.
-        self.poolmanager.pool_classes_by_scheme = {
-            **self.poolmanager.pool_classes_by_scheme, "http": _WatchedPool,
-        }
-
-
-# Many concurrent streams share this session; each holds one pooled connection while it
-# streams. No retries: a POST that starts work on an agent must not be sent twice.
+# Short calls (health probes, cancel): requests, without retries (a POST that reached an agent
+# must not be sent twice) and deaf to proxy variables (agents live on known addresses).
 SESSION = requests.Session()
-SESSION.mount("http://", _WatchingAdapter(pool_connections=64, pool_maxsize=1024, max_retries=0))
+SESSION.mount("http://", HTTPAdapter(pool_connections=64, pool_maxsize=256, max_retries=0))
 SESSION.mount("https://", HTTPAdapter(pool_connections=16, pool_maxsize=256, max_retries=0))
-SESSION.trust_env = False  # agents live on known addresses; a proxy variable must not divert them
+SESSION.trust_env = False
+
+# Task streams: urllib3, the transport under requests, used directly. requests' per-request
+# work (merging session settings, cookies, hooks, wrapping the response) cost 0.45 ms of the
+# time to the first token (bench/relay.py). Many concurrent streams share these pools, each
+# holding one connection while it streams; urllib3 never reads proxy variables.
+STREAM_POOLS = urllib3.PoolManager(
+    num_pools=64, maxsize=1024, block=False, retries=False, ca_certs=requests.certs.where()
+)
+# A new dict: the default one is shared by every PoolManager in the process.
+STREAM_POOLS.pool_classes_by_scheme = {**STREAM_POOLS.pool_classes_by_scheme, "http": _WatchedPool}
+
+
+def post_for_stream(url: str, body: dict, headers: dict[str, str], *, connect_timeout: float,
+                    read_timeout: float) -> urllib3.BaseHTTPResponse:
+    """POST JSON and return the response once its headers are in; its body is left unread.
+
+    Redirects are returned, never followed. Raises urllib3's errors (or OSError).
+    """
+    return STREAM_POOLS.urlopen(
+        "POST", url, body=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json", **headers},
+        preload_content=False, redirect=False, retries=False,
+        timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+    )
 
 
 def shut_socket(sock: socket.socket) -> None:
@@ -134,25 +150,25 @@ def interrupted(agent: Agent) -> str:
     return f"Agent {agent.agent_id} stopped in the middle of its reply."
 
 
-def http_status_sentence(agent: Agent, response: requests.Response) -> str:
-    status = response.status_code
+# An error answer's body is read this far for its reason: a huge body costs nothing.
+ERROR_BODY_BYTES = 4096
+
+
+def http_status_sentence(agent: Agent, status: int, body: bytes = b"") -> str:
+    """What an HTTP error answer means, from its status and the first bytes of its body."""
     if 300 <= status < 400:
         return (
             f"Agent {agent.agent_id} answered HTTP {status}; "
             "Switchboard does not follow redirects from agents."
         )
-    detail = _error_detail(agent, response)
+    detail = _error_detail(agent, body)
     if detail:
         return f"Agent {agent.agent_id} answered HTTP {status} ({detail})."
     return f"Agent {agent.agent_id} answered HTTP {status}."
 
 
-def _error_detail(agent: Agent, response: requests.Response) -> str:
-    """A short, single-line reason from an error body; capped so a huge body costs nothing."""
-    try:
-        body = response.raw.read(4096, decode_content=True) or b""
-    except Exception:
-        return ""
+def _error_detail(agent: Agent, body: bytes) -> str:
+    """A short, single-line reason from an error body."""
     text = body.decode("utf-8", errors="replace")
     try:
         parsed = json.loads(text)

@@ -8,10 +8,12 @@ monkey.patch_all()
 
 import json  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import gevent  # noqa: E402
 
 from services.gateway import load_registry_file, open_task  # noqa: E402
+from tests.gateway.helpers import LocalHTTPServer, sse  # noqa: E402
 
 
 def run_one(agent, index):
@@ -38,12 +40,29 @@ def stalled_then_closed(agent):
             "done": last}
 
 
+def burst(agent):
+    """A whole reply arriving in one piece: how much was queued when the first token came out."""
+    body = b"".join(sse("token", {"text": f"t{i} "}) for i in range(200)) + sse("done", {"status": "complete"})
+    with LocalHTTPServer() as server:
+        server.stream("/tasks", [body])
+        stream = open_task(replace(agent, port=server.port), task_id="gevent-burst", session_id="g",
+                           model_id="ref-fast", messages=[{"role": "user", "content": "x"}])
+        queued, tokens = None, 0
+        for event in stream:
+            if event is not None and event.type == "token":
+                if queued is None:
+                    queued = stream._queue.qsize()
+                tokens += 1
+    return {"queued_at_first_token": queued, "tokens": tokens}
+
+
 def main():
     agent = load_registry_file(sys.argv[1]).get("ref-child")
     jobs = [gevent.spawn(run_one, agent, i) for i in range(50)]
     stall = gevent.spawn(stalled_then_closed, agent)
-    gevent.joinall(jobs + [stall], timeout=30, raise_error=True)
-    print(json.dumps({"streams": [job.value for job in jobs], "stall": stall.value}))
+    burst_job = gevent.spawn(burst, agent)
+    gevent.joinall(jobs + [stall, burst_job], timeout=30, raise_error=True)
+    print(json.dumps({"streams": [job.value for job in jobs], "stall": stall.value, "burst": burst_job.value}))
 
 
 if __name__ == "__main__":

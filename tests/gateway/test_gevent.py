@@ -15,6 +15,8 @@ pytestmark = pytest.mark.slow  # starts real agent processes
 
 
 def test_streams_ticks_and_close_work_with_greenlets(reference_fleet, test_registry_path):
+    """Also: a reply that arrives in one piece reaches the consumer event by event, so its first
+    token is not held back until the reader has parsed all of it."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run([sys.executable, str(PROBE), str(test_registry_path)], cwd=PROJECT_ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
@@ -31,3 +33,6 @@ def test_streams_ticks_and_close_work_with_greenlets(reference_fleet, test_regis
     assert stall["done"] == {"status": "cancelled"}
     assert stall["ticks"] >= 1
     assert stall["reader_alive"] is False
+    burst = report["burst"]
+    assert burst["tokens"] == 200
+    assert burst["queued_at_first_token"] <= 1

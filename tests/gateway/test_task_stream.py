@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from services.agents.fleet import free_port
-from services.gateway import Model, cancel_task, open_task
+from services.gateway import Model, TaskStream, cancel_task, open_task
 
 from .helpers import (LocalHTTPServer, assert_grammar, collect, task_state, text_of, types,
                       user)
@@ -229,3 +229,28 @@ def test_close_with_another_status_and_reason(agent, task_id):
 def test_cancel_task_reports_failure_without_raising(agent):
     assert cancel_task(agent, "never-started") is False
     assert cancel_task(replace(agent, port=free_port()), "x", timeout=0.5) is False
+
+
+def test_wait_sent_returns_once_the_request_is_out_not_when_answered(agent, task_id):
+    with LocalHTTPServer() as server:
+        server.hang("/tasks")  # takes the whole request, never answers
+        stream = TaskStream(replace(agent, port=server.port), task_id=task_id, session_id="s-1",
+                            model_id="ref-fast", messages=user("hi"), connect_timeout=3.0,
+                            idle_timeout=30.0, tick=0.05)
+        assert stream.wait_sent(0.1) is False  # nothing started: nothing sent
+        stream._start()
+        assert stream.wait_sent(5.0) is True
+        deadline = time.monotonic() + 5
+        while server.hits("/tasks") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b'"task_id"' in server.last_bodies["/tasks"]
+        assert next(stream) is None  # still no answer: only an idle tick
+        stream.close()
+        assert types(collect(stream)[0]) == ["usage", "done"]
+
+
+def test_wait_sent_returns_when_the_agent_cannot_be_reached(agent, task_id):
+    stream = start(replace(agent, port=free_port()), task_id, "hi")
+    assert stream.wait_sent(5.0) is True
+    events, _ = collect(stream)
+    assert events[-1].data["status"] == "error"

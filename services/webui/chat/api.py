@@ -74,16 +74,16 @@ def post_message():
         content=body.get("content"),
         session_id=body.get("session_id"),
     )
-    stream_url = url_for("chat_api.stream", session_id=sent.session.id)
+    stream_url = url_for("chat_api.stream", session_id=sent.session_id)
     if request.accept_mimetypes.best == "text/event-stream":
         # Streaming straight from the POST saves a round trip; the 202 path is the default.
-        response = json_event_stream(sent.reply.id, 0)
-        response.headers.update({"X-Session-Id": sent.session.id, "X-Message-Id": sent.reply.id})
+        response = json_event_stream(sent.reply_id, 0)
+        response.headers.update({"X-Session-Id": sent.session_id, "X-Message-Id": sent.reply_id})
         return response
     response = jsonify(
-        session_id=sent.session.id,
-        message_id=sent.reply.id,
-        user_message_id=sent.user_message.id,
+        session_id=sent.session_id,
+        message_id=sent.reply_id,
+        user_message_id=sent.user_message_id,
         stream_url=stream_url,
     )
     response.status_code = 202

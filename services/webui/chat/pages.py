@@ -127,7 +127,7 @@ def send():
         content=form.get("content"),
         session_id=existing,
     )
-    session_url = url_for(".session_page", session_id=sent.session.id)
+    session_url = url_for(".session_page", session_id=sent.session_id)
     if not request.headers.get("HX-Request"):
         return redirect(session_url, 303)
     if existing is None:

@@ -33,6 +33,9 @@ log = logging.getLogger("switchboard.runs")
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 # A native agent gets this long to confirm a cancel before the run closes the upstream itself.
 CANCEL_GRACE_SECONDS = 2.0
+# How long a request that starts a run waits for the run's request to reach the agent. On
+# loopback that takes well under a millisecond; the cap only matters for a slow network.
+AGENT_HEAD_START_SECONDS = 0.05
 WATCH_INTERVAL_SECONDS = 0.25
 BEAT_INTERVAL_SECONDS = 5.0
 # Finished runs' event logs older than RUN_EVENT_RETENTION_SECONDS are dropped this often.
@@ -119,38 +122,39 @@ def abandon_run(run: LiveRun) -> None:
 
 
 def launch_run(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
-    """Drive a prepared run, whose Run row is committed, in a thread (a greenlet under gevent)."""
+    """Send a prepared run, whose Run row is committed, to its agent; drive it in a thread.
+
+    Returns once the agent has the request (or AGENT_HEAD_START_SECONDS passed), so the agent
+    works while this request writes its answer: under gevent, the run's greenlets would
+    otherwise only get to send it after this request's greenlet yields.
+    """
     _ensure_watcher(app)
-    thread = threading.Thread(
-        target=_drive, args=(app, run, model_id, messages), name=f"run-{run.message_id[:8]}", daemon=True
-    )
-    thread.start()
-    # Under gevent, yield once so that the run sends its request to the agent before this request
-    # finishes its own work: the agent (another process) then works while we answer.
-    time.sleep(0)
-
-
-def _drive(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
     config = app.config
-    flush_every = config["RUN_FLUSH_SECONDS"]
+    run.stream = open_task(
+        run.agent,
+        task_id=run.message_id,
+        session_id=run.session_id,
+        model_id=model_id,
+        messages=messages,
+        connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
+        idle_timeout=config["AGENT_IDLE_TIMEOUT"],
+        tick=min(config["RUN_FLUSH_SECONDS"], WATCH_INTERVAL_SECONDS),
+    )
+    thread = threading.Thread(target=_drive, args=(app, run), name=f"run-{run.message_id[:8]}", daemon=True)
+    thread.start()
+    run.stream.wait_sent(AGENT_HEAD_START_SECONDS)
+
+
+def _drive(app, run: LiveRun) -> None:
+    flush_every = app.config["RUN_FLUSH_SECONDS"]
     text: list[str] = []
     state = {"status": "pending", "usage": None, "error": None}
     unflushed: list[StreamEvent] = []
     last_flush = time.monotonic()
+    if run.cancel_deadline is not None:  # cancelled before the stream existed: no grace left
+        run.cancel_deadline = time.monotonic()
     try:
         with app.app_context():
-            run.stream = open_task(
-                run.agent,
-                task_id=run.message_id,
-                session_id=run.session_id,
-                model_id=model_id,
-                messages=messages,
-                connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
-                idle_timeout=config["AGENT_IDLE_TIMEOUT"],
-                tick=min(flush_every, WATCH_INTERVAL_SECONDS),
-            )
-            if run.cancel_deadline is not None:  # cancelled while connecting
-                run.cancel_deadline = time.monotonic()
             for event in run.stream:
                 run.close_if_due()
                 if event is not None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import insert, inspect, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.gateway.registry import Agent, Model
@@ -25,6 +26,10 @@ TITLE_CHARS = 80
 # Leave room for the reply: the history sent to an agent uses at most this share of its window.
 HISTORY_SHARE_OF_CONTEXT = 0.75
 
+sessions_table = ConversationSession.__table__
+messages_table = Message.__table__
+runs_table = Run.__table__
+
 
 class ChatError(RequestError):
     """A message that cannot be sent or a run that cannot be stopped, and why."""
@@ -32,9 +37,40 @@ class ChatError(RequestError):
 
 @dataclass
 class SentMessage:
-    session: ConversationSession
-    user_message: Message
-    reply: Message
+    """A saved turn: the rows as inserted, keyed by attribute name.
+
+    The model objects are built on first use, so that building them happens after the agent
+    has the request, and only for callers that render them (the JSON API needs the ids only).
+    """
+
+    session_row: dict
+    user_row: dict
+    reply_row: dict
+    existing_session: ConversationSession | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.session_row["id"]
+
+    @property
+    def reply_id(self) -> str:
+        return self.reply_row["id"]
+
+    @property
+    def user_message_id(self) -> str:
+        return self.user_row["id"]
+
+    @cached_property
+    def session(self) -> ConversationSession:
+        return self.existing_session or ConversationSession(**self.session_row)
+
+    @cached_property
+    def user_message(self) -> Message:
+        return Message(**self.user_row)
+
+    @cached_property
+    def reply(self) -> Message:
+        return Message(**self.reply_row)
 
 
 def resolve_agent(agent_id: str | None) -> Agent:
@@ -80,9 +116,9 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
     live = runs.prepare_run(agent, reply_id, session.id if session else None)
     try:
         sent = _save_turn(user, agent, model, content, session, reply_id)
-        live.session_id = sent.session.id
+        live.session_id = sent.session_id
         history = (
-            conversation_for_agent(sent.session.id, sent.user_message, model)
+            conversation_for_agent(sent.session_id, sent.user_row, model)
             if session is not None
             else [{"role": "user", "content": content}]
         )
@@ -97,8 +133,8 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
 def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
-    Plain bulk INSERTs rather than the ORM's unit of work: this is on the path to the first token,
-    and the returned objects are only read.
+    Core INSERTs of plain rows: the ORM's unit of work (or even building model objects) took a
+    third of the time to the first token.
     """
     now = utcnow()
     if session is not None:
@@ -111,56 +147,56 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
             )
         claim = {"active_run_id": reply_id, "updated_at": now, "model_id": model.model_id}
         claimed = db.session.execute(
-            update(ConversationSession)
-            .where(ConversationSession.id == session.id, ConversationSession.active_run_id.is_(None))
+            update(sessions_table)
+            .where(sessions_table.c.id == session.id, sessions_table.c.active_run_id.is_(None))
             .values(**claim)
-            .execution_options(synchronize_session=False)
         ).rowcount
         if not claimed:
             raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
         for key, value in claim.items():
             set_committed_value(session, key, value)
+        session_row = {"id": session.id}
     else:
-        session = ConversationSession(
-            id=new_id(), user_id=user.id, agent_id=agent.agent_id, agent_name=agent.name,
-            parent_role=agent.parent_role, model_id=model.model_id, title=make_title(content),
-            created_at=now, updated_at=now, archived_at=None, active_run_id=reply_id,
-        )
-        db.session.execute(insert(ConversationSession), [_columns(session)])
+        session_row = {
+            "id": new_id(), "user_id": user.id, "agent_id": agent.agent_id, "agent_name": agent.name,
+            "parent_role": agent.parent_role, "model_id": model.model_id, "title": make_title(content),
+            "created_at": now, "updated_at": now, "archived_at": None, "active_run_id": reply_id,
+        }
+        db.session.execute(sessions_table.insert(), session_row)
 
-    user_message = Message(
-        id=new_id(), session_id=session.id, role="user", message_type="chat", agent_id=agent.agent_id,
-        content=content, status="complete", usage_json=None, error=None, created_at=now, completed_at=now,
-    )
-    reply = Message(
-        id=reply_id, session_id=session.id, role="assistant", message_type="chat", agent_id=agent.agent_id,
-        content="", status="pending", usage_json=None, error=None,
-        created_at=now + timedelta(microseconds=1), completed_at=None,
-    )
-    db.session.execute(insert(Message), [_columns(user_message), _columns(reply)])
-    db.session.execute(insert(Run), [{
-        "message_id": reply_id, "session_id": session.id, "agent_id": agent.agent_id,
+    message = {"session_id": session_row["id"], "message_type": "chat", "agent_id": agent.agent_id,
+               "usage_json": None, "error": None}
+    user_row = {**message, "id": new_id(), "role": "user", "content": content, "status": "complete",
+                "created_at": now, "completed_at": now}
+    reply_row = {**message, "id": reply_id, "role": "assistant", "content": "", "status": "pending",
+                 "created_at": now + timedelta(microseconds=1), "completed_at": None}
+    db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
+    db.session.execute(runs_table.insert(), {
+        "message_id": reply_id, "session_id": session_row["id"], "agent_id": agent.agent_id,
         "model_id": model.model_id, "owner": runs.OWNER, "beat_at": now, "created_at": now, "last_seq": 0,
-    }])
+        "cancel_requested_at": None, "ended_at": None,
+    })
     db.session.commit()  # the user's message is saved before anything goes to the agent
-    return SentMessage(session=session, user_message=user_message, reply=reply)
+    return SentMessage(session_row, user_row, reply_row, existing_session=session)
 
 
-def _columns(obj) -> dict:
-    """The column values of a transient model object, keyed by attribute name."""
-    return {attr.key: getattr(obj, attr.key) for attr in inspect(type(obj)).column_attrs}
+def _message_columns(row: dict) -> dict:
+    """A message row keyed by column name: the attribute usage_json is the column "usage"."""
+    columns = dict(row)
+    columns["usage"] = columns.pop("usage_json")
+    return columns
 
 
-def conversation_for_agent(session_id: str, new_message: Message, model: Model) -> list[dict]:
-    """Earlier turns plus the new message, newest kept first when the context window is tight."""
+def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
+    """Earlier turns plus the new message (its row), newest kept first when the window is tight."""
     budget = int(model.context_window * HISTORY_SHARE_OF_CONTEXT * 4)  # ~4 characters a token
-    turns = [{"role": "user", "content": new_message.content}]
-    used = len(new_message.content)
+    turns = [{"role": "user", "content": new_message["content"]}]
+    used = len(new_message["content"])
     earlier = db.session.execute(
         select(Message.role, Message.content)
         .where(
             Message.session_id == session_id,
-            Message.id != new_message.id,
+            Message.id != new_message["id"],
             Message.role.in_(("user", "assistant")),
             Message.content != "",
         )
