@@ -186,7 +186,8 @@ class TaskStream:
 
     # --- reader side --------------------------------------------------------------------
 
-    def _start(self) -> "TaskStream":
+    def start(self) -> "TaskStream":
+        """Send the request (in the reader); open_task does this for you."""
         self._reader.start()
         return self
 
@@ -361,7 +362,7 @@ def open_task(agent: Agent, *, task_id: str | None = None, session_id: str = "",
         agent, task_id=task_id or uuid.uuid4().hex, session_id=session_id, model_id=model_id,
         messages=messages, connect_timeout=connect_timeout, idle_timeout=idle_timeout, tick=tick,
     )
-    return stream._start()
+    return stream.start()
 
 
 def cancel_task(agent: Agent, task_id: str, timeout: float = 2.0) -> bool:

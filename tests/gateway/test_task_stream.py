@@ -238,7 +238,7 @@ def test_wait_sent_returns_once_the_request_is_out_not_when_answered(agent, task
                             model_id="ref-fast", messages=user("hi"), connect_timeout=3.0,
                             idle_timeout=30.0, tick=0.05)
         assert stream.wait_sent(0.1) is False  # nothing started: nothing sent
-        stream._start()
+        stream.start()
         assert stream.wait_sent(5.0) is True
         deadline = time.monotonic() + 5
         while server.hits("/tasks") == 0 and time.monotonic() < deadline:

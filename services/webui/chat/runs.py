@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import insert, select, update
 
-from services.gateway.client import cancel_task, open_task
+from services.gateway.client import TaskStream, cancel_task
 from services.gateway.registry import Agent
 
 from ..extensions import db
@@ -130,7 +130,7 @@ def launch_run(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
     """
     _ensure_watcher(app)
     config = app.config
-    run.stream = open_task(
+    run.stream = TaskStream(
         run.agent,
         task_id=run.message_id,
         session_id=run.session_id,
@@ -140,8 +140,15 @@ def launch_run(app, run: LiveRun, model_id: str, messages: list[dict]) -> None:
         idle_timeout=config["AGENT_IDLE_TIMEOUT"],
         tick=min(config["RUN_FLUSH_SECONDS"], WATCH_INTERVAL_SECONDS),
     )
-    thread = threading.Thread(target=_drive, args=(app, run), name=f"run-{run.message_id[:8]}", daemon=True)
-    thread.start()
+    # The run's thread first, the request second: starting a thread waits for it, and that
+    # wait must not fall between the request's connect and its send.
+    threading.Thread(target=_drive, args=(app, run), name=f"run-{run.message_id[:8]}", daemon=True).start()
+    try:
+        run.stream.start()
+    except RuntimeError:  # no thread to be had: end the reply now rather than leave it pending
+        log.exception("run %s could not start reading its agent", run.message_id)
+        run.stream.close("error", "Switchboard could not start this reply; try again.")
+        return
     run.stream.wait_sent(AGENT_HEAD_START_SECONDS)
 
 

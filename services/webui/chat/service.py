@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import timedelta
+from functools import cached_property
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -133,8 +133,8 @@ def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentM
 def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
-    Core INSERTs of plain rows: the ORM's unit of work (or even building model objects) took a
-    third of the time to the first token.
+    Core INSERTs of plain rows: the ORM's bulk path and building model objects here cost about
+    0.45 ms more, all of it before the agent gets the request.
     """
     now = utcnow()
     if session is not None:
