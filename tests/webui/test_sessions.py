@@ -10,11 +10,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from services.webui import create_app
+from services.webui.auth import create_user
 from services.webui.chat.service import make_title
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, RunEvent, User, new_id, utcnow
 from services.webui.sessions import search
 from services.webui.sessions.queries import sidebar_sessions
+
+from ..support import base_config
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -396,6 +400,63 @@ def test_search_follows_edits_and_deletions(app, alice, plan):
         assert db.session.execute(text("SELECT count(*) FROM search_message_docs")).scalar() == 0
         assert db.session.execute(text("SELECT count(*) FROM search_session_docs")).scalar() == 0
     fts_integrity(app)
+
+
+def test_a_streaming_reply_is_indexed_when_it_ends_not_at_every_flush(app, alice, plan):
+    session_id = add_session(app, "alice", title="Live", messages=conversation(
+        "tell me about birds", "Partial text on the", status="streaming"))
+    with app.app_context():
+        reply = db.session.scalar(select(Message).where(Message.session_id == session_id,
+                                                        Message.role == "assistant"))
+        reply.content = "Partial text on the ptarmigan"  # a run's flush
+        db.session.commit()
+        indexed = db.session.execute(text("SELECT count(*) FROM search_messages")).scalar()
+    assert indexed == 1  # the user's message only
+    assert titles(alice, q="ptarmigan") == []
+    fts_integrity(app)
+    with app.app_context():
+        reply = db.session.get(Message, reply.id)
+        reply.content, reply.status = "Partial text on the ptarmigan, done.", "complete"  # the last flush
+        db.session.commit()
+    assert titles(alice, q="ptarmigan") == ["Live"]
+    fts_integrity(app)
+    with app.app_context():  # an ended reply edited later is re-indexed
+        reply = db.session.get(Message, reply.id)
+        reply.content = "Rewritten about the kestrel."
+        db.session.commit()
+    assert titles(alice, q="ptarmigan") == [] and titles(alice, q="kestrel") == ["Live"]
+    fts_integrity(app)
+    assert alice.delete(f"/api/chat/sessions/{session_id}").status_code == 200
+    fts_integrity(app)
+
+
+def test_upgrading_from_0002_takes_live_replies_out_of_the_index(tmp_path, agents_file):
+    from flask_migrate import downgrade, upgrade
+
+    app = create_app(base_config(tmp_path, tmp_path / "old.db", agents_file))
+    with app.app_context():
+        upgrade(revision="0002")
+    with app.app_context():
+        create_user("alice", "pw-alice-123456")
+        db.session.commit()
+    add_session(app, "alice", title="Old", messages=conversation("q", "half a ptarmigan", status="streaming"))
+    add_session(app, "alice", title="Done", messages=conversation("q", "a whole kestrel"))
+
+    def searchable(word: str) -> int:
+        with app.app_context():
+            return db.session.execute(text("SELECT count(*) FROM search_messages(:w)"), {"w": word}).scalar()
+
+    assert searchable("ptarmigan") == 1  # 0002 indexed the reply while it streamed
+    with app.app_context():
+        upgrade()
+    assert searchable("ptarmigan") == 0 and searchable("kestrel") == 1
+    fts_integrity(app)
+    with app.app_context():
+        downgrade(revision="0002")
+    assert searchable("ptarmigan") == 1 and searchable("kestrel") == 1
+    fts_integrity(app)
+    with app.app_context():
+        db.engine.dispose()
 
 
 def test_search_combines_with_filters_and_pages(app, alice, plan):

@@ -1,7 +1,8 @@
 """Full-text search over session titles and message contents, with highlighted snippets.
 
 SQLite: the FTS5 tables made by migration 0002 (kept in step by triggers), whose rowids encode
-user → session → message. PostgreSQL: GIN indexes on to_tsvector('simple', ...), queried with
+user → session → message; since 0003 a message is in the index once it has ended (a streaming
+reply is indexed when its run ends, not at every flush). PostgreSQL: GIN indexes on to_tsvector('simple', ...), queried with
 exactly the indexed expression.
 
 The search text never reaches either query language as syntax: it is cut into words (letters and
@@ -287,8 +288,9 @@ class PostgresSearch:
 def rebuild_index(conn) -> None:
     """Rebuild the SQLite full-text index from messages and titles, then let FTS5 check it.
 
-    The same layout as the triggers of migration 0002 (which keeps its own frozen copy of these
-    statements): k = user_id * USER_SPAN + n, rowid = k * SESSION_SPAN + n.
+    The same layout as the triggers of migrations 0002 and 0003 (which keep their own frozen
+    copy of these statements): k = user_id * USER_SPAN + n, rowid = k * SESSION_SPAN + n.
+    'rebuild' reads the view search_message_source, which lists ended messages only.
     """
     for statement in (
         "INSERT INTO search_messages (search_messages) VALUES ('delete-all')",
