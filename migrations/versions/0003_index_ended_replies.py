@@ -30,40 +30,27 @@ SOURCE_VIEW = (
     "FROM search_message_docs AS d JOIN messages AS m ON m.id = d.message_id"
 )
 
-# The message triggers of 0002, to restore on downgrade.
-OLD_TRIGGERS = {
-    "search_messages_ai": f"""
-        CREATE TRIGGER search_messages_ai AFTER INSERT ON messages BEGIN
-          INSERT INTO search_message_docs (doc_id, message_id)
-            SELECT next_doc, new.id FROM (
-              SELECT coalesce(
-                       (SELECT max(d.doc_id) FROM search_message_docs AS d
-                         WHERE d.doc_id BETWEEN s.doc_id * {SESSION_SPAN} AND s.doc_id * {SESSION_SPAN} + {SESSION_SPAN - 1}),
-                       s.doc_id * {SESSION_SPAN}) + 1 AS next_doc,
-                     s.doc_id * {SESSION_SPAN} + {SESSION_SPAN - 1} AS last_doc
-                FROM search_session_docs AS s WHERE s.session_id = new.session_id)
-            WHERE next_doc <= last_doc;
-          INSERT INTO search_messages (rowid, body)
-            SELECT doc_id, new.content FROM search_message_docs WHERE message_id = new.id;
-        END""",
-    "search_messages_au": """
-        CREATE TRIGGER search_messages_au AFTER UPDATE OF content ON messages
-        WHEN old.content IS NOT new.content BEGIN
-          INSERT INTO search_messages (search_messages, rowid, body)
-            SELECT 'delete', doc_id, old.content FROM search_message_docs WHERE message_id = old.id;
-          INSERT INTO search_messages (rowid, body)
-            SELECT doc_id, new.content FROM search_message_docs WHERE message_id = new.id;
-        END""",
-    "search_messages_ad": """
-        CREATE TRIGGER search_messages_ad AFTER DELETE ON messages BEGIN
-          INSERT INTO search_messages (search_messages, rowid, body)
-            SELECT 'delete', doc_id, old.content FROM search_message_docs WHERE message_id = old.id;
-          DELETE FROM search_message_docs WHERE message_id = old.id;
-        END""",
-}
 
-NEW_TRIGGERS = {
-    "search_messages_ai": f"""
+def message_triggers(only_ended: bool) -> dict[str, str]:
+    """The three message triggers: 0002's (every message in the index) or 0003's (ended only)."""
+    old_ended = f" AND old.status IN {ENDED}" if only_ended else ""
+    new_ended = f" AND new.status IN {ENDED}" if only_ended else ""
+    # 0003: one trigger for every change of text or status: take out what was indexed (only an
+    # ended message is), put in what should be (only if it has ended).
+    update_of, changed = (
+        ("content, status", "old.content IS NOT new.content OR old.status IS NOT new.status")
+        if only_ended else ("content", "old.content IS NOT new.content")
+    )
+    delete_old = f"""
+          INSERT INTO search_messages (search_messages, rowid, body)
+            SELECT 'delete', doc_id, old.content FROM search_message_docs
+             WHERE message_id = old.id{old_ended};"""
+    insert_new = f"""
+          INSERT INTO search_messages (rowid, body)
+            SELECT doc_id, new.content FROM search_message_docs
+             WHERE message_id = new.id{new_ended};"""
+    return {
+        "search_messages_ai": f"""
         CREATE TRIGGER search_messages_ai AFTER INSERT ON messages BEGIN
           INSERT INTO search_message_docs (doc_id, message_id)
             SELECT next_doc, new.id FROM (
@@ -73,31 +60,17 @@ NEW_TRIGGERS = {
                        s.doc_id * {SESSION_SPAN}) + 1 AS next_doc,
                      s.doc_id * {SESSION_SPAN} + {SESSION_SPAN - 1} AS last_doc
                 FROM search_session_docs AS s WHERE s.session_id = new.session_id)
-            WHERE next_doc <= last_doc;
-          INSERT INTO search_messages (rowid, body)
-            SELECT doc_id, new.content FROM search_message_docs
-             WHERE message_id = new.id AND new.status IN {ENDED};
+            WHERE next_doc <= last_doc;{insert_new}
         END""",
-    # One trigger for every change of text or status: take out what was indexed (only an ended
-    # message is), put in what should be (only if it has ended).
-    "search_messages_au": f"""
-        CREATE TRIGGER search_messages_au AFTER UPDATE OF content, status ON messages
-        WHEN old.content IS NOT new.content OR old.status IS NOT new.status BEGIN
-          INSERT INTO search_messages (search_messages, rowid, body)
-            SELECT 'delete', doc_id, old.content FROM search_message_docs
-             WHERE message_id = old.id AND old.status IN {ENDED};
-          INSERT INTO search_messages (rowid, body)
-            SELECT doc_id, new.content FROM search_message_docs
-             WHERE message_id = new.id AND new.status IN {ENDED};
+        "search_messages_au": f"""
+        CREATE TRIGGER search_messages_au AFTER UPDATE OF {update_of} ON messages
+        WHEN {changed} BEGIN{delete_old}{insert_new}
         END""",
-    "search_messages_ad": f"""
-        CREATE TRIGGER search_messages_ad AFTER DELETE ON messages BEGIN
-          INSERT INTO search_messages (search_messages, rowid, body)
-            SELECT 'delete', doc_id, old.content FROM search_message_docs
-             WHERE message_id = old.id AND old.status IN {ENDED};
+        "search_messages_ad": f"""
+        CREATE TRIGGER search_messages_ad AFTER DELETE ON messages BEGIN{delete_old}
           DELETE FROM search_message_docs WHERE message_id = old.id;
         END""",
-}
+    }
 
 
 def _replace_triggers(triggers: dict) -> None:
@@ -118,7 +91,7 @@ def upgrade():
     )
     op.execute("DROP VIEW search_message_source")
     op.execute(f"{SOURCE_VIEW} WHERE m.status IN {ENDED}")
-    _replace_triggers(NEW_TRIGGERS)
+    _replace_triggers(message_triggers(only_ended=True))
 
 
 def downgrade():
@@ -131,4 +104,4 @@ def downgrade():
     )
     op.execute("DROP VIEW search_message_source")
     op.execute(SOURCE_VIEW)
-    _replace_triggers(OLD_TRIGGERS)
+    _replace_triggers(message_triggers(only_ended=False))
