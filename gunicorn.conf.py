@@ -4,19 +4,28 @@ gevent workers: a reply stream is a long-lived response, and with gevent each on
 greenlet rather than a thread, so one process holds a thousand of them.
 """
 import os
+import signal
+import sys
 
 # gevent's default resolver runs getaddrinfo in a thread pool, and under a busy hub that thread
 # waits for the GIL: measured 16 ms p50 per lookup, even for 127.0.0.1, on every connection to
 # an agent. c-ares resolves inside the hub without blocking it (5 µs for an IP literal).
 os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
+from services.webui.config import ConfigError, web_workers  # noqa: E402
+
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
-workers = int(os.environ.get("WEB_WORKERS", "2"))
+try:
+    workers = web_workers()
+except ConfigError as exc:  # one sentence, not a traceback
+    sys.stderr.write(f"switchboard: configuration error: {exc}\n")
+    raise SystemExit(2) from None
 worker_class = "gevent"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 # Streams are long; this is the worker heartbeat timeout, not a request timeout under gevent.
 timeout = 60
-graceful_timeout = 5
+# Room for a stopping worker to end its runs (runs/manager.py shutdown) before it is killed.
+graceful_timeout = 10
 keepalive = 5
 # The app logs each request itself with a request id; gunicorn's access log would add a second,
 # unredacted line per request.
@@ -24,3 +33,25 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker):
+    """On SIGTERM, end the worker's runs first (text kept, agents' tasks stopped), then stop.
+
+    gunicorn's gevent worker would otherwise keep serving streams until graceful_timeout and
+    exit with its runs still live, leaving them for the next start-up to find.
+    """
+    manager = getattr(worker.wsgi, "extensions", {}).get("switchboard.runs")
+    if manager is None:
+        return
+
+    def handle_exit(sig, frame):
+        import threading
+
+        def stop():
+            manager.shutdown()
+            worker.alive = False
+
+        threading.Thread(target=stop, name="run-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handle_exit)

@@ -1,15 +1,17 @@
 """The Switchboard web app: `create_app` builds it (Flask's application-factory pattern)."""
 from __future__ import annotations
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
-
 from .config import PROJECT_ROOT, ConfigError, load_config
 
 __all__ = ["create_app", "ConfigError"]
 
 
-def create_app(config: dict | None = None) -> Flask:
+def create_app(config: dict | None = None):
+    # Imported here, not at the top: gunicorn.conf.py reads config.py in the master process,
+    # which must not import Flask before a gevent worker has monkey-patched.
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     app = Flask(
         __name__,
         template_folder=str(PROJECT_ROOT / "templates"),
@@ -68,7 +70,7 @@ def create_app(config: dict | None = None) -> Flask:
         # Lets the shared layout link to areas (blueprints) only when they are registered.
         return {"url_endpoints": app.view_functions.keys()}
 
-    from .chat.recovery import init_runs
+    from .runs import init_runs
 
     init_runs(app)
     return app

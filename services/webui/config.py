@@ -99,6 +99,30 @@ def _database_url(env: dict) -> str:
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
 
+def _redis_url(env: dict) -> str | None:
+    url = env.get("REDIS_URL") or None
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, not {url.split(':')[0]!r}.")
+    return url
+
+
+def web_workers(env: dict | None = None) -> int:
+    """How many gunicorn workers to run; more than one needs Redis (REDIS_URL).
+
+    Without Redis a run's events live in the memory of the worker that drives it, so a stream
+    opened on another worker could only follow it through the database, far behind. One gevent
+    worker holds a thousand streams; more workers (or hosts) share events through Redis.
+    """
+    env = dict(os.environ) if env is None else env
+    workers = _int(env, "WEB_WORKERS", 1, minimum=1)
+    if workers > 1 and not _redis_url(env):
+        raise ConfigError(
+            f"WEB_WORKERS={workers} needs REDIS_URL: without Redis every stream must be served by the "
+            "worker that runs its reply, so Switchboard runs one worker (it holds ~1,000 streams)."
+        )
+    return workers
+
+
 def _engine_options(database_url: str, env: dict) -> dict:
     if database_url.startswith("sqlite"):
         # SQLite connections are cheap files handles, and under gevent a thousand streams may
@@ -131,11 +155,15 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
+        "RUN_MAX_REPLY_CHARS": _int(env, "RUN_MAX_REPLY_CHARS", 2_000_000, minimum=1000),
+        "RUN_MEMORY_EVENTS": _int(env, "RUN_MEMORY_EVENTS", 20_000, minimum=100),
+        "REDIS_URL": _redis_url(env),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32000, minimum=1),
         "SESSIONS_IMPORT_MAX_BYTES": _int(env, "SESSIONS_IMPORT_MAX_BYTES", 4 * 1024 * 1024, minimum=1024),
         "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
-        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
+        # Limits are shared by every worker and host when Redis is there.
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or _redis_url(env) or "memory://",
         "SESSION_COOKIE_SECURE": _bool(env, "SECURE_COOKIES", False),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

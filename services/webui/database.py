@@ -1,20 +1,26 @@
-"""Database plumbing: SQLite pragmas on every connection and a clear failure when it cannot open."""
+"""Database plumbing: SQLite pragmas on every connection, writers that never hold the serving
+thread while they wait, and a clear failure when the database cannot open or cannot write."""
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ConfigError
+from .errors import RequestError
 from .extensions import db
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
+    # The serving thread waits in SQLite's C busy handler only a moment: under gevent that wait
+    # holds every stream of the worker. Longer waits happen in Python (_begin_immediate), where
+    # they yield; the run store's own connections, on a native thread, wait longer.
+    "PRAGMA busy_timeout=20",
     # Safe with WAL: a crash can lose the last commits but never corrupts the file.
     "PRAGMA synchronous=NORMAL",
 )
@@ -32,19 +38,62 @@ def _set_sqlite_pragmas(dbapi_connection, connection_record) -> None:
 # One writer at a time per process, waited for in Python. Without it, a greenlet that yields while
 # holding SQLite's write lock leaves the next writer spinning in SQLite's C busy handler, which
 # blocks the whole gevent hub (the holder can never resume) until busy_timeout expires. Under
-# gevent this lock is cooperative; across processes SQLite's own busy_timeout still applies.
+# gevent this lock is cooperative. Across processes, the write lock is then taken with BEGIN
+# IMMEDIATE, retried with sleeps that yield, for at most WRITE_WAIT_SECONDS.
 _sqlite_write_lock = threading.RLock()
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+_DML_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _HOLDS_LOCK = "switchboard_holds_write_lock"
+WRITE_WAIT_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 5
+BUSY_MESSAGE = "The database is busy right now, so nothing was saved. Try again in a few seconds."
+FULL_MESSAGE = "The database cannot store anything right now (its disk is full), so nothing was saved."
+
+
+class DatabaseUnavailable(RequestError):
+    """The database cannot take a write now: 503 with a sentence and Retry-After."""
+
+    def __init__(self, message: str = BUSY_MESSAGE):
+        super().__init__(503, message)
+        self.retry_after = RETRY_AFTER_SECONDS
+
+
+def _lock_errors(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def begin_immediate(dbapi_connection, wait_seconds: float | None = None) -> None:
+    """Take SQLite's write lock now, waiting cooperatively; DatabaseUnavailable past the wait."""
+    if dbapi_connection.in_transaction:
+        return
+    deadline = time.monotonic() + (WRITE_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    delay = 0.005
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _lock_errors(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseUnavailable() from None
+        time.sleep(delay)  # yields under gevent
+        delay = min(delay * 2, 0.1)
 
 
 @event.listens_for(Engine, "before_cursor_execute")
 def _take_sqlite_write_lock(conn, cursor, statement, parameters, context, executemany) -> None:
     if conn.dialect.name != "sqlite" or conn.info.get(_HOLDS_LOCK):
         return
-    if statement.lstrip()[:7].upper().startswith(_WRITE_VERBS):
+    if conn.get_execution_options().get("switchboard_store"):
+        return  # the run store writes on a native thread of its own (runs/store.py)
+    verb = statement.lstrip()[:7].upper()
+    if verb.startswith(_WRITE_VERBS):
         _sqlite_write_lock.acquire()
         conn.info[_HOLDS_LOCK] = True
+        if verb.startswith(_DML_VERBS):
+            begin_immediate(conn.connection.dbapi_connection)
 
 
 @event.listens_for(Engine, "commit")
@@ -52,6 +101,22 @@ def _take_sqlite_write_lock(conn, cursor, statement, parameters, context, execut
 def _release_sqlite_write_lock(conn) -> None:
     if conn.info.pop(_HOLDS_LOCK, False):
         _sqlite_write_lock.release()
+
+
+def unavailable_from(exc: BaseException) -> DatabaseUnavailable | None:
+    """The DatabaseUnavailable behind a database error, if it is one (locked, busy, full)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, DatabaseUnavailable):
+            return seen
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            if "full" in text:
+                return DatabaseUnavailable(FULL_MESSAGE)
+            if _lock_errors(seen):
+                return DatabaseUnavailable()
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return None
 
 
 def check_database(app) -> None:
@@ -72,6 +137,20 @@ def database_reachable() -> bool:
         return True
     except SQLAlchemyError:
         db.session.rollback()
+        return False
+
+
+def database_writable(wait_seconds: float = 0.5) -> bool:
+    """Can a write start now? SQLite: take and give back the write lock (cooperatively)."""
+    try:
+        with db.engine.connect() as connection:
+            if connection.dialect.name != "sqlite":
+                return True
+            dbapi_connection = connection.connection.dbapi_connection
+            begin_immediate(dbapi_connection, wait_seconds)
+            dbapi_connection.execute("ROLLBACK")
+            return True
+    except (SQLAlchemyError, DatabaseUnavailable, sqlite3.Error):
         return False
 
 

@@ -20,6 +20,7 @@ MESSAGES = {
     415: "That content type is not supported here.",
     422: "The request could not be processed.",
     429: "Too many attempts. Wait a minute and try again.",
+    503: "Switchboard cannot serve this right now. Try again in a few seconds.",
     500: "Something went wrong on our side. The error was logged; try again.",
 }
 CSRF_MESSAGE = "Your form expired or lost its security token. Reload the page and try again."
@@ -69,7 +70,7 @@ def error_response(status: int, message: str, code: str | None = None):
 CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-    422: "unprocessable", 429: "rate_limited", 500: "internal_error",
+    422: "unprocessable", 429: "rate_limited", 500: "internal_error", 503: "unavailable",
 }
 
 
@@ -80,7 +81,11 @@ def _code_name(status: int) -> str:
 def register_error_handlers(app) -> None:
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError):
-        return error_response(exc.status, exc.message)
+        response = app.make_response(error_response(exc.status, exc.message))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
@@ -101,6 +106,12 @@ def register_error_handlers(app) -> None:
     def unexpected_error(exc: Exception):
         if isinstance(exc, HTTPException):
             return http_error(exc)
+        from .database import unavailable_from  # database.py builds on this module
+
+        unavailable = unavailable_from(exc)
+        if unavailable is not None:  # locked or full: a sentence and Retry-After, not a 500
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            return request_error(unavailable)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, MESSAGES[500], "internal_error")
 

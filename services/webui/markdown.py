@@ -182,3 +182,29 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv))
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def finished_prefix(text: str) -> int:
+    """How many characters of a growing markdown text are finished top-level blocks.
+
+    In markdown only the last top-level block can still change as text is appended, so a
+    stream renders everything before it once and re-renders only the last block. The cut is
+    at the start of the last block's first line (markdown-it's block `map`), counting line
+    breaks as markdown-it does (CRLF, CR and LF each end a line).
+    """
+    starts = [
+        token.map[0] for token in _md.parse(text, {})
+        if token.level == 0 and token.nesting >= 0 and token.map is not None
+    ]
+    if len(starts) < 2:
+        return 0
+    line = starts[-1]
+    if line == 0:
+        return 0
+    for index, match in enumerate(_LINE_BREAK.finditer(text), start=1):
+        if index == line:
+            return match.end()
+    return 0

@@ -141,6 +141,8 @@ class Run(db.Model):
     owner = db.Column(db.String(128), nullable=True)
     beat_at = db.Column(db.DateTime, nullable=True)
     cancel_requested_at = db.Column(db.DateTime, nullable=True)
+    # No event above this number can have been sent to a client (the driver stores it ahead of
+    # what it publishes), so recovery numbers its closing events above it.
     last_seq = db.Column(db.Integer, nullable=False, default=0)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     ended_at = db.Column(db.DateTime, nullable=True)
@@ -152,15 +154,18 @@ class Run(db.Model):
     )
 
 
-class RunEvent(db.Model):
-    """The run's event log, so a reconnect on any worker replays exactly the missing events."""
+class IdempotencyKey(db.Model):
+    """The first answer to a send, so that a retried POST answers with it instead of a second message."""
 
-    __tablename__ = "run_events"
+    __tablename__ = "idempotency_keys"
 
-    run_id = db.Column(
-        db.String(36), db.ForeignKey("runs.message_id", ondelete="CASCADE"), primary_key=True
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    key = db.Column(db.String(128), primary_key=True)
+    session_id = db.Column(
+        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
     )
-    seq = db.Column(db.Integer, primary_key=True, autoincrement=False)
-    type = db.Column(db.String(24), nullable=False)
-    data = db.Column(db.Text, nullable=False)
+    user_message_id = db.Column(db.String(36), nullable=False)
+    reply_id = db.Column(db.String(36), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)

@@ -3,14 +3,16 @@ ownership, and recovery of runs left live by a dead process. (Streaming against 
 gunicorn is in tests/relay/.)"""
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from services.webui.chat import recovery, runs
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, utcnow
+from services.webui.runs import recovery, run_manager
+from services.webui.runs.manager import SEQ_HEADROOM
 
 
 def send(client, **body):
@@ -139,21 +141,32 @@ def test_start_up_marks_runs_of_dead_processes_interrupted(app, alice, app_confi
 
 
 def test_live_runs_of_this_process_are_not_taken_for_orphans(app):
-    with app.app_context():
-        row = type("Row", (), {"ended_at": None, "owner": runs.OWNER, "message_id": "m1",
-                               "beat_at": utcnow(), "created_at": utcnow()})
-        runs._live["m1"] = object()
-        try:
-            assert not recovery.is_orphan(row, 30)
-        finally:
-            runs._live.pop("m1")
-        assert recovery.is_orphan(row, 30)  # same process, not driving it: the driver died
-        assert db.session.scalar(select(Run).limit(1)) is None
+    owner = run_manager(app).owner
+    row = type("Row", (), {"ended_at": None, "owner": owner, "message_id": "m1",
+                           "beat_at": utcnow(), "created_at": utcnow()})
+    assert not recovery.is_orphan(row, owner, {"m1"}, 30)
+    assert recovery.is_orphan(row, owner, set(), 30)  # same process, not driving it: the driver died
+    row.owner, row.beat_at = "other-host:1", utcnow() - timedelta(seconds=31)
+    assert recovery.is_orphan(row, owner, set(), 30)  # another process that stopped beating
+    row.beat_at = utcnow()
+    assert not recovery.is_orphan(row, owner, set(), 30)
 
 
-def test_a_run_whose_event_log_was_purged_replays_as_one_token_usage_done(app, alice):
-    from services.webui.chat.recovery import purge_event_logs
+def sse_events(text):
+    """[(id, event, data)] of an SSE body."""
+    events, current = [], {}
+    for line in text.splitlines() + [""]:
+        if not line:
+            if "event" in current:
+                events.append((int(current["id"]), current["event"], json.loads(current["data"])))
+            current = {}
+        elif not line.startswith((":", "retry")):
+            field, _, value = line.partition(": ")
+            current[field] = value
+    return events
 
+
+def test_an_ended_run_whose_events_are_gone_replays_from_the_stored_reply(app, alice):
     sent = send(alice).json
     wait_final(app, sent["message_id"])
     with app.app_context():
@@ -161,30 +174,111 @@ def test_a_run_whose_event_log_was_purged_replays_as_one_token_usage_done(app, a
         reply.content, reply.status, reply.error = "The **whole** reply.", "complete", None
         reply.usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
         run = db.session.get(Run, sent["message_id"])
-        run.ended_at = utcnow() - timedelta(hours=2)
+        run.last_seq = 9
         db.session.commit()
-        assert purge_event_logs(retention_seconds=3600) > 0
-    lines = alice.get(sent["stream_url"]).text.splitlines()
-    events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
-    data = [line.split(": ", 1)[1] for line in lines if line.startswith("data: ")]
-    assert events == ["token", "usage", "done"]
-    assert '"The **whole** reply."' in data[0] and '"total_tokens": 8' in data[1] and '"complete"' in data[2]
+    run_manager(app).bus.drop(sent["message_id"])  # the bus's retention is over
+    fresh = sse_events(alice.get(sent["stream_url"]).text)
+    assert [(seq, kind) for seq, kind, _ in fresh] == [(7, "token"), (8, "usage"), (9, "done")]
+    assert fresh[0][2]["text"] == "The **whole** reply." and fresh[1][2]["total_tokens"] == 8
+    assert fresh[2][2]["status"] == "complete" and "content" not in fresh[2][2]
+    # A client that saw part of it is told the stored text, with ids above what it holds.
+    resumed = sse_events(alice.get(sent["stream_url"], headers={"Last-Event-ID": "4"}).text)
+    assert [(seq, kind) for seq, kind, _ in resumed] == [(8, "usage"), (9, "done")]
+    assert resumed[-1][2]["content"] == "The **whole** reply."
+    assert sse_events(alice.get(sent["stream_url"], headers={"Last-Event-ID": "9"}).text) == []
 
 
-def test_a_failure_while_storing_the_end_still_gives_one_usage_then_done(app, alice, monkeypatch):
-    real_flush = runs._flush
+def test_an_orphan_is_ended_with_ids_above_anything_a_client_was_sent(app, alice):
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        reply.status, reply.content, reply.error, reply.completed_at = "streaming", "Stored part", None, None
+        run = db.session.get(Run, sent["message_id"])
+        run.ended_at, run.owner, run.beat_at, run.last_seq = None, "other-host:1", utcnow() - timedelta(hours=1), SEQ_HEADROOM + 40
+        db.session.get(ConversationSession, sent["session_id"]).active_run_id = sent["message_id"]
+        db.session.commit()
+    run_manager(app).bus.drop(sent["message_id"])  # the process that drove it (and its memory) is gone
+    # The client saw 57 events (more text than the last flush stored) before its worker died.
+    events = sse_events(alice.get(sent["stream_url"], headers={"Last-Event-ID": "57"}).text)
+    assert [kind for _, kind, _ in events] == ["usage", "done"]
+    assert all(seq > SEQ_HEADROOM + 40 for seq, _, _ in events)
+    assert events[-1][2]["status"] == "interrupted" and events[-1][2]["content"] == "Stored part"
+    with app.app_context():
+        assert db.session.get(Message, sent["message_id"]).status == "interrupted"
+        assert db.session.get(ConversationSession, sent["session_id"]).active_run_id is None
+
+
+def test_stop_on_a_run_nobody_drives_ends_it_at_once(app, alice):
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        reply.status, reply.content, reply.completed_at = "streaming", "Half", None
+        run = db.session.get(Run, sent["message_id"])
+        run.ended_at, run.owner, run.beat_at = None, "other-host:1", utcnow()
+        run.owner = run_manager(app).owner  # this process, which no longer drives it
+        db.session.commit()
+    run_manager(app).bus.drop(sent["message_id"])
+    response = alice.post(f"/api/chat/sessions/{sent['session_id']}/cancel")
+    assert response.status_code == 200 and response.json["status"] == "cancelled"
+    with app.app_context():
+        reply = db.session.get(Message, sent["message_id"])
+        assert (reply.status, reply.content) == ("cancelled", "Half")
+
+
+def test_a_failed_store_of_the_end_is_retried_and_the_grammar_kept(app, alice, monkeypatch):
+    store = run_manager(app).store
+    real_write = store._write
     failed = []
 
-    def flaky_flush(run, events, text, state):
-        if any(event.type == "done" for event in events) and not failed:
+    def flaky_write(flushes):
+        if any(flush.final for flush in flushes) and not failed:
             failed.append(True)
             raise RuntimeError("the database went away for a moment")
-        return real_flush(run, events, text, state)
+        return real_write(flushes)
 
-    monkeypatch.setattr(runs, "_flush", flaky_flush)
+    monkeypatch.setattr(store, "_write", flaky_write)
     sent = send(alice).json  # nothing listens on the agent's port: usage, then done error
     reply = wait_final(app, sent["message_id"])
-    assert failed and reply.status == "interrupted"
-    events = [line.split(": ", 1)[1] for line in alice.get(sent["stream_url"]).text.splitlines()
-              if line.startswith("event: ")]
+    assert failed and reply.status == "error" and store.healthy
+    events = [kind for _, kind, _ in sse_events(alice.get(sent["stream_url"]).text)]
     assert events == ["usage", "done"]
+
+
+def test_a_repeated_send_with_the_same_idempotency_key_answers_the_first_time(app, alice, bob):
+    first = send(alice, idempotency_key="retry-1")
+    again = alice.post("/api/chat/message", json={"agent_id": "architect", "content": "Hello there"},
+                       headers={"Idempotency-Key": "retry-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    other = send(bob, idempotency_key="retry-1")  # keys are per user
+    assert other.json["session_id"] != first.json["session_id"]
+    with app.app_context():
+        users = db.session.scalars(select(Message).where(Message.role == "user")).all()
+        assert len(users) == 2
+    assert send(alice, idempotency_key="x" * 129).status_code == 400
+    assert send(alice, idempotency_key="tab\there").status_code == 400
+
+
+def test_a_locked_database_answers_a_send_with_503_and_retry_after(app, alice, app_config, monkeypatch):
+    import sqlite3
+
+    from services.webui import database
+
+    monkeypatch.setattr(database, "WRITE_WAIT_SECONDS", 0.3)
+    holder = sqlite3.connect(app_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        started = time.monotonic()
+        response = send(alice, content="Saved later, not lost silently")
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert "busy" in response.json["message"] and "nothing was saved" in response.json["message"]
+    assert 0.25 <= waited < 3
+    with app.app_context():
+        assert db.session.scalar(select(Message).where(Message.content == "Saved later, not lost silently")) is None
+    assert send(alice).status_code == 202  # and the next send goes through

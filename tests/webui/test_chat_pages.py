@@ -16,10 +16,11 @@ from sqlalchemy import select
 
 from services.gateway.health import HealthResult
 from services.gateway.sse import SSEParser
-from services.webui.chat import runs
 from services.webui.extensions import db
 from services.webui.fleet import registry
-from services.webui.models import ConversationSession, Message, Run, RunEvent, User, new_id, utcnow
+from services.webui.models import ConversationSession, Message, Run, User, new_id, utcnow
+from services.webui.runs import run_manager
+from services.webui.runs.events import ReplyState, StreamEvent
 
 HX = {"HX-Request": "true"}
 
@@ -66,15 +67,20 @@ def make_session(app, username, *, agent_id="architect", title="Hello there", ar
 
 
 def add_run(app, session_id, message_id, events, *, ended=True):
-    """A run row for `message_id` with its event log [(type, data), ...]."""
+    """A run row for `message_id`; an ended run's reply is what its events [(type, data), ...] add up to."""
+    state = ReplyState()
+    for seq, (type_, data) in enumerate(events, start=1):
+        state.apply(StreamEvent(seq, type_, data))
     with app.app_context():
         now = utcnow()
         db.session.add(Run(
             message_id=message_id, session_id=session_id, agent_id="architect", model_id="ref-standard",
-            owner=runs.OWNER, beat_at=now, created_at=now, last_seq=len(events), ended_at=now if ended else None,
+            owner=run_manager(app).owner, beat_at=now, created_at=now, last_seq=len(events) if ended else 10_000,
+            ended_at=now if ended else None,
         ))
-        for seq, (type_, data) in enumerate(events, start=1):
-            db.session.add(RunEvent(run_id=message_id, seq=seq, type=type_, data=json.dumps(data), created_at=now))
+        if ended and events:
+            message = db.session.get(Message, message_id)
+            message.content, message.status, message.usage = state.text, state.status, state.usage
         db.session.commit()
 
 
@@ -168,7 +174,7 @@ def test_session_page_shows_the_conversation(app, alice, agents_up):
     assert f'id="msg-{user_id}"' in html and f'id="msg-{reply_id}"' in html
     assert "<strong>bold</strong> reply" in html
     assert re.search(r'class="turn-body md" hx-ignore aria-live="polite"', html)
-    assert '<span class="chip chip-complete">Complete</span>' in html
+    assert re.search(r'<span class="chip chip-complete" id="msg-[0-9a-f-]+-chip">Complete</span>', html)
     assert "1,200 tokens in · 34 out · $0.0042" in html
     assert 'value="1234"' in html and "1,234</span> / 32,768 tokens" in html
     assert f'name="session_id" value="{sid}"' in html and 'hx-target="#messages"' in html
@@ -219,12 +225,13 @@ def test_sidebar_lists_recent_unarchived_sessions_of_the_user(app, alice, bob, a
 
 
 @pytest.fixture
-def runs_held(monkeypatch):
+def runs_held(app, monkeypatch):
     """Runs that never start (no agent listens here), so a reply stays live while we look at it."""
-    monkeypatch.setattr(runs, "launch_run", lambda app, live, model_id, history: None)
+    manager = run_manager(app)
+    monkeypatch.setattr(manager, "launch", lambda live, history: None)
     yield
-    for message_id in list(runs._live):
-        runs.abandon_run(runs._live[message_id])
+    for message_id in list(manager._live):
+        manager.abandon(manager._live[message_id])
 
 
 def test_sending_on_a_new_chat_creates_the_session_and_pushes_its_url(app, alice, agents_up, runs_held):
@@ -252,7 +259,7 @@ def test_sending_in_a_session_appends_both_turns_and_the_stream(app, alice, agen
     assert response.status_code == 200
     html = response.text
     assert html.count("<article ") == 2 and ">Next</div>" in html
-    assert '<span class="chip chip-pending">Waiting</span>' in html
+    assert re.search(r'<span class="chip chip-pending" id="msg-[0-9a-f-]+-chip">Waiting</span>', html)
     assert re.search(rf'hx-sse:connect="/chat/{sid}/stream\?message_id=[0-9a-f-]+"', html)
     assert 'id="composer-actions" hx-swap-oob="true"' in html and 'data-action="stop"' in html
     assert 'id="session-watch" class="session-watch" hidden hx-swap-oob="true"' in html
@@ -354,18 +361,20 @@ def test_stream_defaults_to_the_latest_reply_and_rejects_other_sessions(app, ali
 
 
 class FakeRun:
-    """An in-process run the test feeds: tokens every `delay` seconds, then usage and done."""
+    """An in-process run the test feeds through the bus: tokens every `delay` s, then usage, done."""
 
     def __init__(self, app, session_id, message_id, words, delay=0.03):
         with app.app_context():
             agent = registry().get("architect")
-        self.live = runs.prepare_run(agent, message_id, session_id)
+        self.manager = run_manager(app)
+        self.live = self.manager.prepare(agent, message_id, session_id, "ref-standard")
         add_run(app, session_id, message_id, [], ended=False)
-        self.words, self.delay = words, delay
+        self.words, self.delay, self.seq = words, delay, 0
         self.thread = threading.Thread(target=self._feed, daemon=True)
 
     def _publish(self, type_, data):
-        self.live.publish(self.live.next_event(type_, data))
+        self.seq += 1
+        self.manager.bus.publish(self.live.run_id, StreamEvent(self.seq, type_, data))
 
     def _feed(self):
         time.sleep(0.05)
@@ -373,7 +382,7 @@ class FakeRun:
             self._publish("token", {"text": word})
             time.sleep(self.delay)
         self._publish("usage", {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)})
-        self._publish("done", {"status": "complete", "message_id": self.live.message_id})
+        self._publish("done", {"status": "complete", "message_id": self.live.run_id})
 
     def start(self):
         self.thread.start()
@@ -381,19 +390,53 @@ class FakeRun:
 
     def close(self):
         self.thread.join(5)
-        runs.abandon_run(self.live)
+        self.manager.abandon(self.live)
 
 
-def test_live_stream_is_throttled_and_resumes_without_duplicating_text(app, alice, agents_up):
+class PageReply:
+    """What a browser shows of a streaming reply, applying the page stream's messages as htmx would."""
+
+    def __init__(self, message_id):
+        self.id, self.blocks, self.tail, self.appended = message_id, "", "", []
+
+    def apply(self, html):
+        whole = re.search(rf'<div class="md-blocks" id="msg-{self.id}-blocks">(.*?)</div><div class="md-tail" id="msg-{self.id}-tail">(.*?)</div></div>', html, re.S)
+        if whole:
+            self.blocks, self.tail = whole.group(1), whole.group(2)
+            return "whole"
+        appended = re.search(rf'<div id="msg-{self.id}-blocks" hx-swap-oob="beforeend">(.*?)</div>', html, re.S)
+        if appended:
+            self.blocks += appended.group(1)
+            self.appended.append(appended.group(1))
+        tail = re.search(rf'<div id="msg-{self.id}-tail" hx-swap-oob="innerHTML">(.*?)</div>', html, re.S)
+        if tail:
+            self.tail = tail.group(1)
+        return "delta"
+
+    @property
+    def text(self):
+        return re.sub(r"<[^>]+>", "", self.blocks + self.tail)
+
+
+def words_of(text):
+    return text.split()
+
+
+def test_live_stream_appends_finished_blocks_and_resumes_without_duplicating_text(app, alice, agents_up):
     sid, (_, reply_id) = make_session(app, "alice", turns=(("user", "hi", "complete"), ("assistant", "", "pending")))
-    words = [f"w{i} " for i in range(40)]
+    words = [f"w{i}" + ("\n\n" if i % 5 == 4 else " ") for i in range(40)]
     fake = FakeRun(app, sid, reply_id, words, delay=0.03).start()
+    page = PageReply(reply_id)
     try:
-        first, _ = sse_messages(alice.get(f"/chat/{sid}/stream?message_id={reply_id}", buffered=False), limit=2)
-        texts = [text_of(m.data) for m in first]
-        assert texts[0] and len(texts[1]) > len(texts[0])  # the reply grows, render by render
+        first, _ = sse_messages(alice.get(f"/chat/{sid}/stream?message_id={reply_id}", buffered=False), limit=4)
+        kinds, shown = [], []
+        for message in first:
+            kinds.append(page.apply(message.data))
+            shown.append(words_of(page.text))
+        assert kinds == ["whole", "delta", "delta", "delta"]
+        assert all(len(a) <= len(b) and b[: len(a)] == a for a, b in zip(shown, shown[1:]))  # only grows
+        assert page.appended, "finished paragraphs are appended once, not re-sent"
         seen = int(first[-1].id)
-        assert 'hx-swap-oob="delete"' not in first[-1].data
         # The connection drops; the browser comes back with Last-Event-ID.
         rest, _ = sse_messages(
             alice.get(f"/chat/{sid}/stream?message_id={reply_id}", headers={"Last-Event-ID": str(seen)}, buffered=False)
@@ -401,11 +444,16 @@ def test_live_stream_is_throttled_and_resumes_without_duplicating_text(app, alic
     finally:
         fake.close()
     assert all(int(m.id) > seen for m in rest)
-    final = text_of(rest[-1].data)
-    assert final.strip() == "".join(words).strip()  # every word exactly once
-    assert 'hx-swap-oob="delete"' in rest[-1].data and "Complete" in rest[-1].data
-    # 40 tokens over ~1.2 s: a handful of renders, not one per token
-    assert len(first) + len(rest) <= 14
+    assert page.apply(rest[0].data) == "whole" or 'hx-swap-oob="delete"' in rest[0].data  # the reply once, whole
+    expected = words_of("".join(words))
+    for message in rest[1:-1]:
+        page.apply(message.data)
+        assert expected[: len(words_of(page.text))] == words_of(page.text)  # never a word twice
+    final = rest[-1].data
+    assert words_of(text_of(final)) == expected  # every word exactly once, as a reload renders it
+    assert 'hx-swap-oob="delete"' in final and "Complete" in final and 'hx-swap-oob="outerMorph"' in final
+    # 40 tokens over ~1.2 s: a handful of updates, not one per token
+    assert len(first) + len(rest) <= 16
 
 
 def test_heartbeats_are_comments(app, alice, agents_up):
@@ -462,8 +510,6 @@ def test_htmx_and_its_sse_extension_load_before_the_page_is_processed(alice):
 
 def test_gauge_colour_thresholds_and_status_chips():
     from services.webui.chat.display import Gauge, MessageView
-    from services.webui.chat.page_stream import ReplyState
-    from services.webui.chat.runs import StreamEvent
 
     assert [Gauge(used, 1000).level for used in (0, 599, 600, 849, 850, 5000)] == ["ok", "ok", "warn", "warn", "full", "full"]
     assert Gauge(5000, 1000).percent == 100 and Gauge(123, 1000).percent == 12

@@ -14,7 +14,7 @@ from services.webui import create_app
 from services.webui.auth import create_user
 from services.webui.chat.service import make_title
 from services.webui.extensions import db
-from services.webui.models import ConversationSession, Message, Run, RunEvent, User, new_id, utcnow
+from services.webui.models import ConversationSession, IdempotencyKey, Message, Run, User, new_id, utcnow
 from services.webui.sessions import search
 from services.webui.sessions.queries import sidebar_sessions
 
@@ -526,19 +526,21 @@ def test_review_shows_the_transcript_with_usage_cost_and_totals(app, alice):
 # ---- 6. delete --------------------------------------------------------------------------------------
 
 
-def test_delete_removes_messages_runs_events_and_search_entries(app, alice):
+def test_delete_removes_messages_runs_send_keys_and_search_entries(app, alice):
     session_id = add_session(app, "alice", title="Doomed marzipan", messages=conversation("q", "marzipan answer"))
     survivor = add_session(app, "alice", title="Survivor", messages=conversation("q", "marzipan too"))
     with app.app_context():
         run_id = db.session.scalar(select(Run.message_id).where(Run.session_id == session_id))
-        db.session.add(RunEvent(run_id=run_id, seq=1, type="token", data="{}"))
+        user_id = db.session.scalar(select(User.id).where(User.username == "alice"))
+        db.session.add(IdempotencyKey(user_id=user_id, key="k", session_id=session_id, user_message_id="u",
+                                      reply_id=run_id, created_at=utcnow()))
         db.session.commit()
     confirm = alice.get(f"/sessions/{session_id}/delete")
     assert confirm.status_code == 200 and "cannot be undone" in confirm.text
     response = alice.post(f"/sessions/{session_id}/delete", data={"next": f"/sessions/{session_id}"})
     assert response.status_code == 303 and response.headers["Location"].endswith("/sessions")
     assert get_session(app, session_id) is None
-    assert count(app, Message) == 2 and count(app, Run) == 1 and count(app, RunEvent) == 0
+    assert count(app, Message) == 2 and count(app, Run) == 1 and count(app, IdempotencyKey) == 0
     assert titles(alice, q="marzipan") == ["Survivor"]
     assert alice.get(f"/sessions/{session_id}").status_code == 404
     htmx = alice.post(f"/sessions/{survivor}/delete", headers={"HX-Request": "true"})

@@ -54,7 +54,7 @@ def pg_app(pg_url, tmp_path, agents_file):
     yield app
     with app.app_context():
         db.session.remove()
-        for table in ("run_events", "runs", "messages", "conversation_sessions", "users"):
+        for table in ("idempotency_keys", "runs", "messages", "conversation_sessions", "users"):
             db.session.execute(text(f"DELETE FROM {table}"))
         db.session.commit()
         db.engine.dispose()

@@ -73,21 +73,25 @@ def post_message():
         model_id=body.get("model_id"),
         content=body.get("content"),
         session_id=body.get("session_id"),
+        # A client that retries a send (a timeout, a dropped connection) gets the first answer.
+        idempotency_key=request.headers.get("Idempotency-Key") or body.get("idempotency_key"),
     )
     stream_url = url_for("chat_api.stream", session_id=sent.session_id)
     if request.accept_mimetypes.best == "text/event-stream":
         # Streaming straight from the POST saves a round trip; the 202 path is the default.
         response = json_event_stream(sent.reply_id, 0)
         response.headers.update({"X-Session-Id": sent.session_id, "X-Message-Id": sent.reply_id})
-        return response
-    response = jsonify(
-        session_id=sent.session_id,
-        message_id=sent.reply_id,
-        user_message_id=sent.user_message_id,
-        stream_url=stream_url,
-    )
-    response.status_code = 202
-    response.headers["Location"] = stream_url
+    else:
+        response = jsonify(
+            session_id=sent.session_id,
+            message_id=sent.reply_id,
+            user_message_id=sent.user_message_id,
+            stream_url=stream_url,
+        )
+        response.status_code = 202
+        response.headers["Location"] = stream_url
+    if sent.repeated:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 

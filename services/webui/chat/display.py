@@ -33,7 +33,6 @@ STATUS_LABELS = {
     "error": "Error",
     "interrupted": "Interrupted",
 }
-UPDATE_STATUSES = {"planning", "executing", "awaiting_approval", "streaming"}
 
 
 # ---- agents and models ----------------------------------------------------------------------------

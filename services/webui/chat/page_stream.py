@@ -1,16 +1,18 @@
 """The page's HTML event streams: one reply as it is written, and a session watched from a
 second tab.
 
-A reply is re-rendered whole (markdown → sanitized HTML) from the raw text the run has produced
-so far, at most every RENDER_INTERVAL seconds and once more at `done`, and sent as one SSE
-message without an `event:` field, so that htmx's hx-sse extension swaps it (as an out-of-band
-morph of the message element). Because every message carries the whole reply, a replayed or
-repeated message can never duplicate text.
+A reply is rendered incrementally. In markdown only the last top-level block can still change,
+so each finished block is rendered once and appended (`hx-swap-oob="beforeend"`), and only the
+open tail block is re-rendered and swapped in place, at most every RENDER_INTERVAL. Bytes and
+markdown CPU are linear in the reply's length. The first message after a (re)connect is the
+whole reply (so a reconnect never duplicates or loses text), and the last one, at `done`, is
+the reply rendered whole, exactly as a reload shows it. Messages carry no `event:` field, so
+htmx's hx-sse extension swaps them (their parts out of band).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from flask import current_app, render_template
 from sqlalchemy import select
@@ -18,98 +20,131 @@ from sqlalchemy import select
 from services.gateway.sse import format_comment, format_sse
 
 from ..extensions import db
-from ..models import FINAL_STATUSES, Message
-from . import replay
-from .display import UPDATE_STATUSES, Gauge, MessageView, used_tokens
+from ..markdown import finished_prefix, render_markdown
+from ..models import Message
+from ..runs import run_manager
+from ..runs.events import ReplyState
+from .display import Gauge, MessageView, used_tokens
 
-# Re-render a streaming reply at most this often; the quiet tick renders what is left.
+# Re-render a streaming reply's tail at most this often; the quiet tick renders what is left.
 RENDER_INTERVAL = 0.15
 STREAM_TICK = 0.15
 WATCH_POLL_SECONDS = 1.0
+# A tail block longer than this is re-sent only once it has grown by TAIL_GROWTH: a long code
+# block re-sent whole every interval would make the stream quadratic again.
+LONG_TAIL_CHARS = 2000
+TAIL_GROWTH = 1.10
+
 
 @dataclass
-class ReplyState:
-    """The reply as the run's events build it: raw text, status, usage, error, last seq."""
+class IncrementalReply:
+    """What the page holds of a streaming reply: `committed` characters sent as finished blocks."""
 
-    text: list[str] = field(default_factory=list)
-    status: str = "pending"
-    usage: dict | None = None
-    error: str | None = None
-    seq: int = 0
-    done: bool = False
+    committed: int = 0
+    tail_sent: int = 0  # length of the tail text the page shows
+    status_sent: str = ""
 
-    def apply(self, event) -> None:
-        self.seq = event.seq
-        data = event.data if isinstance(event.data, dict) else {}
-        if event.type == "token":
-            self.text.append(str(data.get("text", "")))
-            if self.status == "pending":
-                self.status = "streaming"
-        elif event.type == "status_update":
-            if data.get("status") in UPDATE_STATUSES and self.status not in FINAL_STATUSES:
-                self.status = data["status"]
-        elif event.type == "usage":
-            self.usage = data
-        elif event.type == "done":
-            final = data.get("status")
-            self.status = final if final in FINAL_STATUSES else "error"
-            self.error = data.get("error")
-            self.done = True
+    def split(self, text: str) -> tuple[str, str]:
+        """(newly finished blocks, the open tail) of `text`, advancing what counts as sent."""
+        rest = text[self.committed:]
+        cut = finished_prefix(rest)
+        self.committed += cut
+        return rest[:cut], rest[cut:]
+
+    def tail_due(self, tail: str) -> bool:
+        if len(tail) <= LONG_TAIL_CHARS:
+            return len(tail) != self.tail_sent or not tail
+        return len(tail) >= self.tail_sent * TAIL_GROWTH
 
 
 def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_window: int):
-    """SSE chunks for the page: the whole reply re-rendered, throttled; heartbeats as comments.
+    """SSE chunks for the page: the whole reply once, then deltas, then the final render.
 
-    `after_seq` is the client's Last-Event-ID: the text is always rebuilt from the first event,
-    but nothing is sent until the state is newer than what the client already shows.
+    `after_seq` is the client's Last-Event-ID: the reply is rebuilt from the first event, and
+    nothing is sent until the state is newer than what the client already shows.
     """
     app = current_app._get_current_object()
     heartbeat = app.config["HEARTBEAT_SECONDS"]
+    manager = run_manager(app)
     db.session.remove()  # no database connection is held by the long-lived part
 
-    def render(state: ReplyState, final: bool) -> str:
-        view = replace(
-            base, content="".join(state.text), status=state.status, usage=state.usage,
-            error=state.error,
-        ).rendered()
+    def view_of(state: ReplyState, html) -> MessageView:
+        return replace(base, content=state.text, status=state.status, usage=state.usage, error=state.error, html=html)
+
+    def whole(state: ReplyState, page: IncrementalReply) -> str:
+        """The reply as blocks + tail (live), replacing whatever the page shows."""
+        page.committed = 0
+        blocks, tail = page.split(state.text)
+        page.tail_sent, page.status_sent = len(tail), state.status
+        html = render_template(
+            "partials/message.html", m=view_of(state, render_markdown(blocks)), tail=render_markdown(tail), oob=True,
+        )
+        return format_sse(html, id=str(state.seq))
+
+    def delta(state: ReplyState, page: IncrementalReply) -> str | None:
+        blocks, tail = page.split(state.text)
+        send_tail = bool(blocks) or page.tail_due(tail)
+        status_changed = state.status != page.status_sent
+        if not blocks and not send_tail and not status_changed:
+            return None
+        if send_tail:
+            page.tail_sent = len(tail)
+        page.status_sent = state.status
+        html = render_template(
+            "partials/reply_delta.html", m=view_of(state, None),
+            blocks=render_markdown(blocks) if blocks else None,
+            tail=render_markdown(tail) if send_tail else None,
+            status_changed=status_changed,
+        )
+        return format_sse(html, id=str(state.seq))
+
+    def final(state: ReplyState) -> str:
+        view = view_of(state, None).rendered()
         gauge = Gauge(used_tokens(state.usage), gauge_window) if state.usage else None
-        html = render_template("partials/reply_update.html", m=view, final=final, gauge=gauge)
+        html = render_template("partials/reply_update.html", m=view, final=True, gauge=gauge)
         return format_sse(html, id=str(state.seq))
 
     def chunks():
         yield format_comment("connected")
         state = ReplyState()
+        page: IncrementalReply | None = None  # None until the whole reply has been sent once
         connected = time.monotonic()
         last_render = connected  # first render once replay is over: after an interval or a quiet tick
         last_output = connected
         dirty = False
-        for event in replay.subscribe(app, message_id, 0, STREAM_TICK):
+        for event in manager.subscribe(message_id, 0, STREAM_TICK):
             now = time.monotonic()
             if event is not None:
                 state.apply(event)
                 if state.done:
-                    yield render(state, final=True)
+                    yield final(state)
                     return
-                dirty = state.seq > after_seq
-                if dirty and now - last_render >= RENDER_INTERVAL:
-                    yield render(state, final=False)
-                    last_render = last_output = now
-                    dirty = False
-            elif dirty:
-                yield render(state, final=False)
-                last_render = last_output = now
-                dirty = False
-            elif now - last_output >= heartbeat:
-                yield format_comment("keep-alive")
+                dirty = dirty or state.seq > after_seq
+                if not (dirty and now - last_render >= RENDER_INTERVAL):
+                    continue
+            elif not dirty:
+                if now - last_output >= heartbeat:
+                    yield format_comment("keep-alive")
+                    last_output = now
+                continue
+            if page is None:
+                page = IncrementalReply()
+                chunk = whole(state, page)
+            else:
+                chunk = delta(state, page)
+            dirty = False
+            last_render = now
+            if chunk is not None:
+                yield chunk
                 last_output = now
         # The run is gone without a `done` (its rows were deleted): show what the database has.
         with app.app_context():
             message = db.session.get(Message, message_id)
             if message is not None and not message.is_live:
-                state.text, state.status, state.error = [message.content], message.status, message.error
-                state.usage = message.usage
+                state.parts[:] = [message.content]
+                state.status, state.error, state.usage = message.status, message.error, message.usage
             db.session.remove()
-        yield render(state, final=True)
+        yield final(state)
 
     return chunks()
 

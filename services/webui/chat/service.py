@@ -11,6 +11,7 @@ from functools import cached_property
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.gateway.registry import Agent, Model
@@ -18,9 +19,10 @@ from services.gateway.registry import Agent, Model
 from ..errors import RequestError
 from ..extensions import db
 from ..fleet import registry
-from ..models import ConversationSession, Message, Run, new_id, utcnow
+from ..models import ConversationSession, IdempotencyKey, Message, Run, new_id, utcnow
 from ..ownership import owned_session
-from . import runs
+from ..runs import run_manager
+from ..runs.manager import SEQ_HEADROOM
 
 TITLE_CHARS = 80
 # Leave room for the reply: the history sent to an agent uses at most this share of its window.
@@ -29,6 +31,8 @@ HISTORY_SHARE_OF_CONTEXT = 0.75
 sessions_table = ConversationSession.__table__
 messages_table = Message.__table__
 runs_table = Run.__table__
+keys_table = IdempotencyKey.__table__
+IDEMPOTENCY_KEY_CHARS = 128
 
 
 class ChatError(RequestError):
@@ -47,6 +51,7 @@ class SentMessage:
     user_row: dict
     reply_row: dict
     existing_session: ConversationSession | None = None
+    repeated: bool = False  # an earlier send with the same idempotency key; nothing new saved
 
     @property
     def session_id(self) -> str:
@@ -105,32 +110,70 @@ def make_title(content: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def send_message(user, *, agent_id, model_id, content, session_id=None) -> SentMessage:
+def validate_idempotency_key(key) -> str | None:
+    if key is None or key == "":
+        return None
+    if not isinstance(key, str) or len(key) > IDEMPOTENCY_KEY_CHARS or not key.isprintable() or not key.isascii():
+        raise ChatError(400, f"An idempotency key is printable ASCII of at most {IDEMPOTENCY_KEY_CHARS} characters.")
+    return key
+
+
+def earlier_send(user, key: str | None) -> SentMessage | None:
+    """The first answer to a send with this key, if there was one."""
+    if key is None:
+        return None
+    row = db.session.execute(
+        select(keys_table).where(keys_table.c.user_id == user.id, keys_table.c.key == key)
+    ).first()
+    if row is None:
+        return None
+    session = db.session.get(ConversationSession, row.session_id)
+    return SentMessage(
+        {"id": row.session_id}, {"id": row.user_message_id}, {"id": row.reply_id},
+        existing_session=session, repeated=True,
+    )
+
+
+def send_message(user, *, agent_id, model_id, content, session_id=None, idempotency_key=None) -> SentMessage:
+    key = validate_idempotency_key(idempotency_key)
+    repeat = earlier_send(user, key)
+    if repeat is not None:
+        return repeat
     agent = resolve_agent(agent_id)
     model = resolve_model(agent, model_id)
     content = validate_content(content)
     reply_id = new_id()
     session = owned_session(str(session_id)) if session_id else None
+    manager = run_manager()
     # Registered before any write: nothing that may wait (a lock, a greenlet switch) happens
     # inside the write transaction below.
-    live = runs.prepare_run(agent, reply_id, session.id if session else None)
+    live = manager.prepare(agent, reply_id, session.id if session else None, model.model_id)
     try:
-        sent = _save_turn(user, agent, model, content, session, reply_id)
+        sent = _save_turn(user, agent, model, content, session, reply_id, key)
         live.session_id = sent.session_id
         history = (
             conversation_for_agent(sent.session_id, sent.user_row, model)
             if session is not None
             else [{"role": "user", "content": content}]
         )
+    except IntegrityError:
+        # The same key, sent twice at once: the other request saved the turn first.
+        manager.abandon(live)
+        db.session.rollback()
+        repeat = earlier_send(user, key)
+        if repeat is None:
+            raise
+        return repeat
     except BaseException:
-        runs.abandon_run(live)
+        manager.abandon(live)
         db.session.rollback()
         raise
-    runs.launch_run(current_app._get_current_object(), live, model.model_id, history)
+    manager.launch(live, history)
     return sent
 
 
-def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str) -> SentMessage:
+def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str,
+               key: str | None) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
     Core INSERTs of plain rows: the ORM's bulk path and building model objects here cost about
@@ -173,9 +216,15 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
     db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
     db.session.execute(runs_table.insert(), {
         "message_id": reply_id, "session_id": session_row["id"], "agent_id": agent.agent_id,
-        "model_id": model.model_id, "owner": runs.OWNER, "beat_at": now, "created_at": now, "last_seq": 0,
-        "cancel_requested_at": None, "ended_at": None,
+        "model_id": model.model_id, "owner": run_manager().owner, "beat_at": now, "created_at": now,
+        # No event above this can be sent before the run stores a higher one (runs/manager.py).
+        "last_seq": SEQ_HEADROOM, "cancel_requested_at": None, "ended_at": None,
     })
+    if key is not None:
+        db.session.execute(keys_table.insert(), {
+            "user_id": user.id, "key": key, "session_id": session_row["id"],
+            "user_message_id": user_row["id"], "reply_id": reply_id, "created_at": now,
+        })
     db.session.commit()  # the user's message is saved before anything goes to the agent
     return SentMessage(session_row, user_row, reply_row, existing_session=session)
 
@@ -222,5 +271,16 @@ def cancel_latest(session: ConversationSession) -> tuple[int, dict]:
     reply = db.session.get(Message, run.message_id)
     if run.ended_at is not None or not reply.is_live:
         return 200, {"message_id": reply.id, "status": reply.status}
-    runs.request_cancel(run.message_id, registry().get(run.agent_id))
+    # Durable first: a driver that misses the bus's message still finds the flag.
+    db.session.execute(
+        update(runs_table)
+        .where(runs_table.c.message_id == run.message_id, runs_table.c.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=utcnow())
+    )
+    db.session.commit()
+    outcome = run_manager().cancel(run.message_id, registry().get(run.agent_id))
+    if outcome == "ended":
+        db.session.expire_all()
+        reply = db.session.get(Message, run.message_id)
+        return 200, {"message_id": reply.id, "status": reply.status}
     return 202, {"message_id": reply.id, "status": "cancelling"}

@@ -10,7 +10,7 @@ from services.gateway.sse import format_sse
 
 from ..extensions import db
 from ..models import Run
-from . import replay
+from ..runs import run_manager
 
 KEEP_ALIVE = ":keep-alive\n\n"
 # No-cache and no proxy buffering: each event must reach the browser as it is written. (Nothing
@@ -37,16 +37,20 @@ def sse_response(chunks) -> Response:
 
 
 def json_event_stream(message_id: str | None, after_seq: int) -> Response:
-    """tokens, status updates, one usage, done last; ':keep-alive' whenever nothing else went out."""
-    app = current_app._get_current_object()
-    heartbeat = app.config["HEARTBEAT_SECONDS"]
+    """tokens, status updates, one usage, done last; ':keep-alive' whenever nothing else went out.
+
+    A client that fell far behind gets a `snapshot` (the text so far, replacing its own); a
+    `done` that carries `content` replaces the client's text with the stored reply.
+    """
+    heartbeat = current_app.config["HEARTBEAT_SECONDS"]
+    manager = run_manager()
     db.session.remove()  # release the request's connection before the long-lived part
 
     def chunks():
         yield "retry: 1000\n\n"
         if message_id is None:
             return
-        for event in replay.subscribe(app, message_id, after_seq, heartbeat):
+        for event in manager.subscribe(message_id, after_seq, heartbeat):
             if event is None:
                 yield KEEP_ALIVE
             else:

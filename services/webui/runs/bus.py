@@ -1,0 +1,253 @@
+"""The event bus: where a run's numbered events go, and where every subscriber reads them.
+
+Two backends with one surface, chosen by configuration:
+
+- `MemoryBus` (the default): the events live in this process. Subscribers are woken by a
+  condition, no polling. With it Switchboard runs one gunicorn worker (gevent, a thousand
+  streams), which gunicorn.conf.py enforces, so no subscriber can ever sit in another process.
+- `RedisBus` (REDIS_URL): each run's events are a Redis Stream `run:{id}` with ids `<seq>-0`, so
+  any worker on any host replays after Last-Event-ID (XRANGE semantics through XREAD) and then
+  follows with blocking reads; stops travel on a pub/sub channel to whichever process drives
+  the run. redis-py's sockets are cooperative under gevent's monkey-patching.
+
+`read()` answers None when the bus holds no log for a run (never started here, or expired):
+the caller then falls back to the database, which keeps the durable record.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import ReplyState, StreamEvent
+
+log = logging.getLogger("switchboard.runs")
+
+CANCEL_CHANNEL = "switchboard:cancel"
+# A finished run's log stays this long for clients reconnecting right after `done`; later
+# replays are rebuilt from the database.
+ENDED_GRACE_SECONDS = 60.0
+
+
+@dataclass
+class _MemoryLog:
+    """One run's events in memory: the newest `cap` in full, older ones folded into `base`."""
+
+    cap: int
+    events: deque = field(default_factory=deque)
+    base: ReplyState = field(default_factory=ReplyState)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    ended_at: float | None = None
+
+    def append(self, event: StreamEvent) -> None:
+        with self.changed:
+            self.events.append(event)
+            if len(self.events) > self.cap:
+                # Bounded memory whatever the reply's length: the oldest events are folded into
+                # one state, which a late subscriber receives as a snapshot.
+                for _ in range(len(self.events) // 2):
+                    self.base.apply(self.events.popleft())
+            if event.type == "done":
+                self.ended_at = time.monotonic()
+            self.changed.notify_all()
+
+    def after(self, seq: int) -> list[StreamEvent]:
+        events = self.events
+        if not events or events[-1].seq <= seq:
+            return []
+        if seq < self.base.seq:
+            return [snapshot_event(self.base), *events]
+        first = events[0].seq
+        return list(events)[max(seq - first + 1, 0):]
+
+
+def snapshot_event(state: ReplyState) -> StreamEvent:
+    """The reply up to `state.seq` as one event: what a subscriber that fell behind is given."""
+    return StreamEvent(state.seq, "snapshot", {"text": state.text, "status": state.status})
+
+
+class MemoryBus:
+    """Events in this process's memory; stops are delivered by a direct call."""
+
+    kind = "memory"
+
+    def __init__(self, cap: int = 20_000):
+        self.cap = cap
+        self._logs: dict[str, _MemoryLog] = {}
+        self._lock = threading.Lock()
+        self._on_cancel = None
+
+    def open(self, run_id: str) -> None:
+        with self._lock:
+            self._logs.setdefault(run_id, _MemoryLog(self.cap))
+
+    def publish(self, run_id: str, event: StreamEvent) -> None:
+        log_ = self._logs.get(run_id)
+        if log_ is None:
+            self.open(run_id)
+            log_ = self._logs[run_id]
+        log_.append(event)
+
+    def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
+        log_ = self._logs.get(run_id)
+        if log_ is None:
+            return None
+        with log_.changed:
+            pending = log_.after(after_seq)
+            if not pending and log_.ended_at is not None:
+                return None  # past `done`: nothing will come; the database has the end
+            if not pending:
+                log_.changed.wait(timeout=timeout)
+                pending = log_.after(after_seq)
+        return pending
+
+    def has_log(self, run_id: str) -> bool:
+        return run_id in self._logs
+
+    def last_seq(self, run_id: str) -> int:
+        log_ = self._logs.get(run_id)
+        return log_.events[-1].seq if log_ is not None and log_.events else 0
+
+    def events(self, run_id: str) -> list[StreamEvent]:
+        log_ = self._logs.get(run_id)
+        return log_.after(0) if log_ is not None else []
+
+    def forget_ended(self, now: float | None = None) -> int:
+        """Drop the logs of runs that ended more than ENDED_GRACE_SECONDS ago."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            old = [rid for rid, lg in self._logs.items() if lg.ended_at and now - lg.ended_at > ENDED_GRACE_SECONDS]
+            for run_id in old:
+                del self._logs[run_id]
+        return len(old)
+
+    def drop(self, run_id: str) -> None:
+        with self._lock:
+            self._logs.pop(run_id, None)
+
+    def send_cancel(self, run_id: str) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel(run_id)
+
+    def listen_for_cancels(self, callback) -> None:
+        self._on_cancel = callback
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class RedisBus:
+    """Events in Redis Streams, stops on a pub/sub channel; one connection pool per process."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, retention_seconds: int, live_ttl_seconds: int = 86_400):
+        import redis  # only needed with REDIS_URL
+
+        self._redis_module = redis
+        # Created in the worker (the app is built after gunicorn forks), so the pool is never
+        # shared between processes.
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        self.retention = retention_seconds
+        self.live_ttl = live_ttl_seconds
+        self._listener: threading.Thread | None = None
+        self._stopping = False
+
+    @staticmethod
+    def key(run_id: str) -> str:
+        return f"run:{run_id}"
+
+    def open(self, run_id: str) -> None:
+        # An "open" entry at 0-1 makes the stream exist before the first event, so a reader can
+        # tell "no events yet" from "no such log".
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key(run_id), {"e": ""}, id="0-1")
+        pipe.expire(self.key(run_id), self.live_ttl)
+        pipe.execute()
+
+    def publish(self, run_id: str, event: StreamEvent) -> None:
+        key = self.key(run_id)
+        if event.type == "done":
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(key, {"e": event.to_json()}, id=f"{event.seq}-0")
+            pipe.expire(key, self.retention)
+            pipe.execute()
+        else:
+            self.client.xadd(key, {"e": event.to_json()}, id=f"{event.seq}-0")
+
+    def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
+        key = self.key(run_id)
+        reply = self.client.xread({key: f"{after_seq}-0"}, count=1000, block=max(int(timeout * 1000), 1))
+        if not reply:
+            return [] if self.client.exists(key) else None
+        return [StreamEvent.from_json(fields[b"e"]) for _id, fields in reply[0][1] if fields.get(b"e")]
+
+    def has_log(self, run_id: str) -> bool:
+        return bool(self.client.exists(self.key(run_id)))
+
+    def last_seq(self, run_id: str) -> int:
+        entries = self.client.xrevrange(self.key(run_id), count=1)
+        if not entries:
+            return 0
+        return int(entries[0][0].split(b"-")[0])
+
+    def events(self, run_id: str) -> list[StreamEvent]:
+        return [
+            StreamEvent.from_json(fields[b"e"])
+            for _id, fields in self.client.xrange(self.key(run_id), min="1-0")
+            if fields.get(b"e")
+        ]
+
+    def forget_ended(self, now: float | None = None) -> int:
+        return 0  # Redis expires ended logs itself (EXPIRE at `done`)
+
+    def drop(self, run_id: str) -> None:
+        self.client.delete(self.key(run_id))
+
+    def send_cancel(self, run_id: str) -> None:
+        self.client.publish(CANCEL_CHANNEL, run_id)
+
+    def listen_for_cancels(self, callback) -> None:
+        """Deliver every stop published anywhere to `callback(run_id)`, from a listener thread."""
+        if self._listener is not None:
+            return
+
+        def listen() -> None:
+            while not self._stopping:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    pubsub.subscribe(CANCEL_CHANNEL)
+                    for message in pubsub.listen():
+                        if self._stopping:
+                            return
+                        if message and message.get("type") == "message":
+                            callback(message["data"].decode())
+                except self._redis_module.RedisError as exc:
+                    log.warning("cancel listener lost Redis (%s); reconnecting", type(exc).__name__)
+                    time.sleep(1.0)
+                finally:
+                    pubsub.close()
+
+        self._listener = threading.Thread(target=listen, name="run-cancel-listener", daemon=True)
+        self._listener.start()
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except self._redis_module.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._stopping = True
+        self.client.close()
+
+
+def make_bus(config: dict):
+    if config.get("REDIS_URL"):
+        return RedisBus(config["REDIS_URL"], config["RUN_EVENT_RETENTION_SECONDS"])
+    return MemoryBus(config.get("RUN_MEMORY_EVENTS", 20_000))

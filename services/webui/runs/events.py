@@ -1,0 +1,93 @@
+"""A run's events and the one reducer that turns them into a reply's state.
+
+Every part that needs "the reply as the events so far make it" uses `ReplyState.apply`: the
+driver (what it stores), the page stream (what it renders), recovery (what a dead driver's log
+adds up to) and replay. Keeping one reducer keeps them from drifting apart.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..models import FINAL_STATUSES
+
+# Statuses a `status_update` may put a live reply in.
+UPDATE_STATUSES = frozenset({"planning", "executing", "awaiting_approval", "streaming"})
+# `snapshot` replaces the text so far: sent to a subscriber that fell behind a bounded log.
+EVENT_TYPES = ("token", "status_update", "usage", "done", "snapshot")
+
+
+def zero_usage() -> dict:
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One numbered event of a run, as every subscriber sees it (seq = the SSE id)."""
+
+    seq: int
+    type: str
+    data: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": self.seq, "type": self.type, "data": self.data}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "StreamEvent":
+        value = json.loads(raw)
+        return cls(int(value["seq"]), str(value["type"]), dict(value["data"]))
+
+
+@dataclass
+class ReplyState:
+    """The reply as its events build it: raw text, status, usage, error, the last seq seen."""
+
+    parts: list[str] = field(default_factory=list)
+    chars: int = 0
+    status: str = "pending"
+    usage: dict | None = None
+    error: str | None = None
+    seq: int = 0
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:  # join once, keep the joined string: text is read often
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def apply(self, event: StreamEvent) -> None:
+        self.seq = max(self.seq, event.seq)
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == "token":
+            piece = str(data.get("text", ""))
+            self.parts.append(piece)
+            self.chars += len(piece)
+            if self.status == "pending":
+                self.status = "streaming"
+        elif event.type == "status_update":
+            if data.get("status") in UPDATE_STATUSES and not self.done:
+                self.status = data["status"]
+        elif event.type == "usage":
+            self.usage = data
+        elif event.type == "snapshot":
+            # A subscriber that fell behind a bounded log gets the reply so far in one piece.
+            text = str(data.get("text", ""))
+            self.parts[:] = [text]
+            self.chars = len(text)
+            if data.get("status") in UPDATE_STATUSES or data.get("status") == "pending":
+                self.status = data["status"]
+        elif event.type == "done":
+            final = data.get("status")
+            self.status = final if final in FINAL_STATUSES else "error"
+            self.error = data.get("error")
+            if isinstance(data.get("content"), str):
+                # Recovery tells a client the stored text when it may have shown more.
+                self.parts[:] = [data["content"]]
+                self.chars = len(data["content"])
+
+    def usage_so_far(self) -> dict:
+        return self.usage or zero_usage()

@@ -1,0 +1,485 @@
+"""The run manager: one per app (app.extensions), the owner of every live run in this process.
+
+Public surface: `prepare` / `launch` / `abandon` a run, `cancel` one, `subscribe` to one,
+`recover` orphans, `shutdown`. Underneath:
+
+- a run is driven by a thread (a greenlet under gevent) that reads the agent through the
+  gateway, numbers each event, folds it into the reply's state (events.ReplyState) and
+  publishes it on the bus at once;
+- the state is handed to the store every RUN_FLUSH_SECONDS and at the end, and written off the
+  serving thread; `done` is published only once the end is stored, so a client that reads the
+  session on `done` finds the finished reply;
+- the store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newest event, and
+  an event above the stored ceiling is held back until the ceiling moves: whoever ends a run
+  after a crash can number its closing events above anything a client was sent;
+- a housekeeping loop pumps the store, keeps the heartbeats of the runs this process drives,
+  picks up stops flagged in the database, and ends orphans (any process's) within
+  RUN_STALE_SECONDS, without waiting for a subscriber.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from services.gateway.client import TaskStream, cancel_task
+from services.gateway.registry import Agent
+
+from ..models import Message, Run, utcnow
+from . import recovery
+from .bus import make_bus
+from .events import ReplyState, StreamEvent
+from .store import Flush, RunStore
+
+log = logging.getLogger("switchboard.runs")
+
+EXTENSION = "switchboard.runs"
+SEQ_HEADROOM = 10_000
+# A native agent gets this long to confirm a stop before the run closes the upstream itself.
+CANCEL_GRACE_SECONDS = 2.0
+# How long the request that starts a run waits for the run's request to reach the agent: on
+# loopback well under a millisecond; the cap only matters on a slow network.
+AGENT_HEAD_START_SECONDS = 0.05
+HOUSEKEEPING_TICK = 0.05
+CANCEL_POLL_SECONDS = 1.0
+BEAT_SECONDS = 5.0
+FORGET_SECONDS = 10.0
+PURGE_SECONDS = 300.0
+SHUTDOWN_ERROR = "The server was stopped while this reply was being written; the text so far is kept."
+TOO_LONG_ERROR = "The reply passed {limit:,} characters and was stopped there; the text so far is kept."
+LOST_STREAM_ERROR = "Switchboard lost this reply's stream."
+
+runs_table = Run.__table__
+messages_table = Message.__table__
+
+
+class LiveRun:
+    """The in-process half of a run that this process drives."""
+
+    def __init__(self, run_id: str, session_id: str | None, agent: Agent, model_id: str):
+        self.run_id = run_id
+        self.session_id = session_id
+        self.agent = agent
+        self.model_id = model_id
+        self.state = ReplyState()
+        self.stream: TaskStream | None = None
+        self.cancel_deadline: float | None = None
+        self.finished = False
+        self.ceiling = SEQ_HEADROOM  # stored with the run row by the send
+        self.held: list[StreamEvent] = []
+        self.last_flush: Flush | None = None
+        self.dirty = False
+
+    def request_cancel(self) -> None:
+        """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
+        if self.cancel_deadline is not None or self.finished:
+            return
+        self.cancel_deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        if self.agent.protocol == "native":
+            cancel_task(self.agent, self.run_id)
+        else:
+            self.cancel_deadline = time.monotonic()
+        self.close_if_due()
+
+    def close_if_due(self) -> None:
+        if self.cancel_deadline is not None and time.monotonic() >= self.cancel_deadline and self.stream:
+            self.stream.close(status="cancelled")
+
+
+class RunManager:
+    def __init__(self, app):
+        config = app.config
+        self.config = config
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.bus = make_bus(config)
+        self.store = RunStore(config["SQLALCHEMY_DATABASE_URI"], config.get("SQLALCHEMY_ENGINE_OPTIONS"))
+        self.stale_seconds = config["RUN_STALE_SECONDS"]
+        self._live: dict[str, LiveRun] = {}
+        self._lock = threading.Lock()
+        self._housekeeper: threading.Thread | None = None
+        self._stopping = False
+        self.bus.listen_for_cancels(self._cancel_here)
+
+    # ---- starting a run ------------------------------------------------------------------------
+
+    def prepare(self, agent: Agent, run_id: str, session_id: str | None, model_id: str) -> LiveRun:
+        """Register a run before its rows are committed, so no subscriber here mistakes the
+        committed row for the orphan of a dead process."""
+        self.start()
+        run = LiveRun(run_id, session_id, agent, model_id)
+        with self._lock:
+            self._live[run_id] = run
+        self.bus.open(run_id)
+        return run
+
+    def abandon(self, run: LiveRun) -> None:
+        with self._lock:
+            self._live.pop(run.run_id, None)
+        self.bus.drop(run.run_id)
+
+    def launch(self, run: LiveRun, messages: list[dict]) -> None:
+        """Send a prepared run, whose Run row is committed, to its agent; drive it in a thread.
+
+        Returns once the agent has the request (or AGENT_HEAD_START_SECONDS passed), so the
+        agent works while this request writes its answer.
+        """
+        config = self.config
+        run.stream = TaskStream(
+            run.agent, task_id=run.run_id, session_id=run.session_id or "", model_id=run.model_id,
+            messages=messages, connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
+            idle_timeout=config["AGENT_IDLE_TIMEOUT"], tick=min(config["RUN_FLUSH_SECONDS"], 0.25),
+        )
+        # The run's thread first, the request second: starting a thread waits for it, and that
+        # wait must not fall between the request's connect and its send.
+        threading.Thread(target=self._drive, args=(run,), name=f"run-{run.run_id[:8]}", daemon=True).start()
+        try:
+            run.stream.start()
+        except RuntimeError:  # no thread to be had: end the reply now rather than leave it pending
+            log.exception("run %s could not start reading its agent", run.run_id)
+            run.stream.close("error", "Switchboard could not start this reply; try again.")
+            return
+        run.stream.wait_sent(AGENT_HEAD_START_SECONDS)
+
+    def is_driving(self, run_id: str) -> bool:
+        return run_id in self._live
+
+    # ---- driving -----------------------------------------------------------------------------
+
+    def _drive(self, run: LiveRun) -> None:
+        flush_every = self.config["RUN_FLUSH_SECONDS"]
+        max_chars = self.config["RUN_MAX_REPLY_CHARS"]
+        last_flush = time.monotonic()
+        if run.cancel_deadline is not None:  # stopped before the stream existed: no grace left
+            run.cancel_deadline = time.monotonic()
+        try:
+            for event in run.stream:
+                run.close_if_due()
+                if event is not None:
+                    if event.type == "done":
+                        self._finish(run, dict(event.data))
+                        return
+                    self._emit(run, event.type, dict(event.data))
+                    if run.state.chars > max_chars and run.cancel_deadline is None:
+                        run.cancel_deadline = time.monotonic()
+                        if run.agent.protocol == "native":
+                            cancel_task(run.agent, run.run_id)
+                        run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
+                    # Let subscribers send it now: under gevent this greenlet would otherwise
+                    # drain every event already queued before anyone else runs.
+                    time.sleep(0)
+                self._take_stored_ceiling(run)
+                if run.last_flush is not None and run.last_flush.lost:
+                    # Someone ended this run meanwhile (it looked dead while the store failed).
+                    log.warning("run %s was ended elsewhere; stopping it", run.run_id)
+                    if run.agent.protocol == "native":
+                        cancel_task(run.agent, run.run_id)
+                    return
+                now = time.monotonic()
+                if run.dirty and now - last_flush >= flush_every:
+                    self._flush(run)
+                    last_flush = now
+        except Exception:  # never leave a reply spinning: record what we have as interrupted
+            log.exception("run %s failed", run.run_id)
+            if not run.finished:
+                self._finish(run, {"status": "interrupted", "error": LOST_STREAM_ERROR})
+        finally:
+            if run.stream is not None:
+                run.stream.close(status="cancelled")
+            with self._lock:
+                self._live.pop(run.run_id, None)
+
+    def _emit(self, run: LiveRun, type_: str, data: dict) -> StreamEvent:
+        event = StreamEvent(run.state.seq + 1, type_, data)
+        run.state.apply(event)
+        run.dirty = True
+        if event.seq > run.ceiling or run.held:
+            run.held.append(event)  # the store is behind: publish once the ceiling moves
+        else:
+            self.bus.publish(run.run_id, event)
+        return event
+
+    def _take_stored_ceiling(self, run: LiveRun) -> None:
+        flush = run.last_flush
+        if flush is not None and flush.stored.is_set() and not flush.lost and flush.ceiling > run.ceiling:
+            run.ceiling = flush.ceiling
+        while run.held and run.held[0].seq <= run.ceiling:
+            self.bus.publish(run.run_id, run.held.pop(0))
+
+    def _flush(self, run: LiveRun, final: bool = False) -> Flush:
+        state = run.state
+        flush = Flush(
+            run_id=run.run_id, session_id=run.session_id, content=state.text, status=state.status,
+            usage=state.usage, error=state.error, final=final,
+            ceiling=state.seq if final else state.seq + SEQ_HEADROOM,
+        )
+        run.last_flush = self.store.submit(flush)
+        run.dirty = False
+        return run.last_flush
+
+    def _finish(self, run: LiveRun, done: dict) -> None:
+        """Store the end, then publish `done`; give up (leaving it to recovery) if it cannot."""
+        if run.state.usage is None:  # the gateway always sends usage; a failure may not have
+            self._emit(run, "usage", run.state.usage_so_far())
+        done["message_id"] = run.run_id
+        event = StreamEvent(run.state.seq + 1, "done", done)
+        run.state.apply(event)
+        flush = self._flush(run, final=True)
+        deadline = time.monotonic() + self.stale_seconds
+        while not flush.stored.is_set():
+            self.store.pump()
+            if flush.stored.is_set():
+                break
+            if time.monotonic() >= deadline:
+                # Its heartbeat stops with it; recovery ends it from the bus's events.
+                log.error("run %s could not store its end; leaving it to recovery", run.run_id)
+                return
+            flush.stored.wait(0.1)
+        if flush.lost:
+            return  # recovery ended it first and published its own closing events
+        run.ceiling = max(run.ceiling, event.seq)
+        self._take_stored_ceiling(run)
+        run.finished = True
+        self.bus.publish(run.run_id, event)
+
+    # ---- stopping ----------------------------------------------------------------------------
+
+    def cancel(self, run_id: str, agent: Agent | None) -> str:
+        """Stop a run wherever it is driven: "cancelling", or "ended" when nobody drove it."""
+        run = self._live.get(run_id)
+        if run is not None:
+            run.request_cancel()
+            return "cancelling"
+        row = self.store.run(self._run_row, run_id)
+        if row is None or row.ended_at is not None:
+            return "ended"
+        if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
+            self._end_orphans([row], status="cancelled", error=recovery.STOPPED)
+            return "ended"
+        self.bus.send_cancel(run_id)
+        if agent is not None and agent.protocol == "native":
+            # The agent stops its work now; the driving worker sees `done cancelled`.
+            cancel_task(agent, run_id)
+        return "cancelling"
+
+    def _cancel_here(self, run_id: str) -> None:
+        run = self._live.get(run_id)
+        if run is not None:
+            run.request_cancel()
+
+    # ---- subscribing -------------------------------------------------------------------------
+
+    def subscribe(self, run_id: str, after_seq: int, heartbeat: float):
+        """Yield the run's events after `after_seq`, then live ones until `done`; None = a
+        heartbeat is due. Holds no database connection across a yield."""
+        self.start()
+        sent = after_seq
+        quiet_since = checked = time.monotonic()
+        wait = min(heartbeat, 1.0)
+        while True:
+            events = self.bus.read(run_id, sent, wait)
+            now = time.monotonic()
+            if events is None or (not events and now - checked >= heartbeat):
+                checked = now
+                row = self.store.run(self._run_row, run_id)
+                if row is None:
+                    return
+                if row.ended_at is not None and not events:
+                    # Its events are gone, or this client is past them: the stored end.
+                    yield from self._replay_ended(row, sent)
+                    return
+                if row.ended_at is None and recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
+                    self._end_orphans([row])
+                    continue
+                if events is None:
+                    # Driven by a process this bus cannot see (a second server without Redis):
+                    # wait for its end, which the database will show.
+                    time.sleep(wait)
+                    events = []
+            for event in events or ():
+                yield event
+                sent = event.seq
+                quiet_since = now
+                if event.type == "done":
+                    return
+            if not events and time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield None
+
+    def _replay_ended(self, row, sent: int):
+        """An ended run whose events are gone: the stored reply as token, usage, done."""
+        message = self.store.run(self._message_row, row.message_id)
+        last = row.last_seq
+        if message is None or sent >= last:
+            return
+        done = {"status": message.status, "message_id": row.message_id}
+        if message.error:
+            done["error"] = message.error
+        if sent == 0 and message.content and last >= 3:
+            yield StreamEvent(last - 2, "token", {"text": message.content})
+        elif message.content or sent > 0:
+            done["content"] = message.content  # replaces whatever the client holds
+        if sent < last - 1:
+            yield StreamEvent(last - 1, "usage", message.usage or recovery.zero_usage())
+        yield StreamEvent(last, "done", done)
+
+    def _run_row(self, run_id: str):
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(runs_table).where(runs_table.c.message_id == run_id)).first()
+
+    def _message_row(self, message_id: str):
+        import json
+
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(messages_table.c.content, messages_table.c.status, messages_table.c.error,
+                       messages_table.c.usage).where(messages_table.c.id == message_id)
+            ).first()
+        if row is None:
+            return None
+        usage = json.loads(row.usage) if row.usage else None
+        return type("StoredReply", (), {"content": row.content, "status": row.status, "error": row.error,
+                                        "usage": usage if isinstance(usage, dict) else None})
+
+    # ---- recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """End every orphaned run (of any process) and every reply that never got a run."""
+        def find(conn_engine):
+            with conn_engine.begin() as conn:
+                runless = recovery.end_runless_replies(conn)
+                return runless, recovery.live_runs(conn)
+
+        runless, rows = self.store.run(find, self.store.engine)
+        orphans = [row for row in rows if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds)]
+        return runless + self._end_orphans(orphans)
+
+    def _end_orphans(self, rows, status: str = "interrupted", error: str = recovery.INTERRUPTED) -> int:
+        if not rows:
+            return 0
+        logged = {row.message_id: self.bus.events(row.message_id) for row in rows}
+
+        def end(engine):
+            with engine.begin() as conn:
+                return [e for e in (recovery.end_run(conn, rid, evs, status, error) for rid, evs in logged.items()) if e]
+
+        endings = self.store.run(end, self.store.engine)
+        for ending in endings:
+            for event in ending.events:
+                self.bus.publish(ending.run_id, event)
+        if endings:
+            log.warning("ended %d orphaned run(s) as %s", len(endings), status)
+        return len(endings)
+
+    # ---- housekeeping ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the housekeeping loop once (in the serving process, after any fork)."""
+        if self._housekeeper is not None or self._stopping:
+            return
+        with self._lock:
+            if self._housekeeper is None:
+                self._housekeeper = threading.Thread(target=self._housekeep, name="run-housekeeper", daemon=True)
+                self._housekeeper.start()
+
+    def _housekeep(self) -> None:
+        last = {"cancel": 0.0, "beat": 0.0, "recover": 0.0, "forget": 0.0, "purge": 0.0}
+        recover_every = min(self.stale_seconds / 3, 5.0)
+        beat_every = min(BEAT_SECONDS, self.stale_seconds / 3)
+        while not self._stopping:
+            time.sleep(HOUSEKEEPING_TICK)
+            now = time.monotonic()
+            try:
+                self.store.pump(now)
+                live = list(self._live)
+                if live and now - last["cancel"] >= CANCEL_POLL_SECONDS:
+                    last["cancel"] = now
+                    for run_id in self.store.run(self._flagged, live):
+                        self._cancel_here(run_id)
+                if live and now - last["beat"] >= beat_every:
+                    last["beat"] = now
+                    self.store.run(self._beat, live)
+                if now - last["recover"] >= recover_every:
+                    last["recover"] = now
+                    self.recover()
+                if now - last["forget"] >= FORGET_SECONDS:
+                    last["forget"] = now
+                    self.bus.forget_ended()
+                if now - last["purge"] >= PURGE_SECONDS:
+                    last["purge"] = now
+                    self.store.run(self._purge)
+            except Exception:
+                log.exception("run housekeeping tick failed")
+                time.sleep(1.0)
+
+    def _flagged(self, run_ids: list[str]) -> list[str]:
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(runs_table.c.message_id).where(
+                    runs_table.c.message_id.in_(run_ids),
+                    runs_table.c.ended_at.is_(None),
+                    runs_table.c.cancel_requested_at.is_not(None),
+                )
+            ).scalars().all()
+
+    def _beat(self, run_ids: list[str]) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.message_id.in_(run_ids), runs_table.c.ended_at.is_(None))
+                .values(beat_at=utcnow())
+            )
+
+    def _purge(self) -> int:
+        with self.store.engine.begin() as conn:
+            return recovery.purge_idempotency_keys(conn)
+
+    def health(self) -> dict:
+        return {
+            "bus": self.bus.kind,
+            "bus_ok": self.bus.ping(),
+            "store_ok": self.store.healthy,
+            "store_error": self.store.last_error,
+            "live_runs": len(self._live),
+        }
+
+    def shutdown(self, timeout: float = 4.0) -> None:
+        """End every run this process drives (text kept) and stop the agents' tasks."""
+        runs = list(self._live.values())
+        for run in runs:
+            if run.agent.protocol == "native":
+                cancel_task(run.agent, run.run_id, timeout=1.0)
+            if run.stream is not None:
+                run.stream.close("interrupted", SHUTDOWN_ERROR)
+        deadline = time.monotonic() + timeout
+        while self._live and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stopping = True
+        self.store.pump()
+        if runs:
+            log.warning("shutdown ended %d live run(s)", len(runs))
+
+
+def init_runs(app) -> RunManager:
+    """Create the app's run manager and end the runs that dead processes left live."""
+    manager = RunManager(app)
+    app.extensions[EXTENSION] = manager
+    try:
+        manager.recover()
+    except (OperationalError, ProgrammingError):
+        pass  # tables not created yet (before `flask db upgrade`): nothing to recover
+    if not app.testing:
+        manager.start()
+    return manager
+
+
+def run_manager(app=None) -> RunManager:
+    if app is None:
+        from flask import current_app
+
+        app = current_app
+    return app.extensions[EXTENSION]

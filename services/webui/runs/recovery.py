@@ -1,0 +1,122 @@
+"""Runs whose driver is gone: finding them and ending them with the text kept.
+
+A run's driver is "host:pid" plus a heartbeat (`beat_at`). A run is an orphan when its heartbeat
+is stale, when its driver was a process on this host that no longer exists, or when this very
+process owns it but no longer drives it (its driver gave up, e.g. it could not store its end).
+
+Ending an orphan must leave a client with exactly the stored reply and event ids above anything
+it was sent: when the bus still holds the run's events (Redis, or this process's memory), the
+text they add up to is stored; otherwise the stored text is sent to clients inside `done`
+(`content`). Closing events are numbered above `runs.last_seq`, which the driver always stored
+ahead of what it published.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psutil
+from sqlalchemy import and_, delete, select, update
+
+from ..models import LIVE_STATUSES, ConversationSession, IdempotencyKey, Message, Run, utcnow
+from .events import ReplyState, StreamEvent, zero_usage
+
+runs_table = Run.__table__
+messages_table = Message.__table__
+sessions_table = ConversationSession.__table__
+
+INTERRUPTED = "The server stopped while this reply was being written; the text so far is kept."
+STOPPED = "Stopped. The text so far is kept."
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
+
+
+def is_orphan(run_row, owner: str, driving: set[str] | dict, stale_seconds: float) -> bool:
+    if run_row.ended_at is not None:
+        return False
+    if run_row.owner == owner:
+        return run_row.message_id not in driving
+    beat = run_row.beat_at or run_row.created_at
+    if beat < utcnow() - timedelta(seconds=stale_seconds):
+        return True
+    host, _, pid = (run_row.owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How an orphan was ended: the events to publish after the stored end."""
+
+    run_id: str
+    events: list[StreamEvent]
+
+
+def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error: str) -> Ending | None:
+    """End one run in `conn`'s transaction; None when someone else ended it first."""
+    now = utcnow()
+    row = conn.execute(select(runs_table).where(runs_table.c.message_id == run_id)).first()
+    if row is None or row.ended_at is not None:
+        return None
+    message = conn.execute(
+        select(messages_table.c.content, messages_table.c.usage, messages_table.c.session_id)
+        .where(messages_table.c.id == run_id)
+    ).first()
+    state = ReplyState()
+    for event in bus_events:
+        state.apply(event)
+    seq = max(row.last_seq, state.seq)
+    values = {"status": status, "error": error, "completed_at": now}
+    done = {"status": status, "error": error, "message_id": run_id}
+    if bus_events:
+        # The bus has every event a client can have seen: store what they add up to.
+        values["content"] = state.text
+        if state.usage is not None:
+            values["usage"] = json.dumps(state.usage, sort_keys=True)
+    else:
+        # A client may have been shown more than the last flush stored: tell it the stored text.
+        done["content"] = message.content if message else ""
+    stored_usage = json.loads(values.get("usage") or (message.usage if message else None) or "null")
+    closing = []
+    if not any(event.type == "usage" for event in bus_events):
+        closing.append(StreamEvent(seq + 1, "usage", stored_usage or zero_usage()))
+    closing.append(StreamEvent(seq + len(closing) + 1, "done", done))
+    conn.execute(
+        update(runs_table).where(runs_table.c.message_id == run_id)
+        .values(ended_at=now, last_seq=closing[-1].seq)
+    )
+    conn.execute(update(messages_table).where(messages_table.c.id == run_id).values(**values))
+    if message is not None:
+        conn.execute(
+            update(sessions_table)
+            .where(sessions_table.c.id == message.session_id, sessions_table.c.active_run_id == run_id)
+            .values(active_run_id=None)
+        )
+    return Ending(run_id, closing)
+
+
+def live_runs(conn) -> list:
+    return conn.execute(select(runs_table).where(runs_table.c.ended_at.is_(None))).all()
+
+
+def end_runless_replies(conn) -> int:
+    """Replies that never got a run row (the process died between commits) end as interrupted."""
+    runless = conn.execute(
+        select(messages_table.c.id)
+        .outerjoin(runs_table, runs_table.c.message_id == messages_table.c.id)
+        .where(messages_table.c.status.in_(LIVE_STATUSES), messages_table.c.role == "assistant",
+               runs_table.c.message_id.is_(None))
+    ).scalars().all()
+    if runless:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id.in_(runless))
+            .values(status="interrupted", error="This reply was never started.", completed_at=utcnow())
+        )
+    return len(runless)
+
+
+def purge_idempotency_keys(conn) -> int:
+    cutoff = utcnow() - IDEMPOTENCY_RETENTION
+    table = IdempotencyKey.__table__
+    return conn.execute(delete(table).where(and_(table.c.created_at < cutoff))).rowcount
