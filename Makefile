@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FLASK_APP := wsgi:app
 
-.PHONY: run test deps assets chromium migrate admin bench clean litellm
+.PHONY: run test deps assets system-packages migrate admin bench clean litellm
 
 run: deps assets
 	$(PY) -m services.launcher
 
-test: deps assets chromium litellm
+test: deps assets system-packages litellm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 deps: $(VENV)/.installed
@@ -47,8 +47,12 @@ static/vendor/.installed: package.json package-lock.json services/webui/markdown
 	$(PY) -m services.webui.markdown --css > static/vendor/pygments.css
 	touch $@
 
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# Debian packages the tests run for real: Chromium (browser tests) and redis-server (the
+# scale-out profile: several workers and hosts sharing one Redis).
+SYSTEM_PACKAGES := chromium redis-server
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 migrate: deps  ## apply migrations only (make run does this itself)
 	$(VENV)/bin/flask db upgrade

@@ -1,7 +1,9 @@
 """Real processes for end-to-end tests: the reference agents and Switchboard under gunicorn.
 
 `LiveStack` starts a fleet on free loopback ports, migrates a fresh SQLite file, creates a user
-and serves the app with gunicorn's gevent workers: the same parts `make run` starts.
+and serves the app with gunicorn's gevent workers: the same parts `make run` starts. With
+`redis_url` it is the scale-out profile: several workers, and `start_extra_server()` as a second
+host, sharing one Redis.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class LiveStack:
     workers: int = 1
     env_overrides: dict = field(default_factory=dict)
     extra_agents: list = field(default_factory=list)
+    redis_url: str | None = None  # the scale-out profile: workers and servers share one Redis
     username: str = "tester"
     password: str = "tester-password-123"
 
@@ -58,6 +61,7 @@ class LiveStack:
             "HEARTBEAT_SECONDS": "0.5",
             "WEB_WORKERS": str(self.workers),
             "PORT": str(self.port),
+            **({"REDIS_URL": self.redis_url} if self.redis_url else {}),
             **self.env_overrides,
         }
 

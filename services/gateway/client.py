@@ -263,8 +263,15 @@ class TaskStream:
         if transport.is_connect_failure(exc):
             return "error", transport.not_answering(self.agent)
         if transport.is_read_timeout(exc):
+            self._stop_idle_task()
             return "error", transport.idle_too_long(self.agent, self.idle_timeout)
         return "error", f"Agent {self.agent.agent_id} closed the connection before answering."
+
+    def _stop_idle_task(self) -> None:
+        """An agent silent past the idle timeout may still be working: stop its task too, so
+        that giving up on the reply does not leave the work running (and billing)."""
+        if self.agent.protocol == "native":
+            cancel_task(self.agent, self.task_id)
 
     def _read_response(self, response: urllib3.BaseHTTPResponse, translator) -> None:
         agent = self.agent
@@ -302,6 +309,7 @@ class TaskStream:
             if self._close_status is not None:
                 return  # close() shut the socket under us; the consumer already knows
             if transport.is_read_timeout(exc):
+                self._stop_idle_task()
                 self._put_end("error", transport.idle_too_long(agent, self.idle_timeout))
             else:
                 self._put_end("interrupted", transport.interrupted(agent))

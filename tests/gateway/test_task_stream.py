@@ -133,7 +133,8 @@ def test_stall_longer_than_idle_timeout_is_an_error_and_ticks_come_meanwhile(age
     assert None in sequence[last_token:], "no idle tick while the agent was silent"
     assert sequence.count("token") == 3
     assert task_state(agent, task_id)["tokens_sent"] == 3
-    # idle_timeout closed the upstream; the agent notices when it next writes.
+    # Giving up on a silent agent also stops its task: the work does not run on unseen.
+    assert task_state(agent, task_id)["status"] == "cancelled"
 
 
 def test_stall_error_sentence(agent, task_id):

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from ..litellm_server import KEY_ENV, MASTER_KEY, MOCK_REPLY, litellm_proxy
+from ..redis_server import redis_server
 from ..servers import LiveStack
 from .test_relay_live import assert_grammar, db_row, read_events, text_of
 
@@ -20,12 +21,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with litellm_proxy(tmp_path_factory.mktemp("litellm")) as port:
+    with litellm_proxy(tmp_path_factory.mktemp("litellm")) as port, redis_server() as redis_url:
         agent = {"agent_id": "litellm", "name": "LiteLLM", "parent_role": "architect", "port": port,
                  "protocol": "openai", "api_key_env": KEY_ENV,
                  "models": [("mock-small", 8192), ("mock-long", 8192)]}
         live = LiveStack(tmp_path_factory.mktemp("openai"), extra_agents=[agent],
-                         env_overrides={KEY_ENV: MASTER_KEY})
+                         env_overrides={KEY_ENV: MASTER_KEY}, redis_url=redis_url)
         with live:
             live.other_url = live.start_extra_server()
             yield live

@@ -1,8 +1,10 @@
-"""The relay end to end: real reference agents, real gunicorn (gevent workers), a real SQLite file.
+"""The relay end to end: real reference agents, real gunicorn (gevent workers), a real SQLite file,
+in the scale-out profile: two gunicorn servers (two workers each) sharing one database and one
+real redis-server, as two hosts would.
 
-The stream is read with sseclient-py, an SSE client independent of ours. "Another worker" is made
-deterministic by a second gunicorn serving the same database: a request there can never land on
-the process that runs the stream.
+The stream is read with sseclient-py, an SSE client independent of ours. "Another host" is made
+deterministic by the second gunicorn: a request there can never land on the process that drives
+the run, so its events must come through Redis.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 import requests
 import sseclient
 
+from ..redis_server import redis_server
 from ..servers import LiveStack
 
 pytestmark = pytest.mark.slow
@@ -25,9 +28,10 @@ def stack(tmp_path_factory):
     from ..support import free_port
 
     extra[0]["port"] = free_port()  # nothing listens there: the agent is down
-    with LiveStack(tmp_path_factory.mktemp("relay"), workers=2, extra_agents=extra) as stack:
-        stack.other_url = stack.start_extra_server()
-        yield stack
+    with redis_server() as redis_url:
+        with LiveStack(tmp_path_factory.mktemp("relay"), workers=2, extra_agents=extra, redis_url=redis_url) as stack:
+            stack.other_url = stack.start_extra_server()
+            yield stack
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +269,36 @@ def test_post_can_stream_the_reply_directly(api):
     assert response.status_code == 200 and response.headers["X-Message-Id"]
     events = list(sseclient.SSEClient(response).events())
     assert_grammar(events)
+
+
+def test_two_hosts_follow_reconnect_and_stop_one_run_without_gap_duplicate_or_late_token(stack, api):
+    sent = send(api, "Survey the fleet @@tokens=400 @@delay_ms=15")  # driven by a worker of host A
+    on_b = read_events(api, sent["stream_url"], limit=10, base=stack.other_url)
+    on_a = read_events(api, sent["stream_url"], last_event_id=on_b[-1].id, limit=10)
+    other = requests.Session()  # the stop goes to host B
+    other.cookies.update(api.cookies)
+    other.headers.update(api.headers)
+    assert other.post(f"{stack.other_url}/api/chat/sessions/{sent['session_id']}/cancel").status_code == 202
+    rest = read_events(api, sent["stream_url"], last_event_id=on_a[-1].id, base=stack.other_url)
+    events = on_b + on_a + rest
+    assert_grammar(events)
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
+    assert json.loads(events[-1].data)["status"] == "cancelled"
+    task = wait_for(lambda: (t := agent_task(stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t)
+    tokens = [e for e in events if e.event == "token"]
+    assert task["tokens_sent"] < 400 and len(tokens) == task["tokens_sent"]  # nothing generated after the stop
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "cancelled" and r)
+    assert row["content"] == text_of(events)
+
+
+def test_a_retried_send_with_an_idempotency_key_is_answered_once(stack, api):
+    body = {"agent_id": "dir-code", "content": "Exactly once @@tokens=3"}
+    first = api.post("/api/chat/message", json=body, headers={"Idempotency-Key": "two-hosts-1"})
+    again = requests.Session()
+    again.cookies.update(api.cookies)
+    again.headers.update(api.headers)
+    second = again.post(f"{stack.other_url}/api/chat/message", json=body, headers={"Idempotency-Key": "two-hosts-1"})
+    assert first.status_code == second.status_code == 202 and first.json() == second.json()
+    with sqlite3.connect(stack.db_path) as conn:
+        count = conn.execute("SELECT count(*) FROM messages WHERE session_id = ?", (first.json()["session_id"],)).fetchone()[0]
+    assert count == 2  # one question, one reply

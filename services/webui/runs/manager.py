@@ -99,6 +99,7 @@ class RunManager:
         self.bus = make_bus(config)
         self.store = RunStore(config["SQLALCHEMY_DATABASE_URI"], config.get("SQLALCHEMY_ENGINE_OPTIONS"))
         self.stale_seconds = config["RUN_STALE_SECONDS"]
+        self._agents = lambda: app.extensions["switchboard.registry"].current()
         self._live: dict[str, LiveRun] = {}
         self._lock = threading.Lock()
         self._housekeeper: threading.Thread | None = None
@@ -371,9 +372,21 @@ class RunManager:
         for ending in endings:
             for event in ending.events:
                 self.bus.publish(ending.run_id, event)
+        self._stop_agents_of({ending.run_id for ending in endings}, rows)
         if endings:
             log.warning("ended %d orphaned run(s) as %s", len(endings), status)
         return len(endings)
+
+    def _stop_agents_of(self, run_ids: set[str], rows) -> None:
+        """A native agent may still be working on an orphan's task: stop it (best effort)."""
+        try:
+            fleet = self._agents()
+        except Exception:  # a remote registry that does not answer: nothing to stop through
+            return
+        for row in rows:
+            agent = fleet.get(row.agent_id) if row.message_id in run_ids else None
+            if agent is not None and agent.protocol == "native":
+                threading.Thread(target=cancel_task, args=(agent, row.message_id, 1.0), daemon=True).start()
 
     # ---- housekeeping ------------------------------------------------------------------------
 
