@@ -36,22 +36,30 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def post_worker_init(worker):
-    """On SIGTERM, end the worker's runs first (text kept, agents' tasks stopped), then stop.
+    """On SIGTERM (or Ctrl-C's SIGINT, or SIGQUIT), end the worker's runs first (text kept,
+    agents' tasks stopped), then stop.
 
-    gunicorn's gevent worker would otherwise keep serving streams until graceful_timeout and
-    exit with its runs still live, leaving them for the next start-up to find.
+    gunicorn's gevent worker would otherwise exit with its runs still live (at once on SIGINT
+    and SIGQUIT), leaving them for the next start-up to find.
     """
     manager = getattr(worker.wsgi, "extensions", {}).get("switchboard.runs")
     if manager is None:
         return
+    stopping = []
 
-    def handle_exit(sig, frame):
-        import threading
+    def handle_stop(sig, frame):
+        if stopping:
+            return
+        stopping.append(sig)
+        import gevent  # the worker class is gevent's; a signal handler there may not block
 
         def stop():
-            manager.shutdown()
-            worker.alive = False
+            try:
+                manager.shutdown()
+            finally:
+                worker.alive = False
 
-        threading.Thread(target=stop, name="run-shutdown", daemon=True).start()
+        gevent.spawn(stop)
 
-    signal.signal(signal.SIGTERM, handle_exit)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, handle_stop)

@@ -58,11 +58,13 @@ def main() -> int:
     try:
         while not stopping and gunicorn.poll() is None:
             time.sleep(0.2)
+            for agent_id in fleet.revive():  # a crashed reference agent comes back by itself
+                print(f"switchboard: agent {agent_id} exited; restarted it.", file=sys.stderr, flush=True)
     finally:
         if gunicorn.poll() is None:
             gunicorn.terminate()
             try:
-                gunicorn.wait(timeout=10)
+                gunicorn.wait(timeout=20)  # workers first end their runs (gunicorn.conf.py)
             except subprocess.TimeoutExpired:
                 gunicorn.kill()
         fleet.stop()

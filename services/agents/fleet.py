@@ -27,6 +27,8 @@ from services.agents.registry_files import free_port, write_test_registry
 
 __all__ = ["Fleet", "FleetError", "free_port", "write_test_registry", "is_local_native"]
 
+RESTART_BACKOFF_SECONDS = 2.0
+
 
 class FleetError(RuntimeError):
     """An agent of the fleet did not start; the message names it and says why."""
@@ -55,6 +57,7 @@ class Fleet:
         self.log_dir = Path(log_dir) if log_dir else None
         self.python = python
         self.processes: dict[str, subprocess.Popen] = {}
+        self._restarted_at: dict[str, float] = {}
 
     def start(self) -> "Fleet":
         env = dict(os.environ)
@@ -81,6 +84,23 @@ class Fleet:
                 if log_file:
                     log_file.close()  # the child holds its own descriptor
         return self
+
+    def revive(self, backoff: float = RESTART_BACKOFF_SECONDS) -> list[str]:
+        """Restart agents whose process exited (at most once per `backoff` seconds each).
+
+        A crashed reference agent would otherwise stay down until the next `make run`.
+        """
+        now = time.monotonic()
+        dead = [
+            agent_id for agent_id, process in self.processes.items()
+            if process.poll() is not None and now - self._restarted_at.get(agent_id, -backoff) >= backoff
+        ]
+        for agent_id in dead:
+            del self.processes[agent_id]
+            self._restarted_at[agent_id] = now
+        if dead:
+            self.start()  # starts exactly the agents without a process
+        return dead
 
     def log_path(self, agent_id: str) -> Path | None:
         return self.log_dir / f"{agent_id}.log" if self.log_dir else None
@@ -177,12 +197,9 @@ def main(argv=None) -> int:
     for agent in fleet.agents:
         pid = fleet.processes[agent.agent_id].pid
         print(f"{agent.agent_id:<{width}}  {agent.base_url}  {agent.name} (pid {pid})", flush=True)
-    reported: set[str] = set()
     while not stopping.wait(0.5):
-        for agent_id, process in fleet.processes.items():
-            if process.poll() is not None and agent_id not in reported:
-                reported.add(agent_id)
-                print(f"Agent {agent_id} exited with code {process.returncode}.", flush=True)
+        for agent_id in fleet.revive():
+            print(f"Agent {agent_id} exited; restarted it.", flush=True)
     fleet.stop()
     return 0
 
