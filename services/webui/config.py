@@ -155,6 +155,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
+        "DATABASE_WRITE_WAIT_SECONDS": _float(env, "DATABASE_WRITE_WAIT_SECONDS", 5.0, minimum=0.0),
         "RUN_MAX_REPLY_CHARS": _int(env, "RUN_MAX_REPLY_CHARS", 2_000_000, minimum=1000),
         "RUN_MEMORY_EVENTS": _int(env, "RUN_MEMORY_EVENTS", 20_000, minimum=100),
         "REDIS_URL": _redis_url(env),

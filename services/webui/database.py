@@ -44,7 +44,8 @@ _sqlite_write_lock = threading.RLock()
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 _DML_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _HOLDS_LOCK = "switchboard_holds_write_lock"
-WRITE_WAIT_SECONDS = 5.0
+WRITE_WAIT_SECONDS = 5.0  # the default of DATABASE_WRITE_WAIT_SECONDS
+WRITE_WAIT_OPTION = "switchboard_write_wait"
 RETRY_AFTER_SECONDS = 5
 BUSY_MESSAGE = "The database is busy right now, so nothing was saved. Try again in a few seconds."
 FULL_MESSAGE = "The database cannot store anything right now (its disk is full), so nothing was saved."
@@ -93,7 +94,7 @@ def _take_sqlite_write_lock(conn, cursor, statement, parameters, context, execut
         _sqlite_write_lock.acquire()
         conn.info[_HOLDS_LOCK] = True
         if verb.startswith(_DML_VERBS):
-            begin_immediate(conn.connection.dbapi_connection)
+            begin_immediate(conn.connection.dbapi_connection, conn.get_execution_options().get(WRITE_WAIT_OPTION))
 
 
 @event.listens_for(Engine, "commit")
@@ -122,6 +123,7 @@ def unavailable_from(exc: BaseException) -> DatabaseUnavailable | None:
 def check_database(app) -> None:
     """Open one connection now, so that a bad DATABASE_URL stops start-up with one sentence."""
     with app.app_context():
+        db.engine.update_execution_options(**{WRITE_WAIT_OPTION: app.config["DATABASE_WRITE_WAIT_SECONDS"]})
         try:
             with db.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))

@@ -1,10 +1,12 @@
-"""GET /healthz: is the database reachable, is the registry loaded, which agents are up."""
+"""GET /healthz: can the database be read and written, is the event bus up, is the registry
+loaded, which agents are up."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from .database import database_reachable
+from .database import database_reachable, database_writable
 from .fleet import health, registry
+from .runs import run_manager
 
 bp = Blueprint("health", __name__)
 
@@ -12,6 +14,9 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     database_ok = database_reachable()
+    runs = run_manager().health()
+    # A database that answers reads but refuses writes (locked, full) loses replies: degraded.
+    writable = database_ok and runs["store_ok"] and database_writable()
     try:
         agents = registry().agents
         registry_ok = True
@@ -19,10 +24,11 @@ def healthz():
         agents, registry_ok = (), False
     checker = health()
     agent_status = {agent.agent_id: checker.status(agent) for agent in agents}
-    ok = database_ok and registry_ok
+    ok = writable and registry_ok and runs["bus_ok"]
     body = {
         "status": "ok" if ok else "degraded",
-        "database": "ok" if database_ok else "unreachable",
+        "database": "ok" if writable else ("read-only" if database_ok else "unreachable"),
+        "events": {"bus": runs["bus"], "ok": runs["bus_ok"], "live_runs": runs["live_runs"]},
         "registry": {"loaded": registry_ok, "agents": len(agents)},
         "agents": agent_status,
     }

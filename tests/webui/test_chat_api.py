@@ -261,12 +261,16 @@ def test_a_repeated_send_with_the_same_idempotency_key_answers_the_first_time(ap
     assert send(alice, idempotency_key="tab\there").status_code == 400
 
 
-def test_a_locked_database_answers_a_send_with_503_and_retry_after(app, alice, app_config, monkeypatch):
+def test_a_locked_database_answers_a_send_with_503_and_retry_after(app_config, make_user):
     import sqlite3
 
-    from services.webui import database
+    from services.webui import create_app
 
-    monkeypatch.setattr(database, "WRITE_WAIT_SECONDS", 0.3)
+    from ..support import UserClient
+
+    make_user("alice")
+    app = create_app({**app_config, "DATABASE_WRITE_WAIT_SECONDS": 0.3})
+    alice = UserClient(app, "alice", "correct horse battery")
     holder = sqlite3.connect(app_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:

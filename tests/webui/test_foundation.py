@@ -198,7 +198,23 @@ def test_healthz_reports_database_registry_and_agents(client):
     body = response.json
     assert body["database"] == "ok" and body["registry"]["loaded"] and body["registry"]["agents"] == 2
     assert body["agents"] == {"architect": "down", "dir-code": "down"}  # nothing listens on their ports
+    assert body["events"] == {"bus": "memory", "ok": True, "live_runs": 0}
     assert response.headers["X-Request-ID"]
+
+
+def test_healthz_reports_a_database_that_cannot_write_as_degraded(client, app_config):
+    import sqlite3
+
+    holder = sqlite3.connect(app_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        response = client.get("/healthz")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503
+    assert response.json["status"] == "degraded" and response.json["database"] == "read-only"
+    assert client.get("/healthz").json["database"] == "ok"
 
 
 def test_unknown_routes_are_404_pages_or_json(client, alice):
