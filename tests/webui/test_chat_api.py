@@ -257,6 +257,16 @@ def test_a_repeated_send_with_the_same_idempotency_key_answers_the_first_time(ap
     with app.app_context():
         users = db.session.scalars(select(Message).where(Message.role == "user")).all()
         assert len(users) == 2
+    # Sends without a key are never taken for repeats (two in one session, each its own turn).
+    in_session = send(bob).json
+    wait_final(app, in_session["message_id"])
+    follow_up = send(bob, session_id=in_session["session_id"])
+    wait_final(app, follow_up.json["message_id"])
+    assert send(bob, session_id=in_session["session_id"]).status_code == 202
+    with app.app_context():
+        from services.webui.models import IdempotencyKey
+
+        assert {row.key for row in db.session.scalars(select(IdempotencyKey))} == {"retry-1"}
     assert send(alice, idempotency_key="x" * 129).status_code == 400
     assert send(alice, idempotency_key="tab\there").status_code == 400
 

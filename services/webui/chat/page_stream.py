@@ -101,7 +101,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
     def final(state: ReplyState) -> str:
         view = view_of(state, None).rendered()
         gauge = Gauge(used_tokens(state.usage), gauge_window) if state.usage else None
-        html = render_template("partials/reply_update.html", m=view, final=True, gauge=gauge)
+        html = render_template("partials/reply_final.html", m=view, gauge=gauge)
         return format_sse(html, id=str(state.seq))
 
     def chunks():

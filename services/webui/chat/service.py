@@ -196,8 +196,8 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         ).rowcount
         if not claimed:
             raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
-        for key, value in claim.items():
-            set_committed_value(session, key, value)
+        for name, value in claim.items():
+            set_committed_value(session, name, value)
         session_row = {"id": session.id}
     else:
         session_row = {
