@@ -332,3 +332,21 @@ def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_st
     expect(last_reply(page)).to_have_attribute("data-status", "cancelled")
     for name in ("chat-1280-light", "chat-1280-dark", "chat-375-light", "chat-375-dark"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_a_streaming_reply_appends_finished_blocks_and_ends_as_a_reload_renders_it(page):
+    new_chat(page, "architect")
+    send(page, "Plan the release @@tokens=160 @@delay_ms=25")
+    reply = last_reply(page)
+    blocks = reply.locator(".md-blocks")
+    # Finished blocks (the heading, the intro...) are in place while the tail is still written.
+    expect(blocks.locator("h2")).to_have_count(1, timeout=15_000)
+    assert reply.get_attribute("data-status") not in FINAL
+    tail_before = reply.locator(".md-tail").inner_html()
+    expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
+    streamed = reply.locator(".turn-body").inner_html()
+    assert "md-tail" not in streamed and "md-blocks" not in streamed  # the final render is whole
+    page.reload()
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    assert last_reply(page).locator(".turn-body").inner_html() == streamed
+    assert tail_before != streamed
