@@ -5,6 +5,10 @@
 It is a plain WSGI app on gevent's pywsgi, so one process holds thousands of concurrent
 streams. Replies and test directives live in replies.py; this module does HTTP, the task
 table and the pacing. Waits are on a per-task gevent Event, so a cancel lands at once.
+
+The same process also speaks OpenAI's streaming `POST /v1/chat/completions` (same replies,
+same directives, taken from the last user message), so one process can stand behind both a
+native and an `openai` agent entry: the two paths can then be compared on equal terms.
 """
 if __name__ == "__main__":
     from gevent import monkey
@@ -19,6 +23,8 @@ import os  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
@@ -101,6 +107,10 @@ class ReferenceAgent:
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"})
             return self._start_task(environ, start_response)
+        if path == "/v1/chat/completions":
+            if method != "POST":
+                return _openai_error(start_response, 405, "use POST")
+            return self._start_completion(environ, start_response)
         match = _TASK_PATH.match(path)
         if match:
             task = self.tasks.get(match.group(1))
@@ -210,6 +220,100 @@ class ReferenceAgent:
             # task is over either way, and GET /tasks/{id} must say it stopped.
             task.stop("cancelled")
 
+    # ---- OpenAI-compatible endpoint ---------------------------------------------------------
+
+    def _start_completion(self, environ, start_response):
+        body, problem = _read_json(environ)
+        if problem is None:
+            problem = _completion_problem(body)
+        if problem:
+            return _openai_error(start_response, 413 if "too large" in problem else 400, problem)
+        model = self.agent.model(body["model"])
+        if model is None:
+            return _openai_error(start_response, 404, f"The model '{body['model']}' does not exist.",
+                                 "model_not_found")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        task = Task(completion_id, "", model.model_id)
+        self._remember(task)
+        if not body.get("stream"):
+            return self._whole_completion(task, model, body["messages"], start_response)
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
+                                  ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
+        return self._completion_stream(task, model, body["messages"], bool(options.get("include_usage")),
+                                       environ.get("switchboard.socket"))
+
+    def _completion_stream(self, task: Task, model: Model, messages: list[dict], include_usage: bool, sock):
+        """chat.completion.chunk messages paced like the native stream; a closed connection is
+        the only stop (pywsgi closes this generator, and the task is marked cancelled)."""
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        knobs, cleaned = parse_directives(last_user, model.model_id)
+        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name)
+        prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
+        created = int(time.time())
+
+        def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
+            body = {"id": task.task_id, "object": "chat.completion.chunk", "created": created,
+                    "model": model.model_id,
+                    "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if usage is not None:
+                body["usage"] = usage
+            return _data(body)
+
+        def usage(completion: int) -> dict:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion}
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            if knobs.usage == "early" and include_usage:
+                yield chunk(None, usage=usage(len(tokens)))
+            if knobs.first_token_ms > 0:
+                gevent.sleep(knobs.first_token_ms / 1000.0)
+            for index, text in enumerate(tokens):
+                if index and knobs.delay_ms > 0:
+                    gevent.sleep(knobs.delay_ms / 1000.0)
+                if knobs.malformed and index % 3 == 0:
+                    yield b"data: {this is not json\n\n"
+                yield chunk({"content": text})
+                task.tokens_sent += 1
+                if knobs.crash_after is not None and task.tokens_sent >= knobs.crash_after:
+                    raise _Crash
+                if knobs.stall_after is not None and task.tokens_sent == knobs.stall_after and knobs.stall_ms > 0:
+                    gevent.sleep(knobs.stall_ms / 1000.0)
+            if knobs.error:
+                task.stop("error")
+                yield _data({"error": {"message": knobs.error, "type": "server_error"}})
+                return
+            yield chunk({}, finish="stop")
+            if include_usage and knobs.usage != "none":
+                yield chunk(None, usage=usage(task.tokens_sent))
+            task.stop("complete")
+            yield b"data: [DONE]\n\n"
+        except _Crash:
+            task.stop("crashed")
+            _drop_connection(sock)
+        finally:
+            task.stop("cancelled")
+
+    def _whole_completion(self, task: Task, model: Model, messages: list[dict], start_response):
+        """stream: false: the whole reply at once (no pacing: nothing watches it arrive)."""
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        knobs, cleaned = parse_directives(last_user, model.model_id)
+        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name)
+        prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
+        task.tokens_sent = len(tokens)
+        task.stop("complete")
+        body = json.dumps({
+            "id": task.task_id, "object": "chat.completion", "created": int(time.time()), "model": model.model_id,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
+                      "total_tokens": prompt_tokens + len(tokens)},
+        }).encode("utf-8")
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
 
 class _Cancelled(Exception):
     pass
@@ -217,6 +321,30 @@ class _Cancelled(Exception):
 
 def _event(event_type: str, data: dict) -> bytes:
     return format_sse(json.dumps(data, ensure_ascii=False), event=event_type).encode("utf-8")
+
+
+def _data(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+def _openai_error(start_response, status: int, message: str, code: str | None = None):
+    return _json(start_response, status, {"error": {"message": message, "type": "invalid_request_error",
+                                                    "code": code}})
+
+
+def _completion_problem(body) -> str | None:
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "'model' must be a non-empty string"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for index, message in enumerate(messages):
+        if (not isinstance(message, dict) or message.get("role") not in _ROLES
+                or not isinstance(message.get("content"), str)):
+            return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content"
+    return None
 
 
 def _json(start_response, status: int, payload: dict):

@@ -1,12 +1,15 @@
 """The reference agent over plain HTTP, read with an independent SSE client (sseclient-py)."""
 import json
 import time
+from dataclasses import replace
 
 import pytest
 import requests
 import sseclient
 
-from .helpers import task_state, user
+from services.gateway import open_task
+
+from .helpers import assert_grammar, collect, task_state, text_of, user
 
 pytestmark = pytest.mark.slow  # starts real agent processes
 
@@ -124,3 +127,37 @@ def test_cancel_stops_the_agent_producing_tokens(agent, task_id):
     assert task_state(agent, task_id)["tokens_sent"] == stopped["tokens_sent"]
     again = requests.post(f"{agent.base_url}/tasks/{task_id}/cancel", timeout=2)
     assert again.json() == {"task_id": task_id, "status": "cancelled"}
+
+
+def test_openai_endpoint_streams_what_the_gateway_reads(agent):
+    """The same process behind an `openai` entry: OpenAITranslator and TaskStream read its
+    chat.completion.chunk stream as tokens, one usage with the agent's counts, and done complete."""
+    as_openai = replace(agent, protocol="openai")
+    stream = open_task(as_openai, model_id="ref-fast",
+                       messages=user("Plan the billing export @@tokens=25 @@delay_ms=1 @@first_token_ms=0"))
+    events, _ = collect(stream)
+    assert_grammar(events)
+    tokens = [e for e in events if e.type == "token"]
+    assert len(tokens) == 25
+    assert "Test Child" in text_of(events) and "Plan the billing export" in text_of(events)
+    usage = next(e.data for e in events if e.type == "usage")
+    assert usage["completion_tokens"] == 25 and usage["estimated"] is False
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 25
+    assert events[-1].data == {"status": "complete"}
+
+
+def test_openai_endpoint_wire_format_and_errors(agent):
+    body = {"model": "ref-fast", "stream": True, "stream_options": {"include_usage": True},
+            "messages": user("x @@tokens=3 @@delay_ms=0 @@first_token_ms=0")}
+    with requests.post(f"{agent.base_url}/v1/chat/completions", json=body, stream=True, timeout=(2, 10)) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        datas = [event.data for event in sseclient.SSEClient(response).events()]
+    assert datas[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in datas[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert sum(1 for c in chunks for ch in c["choices"] if ch["delta"].get("content")) == 3
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    unknown = requests.post(f"{agent.base_url}/v1/chat/completions", timeout=2,
+                            json={"model": "gpt-9", "stream": True, "messages": user("hi")})
+    assert unknown.status_code == 404 and isinstance(unknown.json()["error"]["message"], str)
