@@ -6,7 +6,11 @@ word-sized tokens. Directives in that last message change the pace or the ending
 
     @@tokens=40 @@delay_ms=20 @@first_token_ms=1500 @@stall_after=5 @@stall_ms=3000
     @@crash_after=10 @@malformed=1 @@echo @@status=awaiting_approval @@error=message
-    @@usage=early|none
+    @@usage=early|none @@filler=doc
+
+A reply longer than the document is padded with a short paragraph repeated; `@@filler=doc`
+repeats the whole document instead (headings, lists, code blocks), which is what a long,
+realistic markdown reply looks like to the renderer.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class Knobs:
     status: str | None = None
     error: str | None = None
     usage: str = "normal"  # "early" sends usage before the tokens, "none" never sends it
+    filler: str = "paragraph"  # "doc": pad a long reply with the whole document again
 
 
 # Per-model pace, so the fast model feels fast and the large one deliberate.
@@ -65,6 +70,8 @@ def parse_directives(text: str, model_id: str) -> tuple[Knobs, str]:
             changes["error"] = value or "the reference agent was asked to fail"
         elif name == "usage" and value in ("early", "none", "normal"):
             changes["usage"] = value
+        elif name == "filler" and value in ("doc", "paragraph"):
+            changes["filler"] = value
     cleaned = _DIRECTIVE.sub("", text).strip()
     return replace(knobs, **changes), cleaned
 
@@ -132,8 +139,12 @@ def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str
         return tokens
     if knobs.tokens <= len(tokens):
         return tokens[:knobs.tokens]
-    filler = tokenize("\n\nMore detail, since you asked for a longer answer: "
-                      "each step above can be split again until it fits in a day.")
+    if knobs.filler == "doc":
+        # Each copy starts a new top-level block, so the markdown stays well-formed.
+        filler = ["\n\n", *tokens]
+    else:
+        filler = tokenize("\n\nMore detail, since you asked for a longer answer: "
+                          "each step above can be split again until it fits in a day.")
     while len(tokens) < knobs.tokens:
         tokens.extend(filler)
     return tokens[:knobs.tokens]

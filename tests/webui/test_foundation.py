@@ -287,3 +287,15 @@ def test_ensure_admin_generates_a_password_once(app, runner, monkeypatch):
     assert client.post(
         "/login", data={"username": "root-admin", "password": password, "csrf_token": token}
     ).status_code == 302
+
+
+def test_every_setting_is_documented_in_the_readme():
+    """Settings are read in config.py (and gunicorn.conf.py); each must be in the README's table."""
+    root = Path(__file__).resolve().parents[2]
+    sources = (root / "services/webui/config.py").read_text() + (root / "gunicorn.conf.py").read_text()
+    names = set(re.findall(r'(?:_int|_float|_bool)\(env, "([A-Z_]+)"', sources))
+    names |= set(re.findall(r'env(?:iron)?\.get\(\s*"([A-Z_]+)"', sources))
+    assert {"WEB_WORKERS", "REDIS_URL", "DATABASE_WRITE_WAIT_SECONDS", "HEARTBEAT_SECONDS"} <= names
+    readme = (root / "README.md").read_text()
+    undocumented = sorted(name for name in names if f"`{name}`" not in readme)
+    assert undocumented == [], f"document these settings in the README: {undocumented}"
