@@ -141,7 +141,7 @@ def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str
         return tokens[:knobs.tokens]
     if knobs.filler == "doc":
         # Each copy starts a new top-level block, so the markdown stays well-formed.
-        filler = ["\n\n", *tokens]
+        filler = ["\n\n" + tokens[0], *tokens[1:]]
     else:
         filler = tokenize("\n\nMore detail, since you asked for a longer answer: "
                           "each step above can be split again until it fits in a day.")

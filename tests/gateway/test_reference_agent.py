@@ -161,3 +161,11 @@ def test_openai_endpoint_wire_format_and_errors(agent):
     unknown = requests.post(f"{agent.base_url}/v1/chat/completions", timeout=2,
                             json={"model": "gpt-9", "stream": True, "messages": user("hi")})
     assert unknown.status_code == 404 and isinstance(unknown.json()["error"]["message"], str)
+
+
+def test_document_filler_repeats_the_whole_markdown_document(agent, task_id):
+    with post_task(agent, task_id, "Plan it @@tokens=300 @@filler=doc @@delay_ms=0 @@first_token_ms=0") as response:
+        events = read_events(response)
+    text = "".join(data["text"] for kind, data in events if kind == "token")
+    assert [kind for kind, _ in events].count("token") == 300
+    assert text.count("```python") >= 2 and text.count("## Test Child: Plan it") >= 2
