@@ -65,8 +65,8 @@ def worker_pids(server: subprocess.Popen) -> list[int]:
 
 @pytest.fixture(scope="module")
 def default_stack(tmp_path_factory):
-    """The shipped defaults: one gevent worker, events in its memory."""
-    with LiveStack(tmp_path_factory.mktemp("faults")) as stack:
+    """The shipped defaults (one gevent worker, events in its memory), with a small reply cap."""
+    with LiveStack(tmp_path_factory.mktemp("faults"), env_overrides={"RUN_MAX_REPLY_CHARS": "5000"}) as stack:
         yield stack
 
 
@@ -161,3 +161,15 @@ def test_a_dead_host_s_run_is_ended_by_another_host_with_every_token_kept(two_ho
     assert client.text == row["content"] and len(row["content"]) > 0
     assert "content" not in client.done  # Redis had every event: the stored text is all of them
     assert client.ids == sorted(set(client.ids))  # only ever increasing, never repeated
+
+
+def test_a_reply_past_the_length_cap_is_stopped_with_its_text_kept(default_stack):
+    api = default_stack.login()
+    sent = send(api, "Ramble @@tokens=5000 @@delay_ms=1")
+    client = Client(api, sent["stream_url"])
+    client.follow()
+    assert client.done["status"] == "error" and "5,000 characters" in client.done["error"]
+    row = wait_for(lambda: (r := db_row(default_stack, sent["message_id"])) and r["status"] == "error" and r)
+    assert 5000 < len(row["content"]) < 6000 and row["content"] == client.text
+    task = wait_for(lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t)
+    assert task["tokens_sent"] < 5000

@@ -1,0 +1,105 @@
+"""The run engine's parts on their own: the one reducer, the memory bus's bounded log, the store's
+coalescing and retries, incremental block splitting."""
+from __future__ import annotations
+
+import pytest
+
+from services.webui.markdown import finished_prefix, render_markdown
+from services.webui.runs.bus import ENDED_GRACE_SECONDS, MemoryBus
+from services.webui.runs.events import ReplyState, StreamEvent
+from services.webui.runs.store import Flush, RunStore
+
+
+def tokens(texts, start=1):
+    return [StreamEvent(seq, "token", {"text": text}) for seq, text in enumerate(texts, start=start)]
+
+
+def reduce(events) -> ReplyState:
+    state = ReplyState()
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def test_the_reducer_builds_text_status_usage_and_end():
+    state = reduce([
+        StreamEvent(1, "status_update", {"status": "planning"}),
+        *tokens(["Hel", "lo"], start=2),
+        StreamEvent(4, "status_update", {"status": "awaiting_approval"}),
+        StreamEvent(5, "status_update", {"status": "no-such-status"}),
+        StreamEvent(6, "usage", {"total_tokens": 7}),
+        StreamEvent(7, "done", {"status": "complete"}),
+    ])
+    assert (state.text, state.status, state.usage, state.seq, state.done) == ("Hello", "complete", {"total_tokens": 7}, 7, True)
+    assert reduce([StreamEvent(1, "done", {"status": "exploded"})]).status == "error"
+    # Stored text replaces what a client assembled, and a snapshot replaces the text so far.
+    assert reduce([*tokens(["a", "b"]), StreamEvent(9, "done", {"status": "interrupted", "content": "ab and more"})]).text == "ab and more"
+    assert reduce([*tokens(["x"]), StreamEvent(5, "snapshot", {"text": "whole", "status": "executing"})]).status == "executing"
+    late = reduce([StreamEvent(1, "done", {"status": "complete"}), StreamEvent(2, "status_update", {"status": "planning"})])
+    assert late.status == "complete"  # nothing reopens an ended reply
+
+
+def test_the_memory_bus_keeps_a_bounded_log_and_a_late_reader_gets_a_snapshot():
+    bus = MemoryBus(cap=10)
+    words = [f"w{i} " for i in range(100)]
+    for event in tokens(words):
+        bus.publish("r", event)
+    kept = bus._logs["r"].events
+    assert len(kept) <= 10 and kept[-1].seq == 100
+    late = bus.read("r", 3, timeout=0)
+    assert late[0].type == "snapshot" and late[0].seq < late[1].seq
+    assert reduce(late).text == "".join(words)  # the snapshot plus the rest is the whole reply
+    recent = bus.read("r", 97, timeout=0)
+    assert [event.seq for event in recent] == [98, 99, 100]  # exact events while they are kept
+    assert bus.read("r", 100, timeout=0.01) == []  # live and nothing new: an empty wait
+    assert bus.read("unknown", 0, timeout=0) is None
+
+
+def test_the_memory_bus_releases_an_ended_run_after_its_grace():
+    bus = MemoryBus()
+    bus.publish("r", StreamEvent(1, "done", {"status": "complete"}))
+    assert bus.read("r", 1, timeout=0) is None  # past done: the database has the end
+    ended_at = bus._logs["r"].ended_at
+    assert bus.forget_ended(now=ended_at + 1) == 0 and bus.has_log("r")
+    assert bus.forget_ended(now=ended_at + ENDED_GRACE_SECONDS + 1) == 1 and not bus.has_log("r")
+
+
+def test_the_store_coalesces_pending_states_and_retries_failures(tmp_path, monkeypatch):
+    store = RunStore(f"sqlite:///{tmp_path / 'unused.db'}")
+    written = []
+    failures = [RuntimeError("database is locked")]
+
+    def write(flushes):
+        if failures:
+            raise failures.pop()
+        written.append([(f.run_id, f.content, f.final) for f in flushes])
+        return set()
+
+    monkeypatch.setattr(store, "_write", write)
+    flush = lambda content, final=False: Flush("r", "s", content, "streaming", None, None, 10, final)  # noqa: E731
+    store.submit(flush("a"))
+    end = store.submit(flush("ab", final=True))
+    store.submit(flush("abc"))  # a later partial state never replaces a pending end
+    assert store.pump(now=0.0) == 0 and not store.healthy and store.last_error == "database is locked"
+    assert store.pump(now=0.01) == 0  # backing off
+    assert store.pump(now=10.0) == 1 and store.healthy
+    assert written == [[("r", "ab", True)]] and end.stored.is_set()
+    store.close()
+
+
+@pytest.mark.parametrize("text", [
+    "# Title\n\nIntro with **bold**.\n\n- one\n- two\n\n```python\nprint('x')\n```\n\nClosing words",
+    "para\r\n\r\n> quote\r\n> more\r\n\r\n| a | b |\n|---|---|\n| 1 | 2 |\n\nend",
+    "1. first\n2. second\n\n   continued item\n\nafter the list\n\n---\n\nlast",
+])
+def test_streaming_blocks_rendered_one_by_one_add_up_to_the_whole_render(text):
+    html, committed = "", 0
+    for end in range(1, len(text) + 1):  # the text grows one character at a time
+        rest = text[committed:end]
+        cut = finished_prefix(rest)
+        if cut:
+            html += render_markdown(rest[:cut])
+            committed += cut
+    html += render_markdown(text[committed:])
+    assert committed > 0
+    assert html == render_markdown(text)
