@@ -10,7 +10,8 @@ Two profiles, each its own LiveStack (reference agents + gunicorn on loopback, t
   (server B, start_extra_server) on the same database and Redis, standing for another host.
 
 Per sample: POST a message to A (202), then open the JSON stream on A and on B at the same time
-(which one connects first alternates). The agent waits --first-token-ms before its first token,
+(which one connects first alternates; A's stream reuses the POST's connection, hence the driving
+worker, on every other sample, and takes a new connection, hence any worker, on the others). The agent waits --first-token-ms before its first token,
 so both subscribers are attached and the token is pushed live, not replayed. Time to first token
 is counted from the POST. Which worker drives the run is the runs.owner column ("host:pid");
 which worker serves A's stream is found by matching the client socket's port against the
@@ -111,14 +112,18 @@ def first_token_samples(stack, api_a, api_b, a_pids, samples, first_ms):
     content = f"Run engine probe @@tokens=20 @@delay_ms=20 @@first_token_ms={first_ms:g}"
     rows = []
     for index in range(samples):
+        # A's stream reuses the POST's keep-alive connection on even samples, so it is served by
+        # the worker that took the POST (the driving one); on odd samples the POST closes its
+        # connection and A's stream lands on whichever worker accepts it.
+        headers = {"Connection": "close"} if index % 2 else {}
         started = time.perf_counter()
         sent = api_a.post("/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content},
-                          timeout=10).json()
+                          headers=headers, timeout=10).json()
         deadline = time.monotonic() + 20
         a, b = {}, {}
         a_first, b_first = gevent.event.Event(), gevent.event.Event()
         jobs = [(api_a, a, a_first), (api_b, b, b_first)]
-        if index % 2:
+        if index % 4 >= 2:
             jobs.reverse()  # neither side always connects first
         greenlets = [gevent.spawn(follow, api, sent["stream_url"], started, ev, res, deadline) for api, res, ev in jobs]
         a_first.wait(15)

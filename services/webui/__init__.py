@@ -63,7 +63,7 @@ def create_app(config: dict | None = None):
 
     init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`
     app.cli.add_command(auth.users_cli)
-    register_error_handlers(app)
+    register_error_handlers(app, translators=[database.unavailable_from])
 
     @app.context_processor
     def url_endpoints():

@@ -78,7 +78,10 @@ def _code_name(status: int) -> str:
     return CODES.get(status, "error")
 
 
-def register_error_handlers(app) -> None:
+def register_error_handlers(app, translators=()) -> None:
+    """Install the handlers. `translators` map an unexpected exception to the RequestError it
+    really is (e.g. a locked database → 503), or None; whatever none claims is a 500."""
+
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError):
         response = app.make_response(error_response(exc.status, exc.message))
@@ -106,12 +109,11 @@ def register_error_handlers(app) -> None:
     def unexpected_error(exc: Exception):
         if isinstance(exc, HTTPException):
             return http_error(exc)
-        from .database import unavailable_from  # database.py builds on this module
-
-        unavailable = unavailable_from(exc)
-        if unavailable is not None:  # locked or full: a sentence and Retry-After, not a 500
-            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-            return request_error(unavailable)
+        for translate in translators:
+            known = translate(exc)
+            if known is not None:  # e.g. locked or full: a sentence and Retry-After, not a 500
+                log.warning("%s on %s %s: %s", type(known).__name__, request.method, request.path, exc)
+                return request_error(known)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, MESSAGES[500], "internal_error")
 

@@ -229,7 +229,7 @@ def test_stop_on_a_run_nobody_drives_ends_it_at_once(app, alice):
 
 def test_a_failed_store_of_the_end_is_retried_and_the_grammar_kept(app, alice, monkeypatch):
     store = run_manager(app).store
-    real_write = store._write
+    real_write = store.write
     failed = []
 
     def flaky_write(flushes):
@@ -238,7 +238,7 @@ def test_a_failed_store_of_the_end_is_retried_and_the_grammar_kept(app, alice, m
             raise RuntimeError("the database went away for a moment")
         return real_write(flushes)
 
-    monkeypatch.setattr(store, "_write", flaky_write)
+    monkeypatch.setattr(store, "write", flaky_write)
     sent = send(alice).json  # nothing listens on the agent's port: usage, then done error
     reply = wait_final(app, sent["message_id"])
     assert failed and reply.status == "error" and store.healthy

@@ -230,8 +230,8 @@ def runs_held(app, monkeypatch):
     manager = run_manager(app)
     monkeypatch.setattr(manager, "launch", lambda live, history: None)
     yield
-    for message_id in list(manager._live):
-        manager.abandon(manager._live[message_id])
+    for live in manager.live_runs():
+        manager.abandon(live)
 
 
 def test_sending_on_a_new_chat_creates_the_session_and_pushes_its_url(app, alice, agents_up, runs_held):

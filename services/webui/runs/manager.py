@@ -149,6 +149,9 @@ class RunManager:
     def is_driving(self, run_id: str) -> bool:
         return run_id in self._live
 
+    def live_runs(self) -> list[LiveRun]:
+        return list(self._live.values())
+
     # ---- driving -----------------------------------------------------------------------------
 
     def _drive(self, run: LiveRun) -> None:

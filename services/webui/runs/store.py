@@ -132,7 +132,7 @@ class RunStore:
         if not batch:
             return 0
         try:
-            lost = self.offload(self._write, list(batch.values()))
+            lost = self.offload(self.write, list(batch.values()))
         except Exception as exc:  # locked, full, gone: keep the states and try again later
             with self._lock:
                 for run_id, flush in batch.items():
@@ -158,7 +158,8 @@ class RunStore:
             flush.stored.set()
         return len(batch)
 
-    def _write(self, flushes: list[Flush]) -> set[str]:
+    def write(self, flushes: list[Flush]) -> set[str]:
+        """Store these states in one transaction (on the store's thread); the runs found ended."""
         now = utcnow()
         lost: set[str] = set()
         with self.engine.begin() as conn:
