@@ -12,7 +12,7 @@ from sqlalchemy import select
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, utcnow
 from services.webui.runs import recovery, run_manager
-from services.webui.runs.manager import SEQ_HEADROOM
+from services.webui.runs.driver import SEQ_HEADROOM
 
 
 def send(client, **body):

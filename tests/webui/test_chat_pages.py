@@ -5,7 +5,6 @@ from rows in the database or from an in-process run the test drives itself.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time

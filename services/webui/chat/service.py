@@ -22,7 +22,7 @@ from ..fleet import registry
 from ..models import ConversationSession, IdempotencyKey, Message, Run, new_id, utcnow
 from ..ownership import owned_session
 from ..runs import run_manager
-from ..runs.manager import SEQ_HEADROOM
+from ..runs.driver import SEQ_HEADROOM
 
 TITLE_CHARS = 80
 # Leave room for the reply: the history sent to an agent uses at most this share of its window.

@@ -1,0 +1,167 @@
+"""Driving one run: the agent's stream in, numbered events out to the bus, the state to the store.
+
+A run is driven by a thread (a greenlet under gevent) that reads the agent through the gateway,
+numbers each event, folds it into the reply's state (events.ReplyState) and publishes it on the
+bus at once. The state is handed to the store every RUN_FLUSH_SECONDS and at the end, and is
+written off the serving thread; `done` is published only once the end is stored, so a client
+that reads the session on `done` finds the finished reply.
+
+The store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newest event, and
+an event above the stored ceiling is held back until the ceiling moves: whoever ends a run after
+a crash can number its closing events above anything a client was sent.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from services.gateway.client import TaskStream, cancel_task
+from services.gateway.registry import Agent
+
+from .events import ReplyState, StreamEvent
+from .store import Flush, RunStore
+
+log = logging.getLogger("switchboard.runs")
+
+SEQ_HEADROOM = 10_000
+# A native agent gets this long to confirm a stop before the run closes the upstream itself.
+CANCEL_GRACE_SECONDS = 2.0
+TOO_LONG_ERROR = "The reply passed {limit:,} characters and was stopped there; the text so far is kept."
+LOST_STREAM_ERROR = "Switchboard lost this reply's stream."
+
+
+class LiveRun:
+    """The in-process half of a run that this process drives."""
+
+    def __init__(self, run_id: str, session_id: str | None, agent: Agent, model_id: str):
+        self.run_id = run_id
+        self.session_id = session_id
+        self.agent = agent
+        self.model_id = model_id
+        self.state = ReplyState()
+        self.stream: TaskStream | None = None
+        self.cancel_deadline: float | None = None
+        self.finished = False
+        self.ceiling = SEQ_HEADROOM  # stored with the run row by the send
+        self.held: list[StreamEvent] = []
+        self.last_flush: Flush | None = None
+        self.dirty = False
+
+    def request_cancel(self) -> None:
+        """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
+        if self.cancel_deadline is not None or self.finished:
+            return
+        self.cancel_deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        if self.agent.protocol == "native":
+            cancel_task(self.agent, self.run_id)
+        else:
+            self.cancel_deadline = time.monotonic()
+        self.close_if_due()
+
+    def close_if_due(self) -> None:
+        if self.cancel_deadline is not None and time.monotonic() >= self.cancel_deadline and self.stream:
+            self.stream.close(status="cancelled")
+
+
+class Driver:
+    """Drives runs for one manager: shares its bus, store and settings."""
+
+    def __init__(self, bus, store: RunStore, config):
+        self.bus = bus
+        self.store = store
+        self.flush_every = config["RUN_FLUSH_SECONDS"]
+        self.max_chars = config["RUN_MAX_REPLY_CHARS"]
+        self.stale_seconds = config["RUN_STALE_SECONDS"]
+
+    def drive(self, run: LiveRun) -> None:
+        flush_every, max_chars = self.flush_every, self.max_chars
+        last_flush = time.monotonic()
+        if run.cancel_deadline is not None:  # stopped before the stream existed: no grace left
+            run.cancel_deadline = time.monotonic()
+        try:
+            for event in run.stream:
+                run.close_if_due()
+                if event is not None:
+                    if event.type == "done":
+                        self._finish(run, dict(event.data))
+                        return
+                    self._emit(run, event.type, dict(event.data))
+                    if run.state.chars > max_chars and run.cancel_deadline is None:
+                        run.cancel_deadline = time.monotonic()
+                        if run.agent.protocol == "native":
+                            cancel_task(run.agent, run.run_id)
+                        run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
+                    # Let subscribers send it now: under gevent this greenlet would otherwise
+                    # drain every event already queued before anyone else runs.
+                    time.sleep(0)
+                self._take_stored_ceiling(run)
+                if run.last_flush is not None and run.last_flush.lost:
+                    # Someone ended this run meanwhile (it looked dead while the store failed).
+                    log.warning("run %s was ended elsewhere; stopping it", run.run_id)
+                    if run.agent.protocol == "native":
+                        cancel_task(run.agent, run.run_id)
+                    return
+                now = time.monotonic()
+                if run.dirty and now - last_flush >= flush_every:
+                    self._flush(run)
+                    last_flush = now
+        except Exception:  # never leave a reply spinning: record what we have as interrupted
+            log.exception("run %s failed", run.run_id)
+            if not run.finished:
+                self._finish(run, {"status": "interrupted", "error": LOST_STREAM_ERROR})
+        finally:
+            if run.stream is not None:
+                run.stream.close(status="cancelled")
+
+    def _emit(self, run: LiveRun, type_: str, data: dict) -> StreamEvent:
+        event = StreamEvent(run.state.seq + 1, type_, data)
+        run.state.apply(event)
+        run.dirty = True
+        if event.seq > run.ceiling or run.held:
+            run.held.append(event)  # the store is behind: publish once the ceiling moves
+        else:
+            self.bus.publish(run.run_id, event)
+        return event
+
+    def _take_stored_ceiling(self, run: LiveRun) -> None:
+        flush = run.last_flush
+        if flush is not None and flush.stored.is_set() and not flush.lost and flush.ceiling > run.ceiling:
+            run.ceiling = flush.ceiling
+        while run.held and run.held[0].seq <= run.ceiling:
+            self.bus.publish(run.run_id, run.held.pop(0))
+
+    def _flush(self, run: LiveRun, final: bool = False) -> Flush:
+        state = run.state
+        flush = Flush(
+            run_id=run.run_id, session_id=run.session_id, content=state.text, status=state.status,
+            usage=state.usage, error=state.error, final=final,
+            ceiling=state.seq if final else state.seq + SEQ_HEADROOM,
+        )
+        run.last_flush = self.store.submit(flush)
+        run.dirty = False
+        return run.last_flush
+
+    def _finish(self, run: LiveRun, done: dict) -> None:
+        """Store the end, then publish `done`; give up (leaving it to recovery) if it cannot."""
+        if run.state.usage is None:  # the gateway always sends usage; a failure may not have
+            self._emit(run, "usage", run.state.usage_so_far())
+        done["message_id"] = run.run_id
+        event = StreamEvent(run.state.seq + 1, "done", done)
+        run.state.apply(event)
+        flush = self._flush(run, final=True)
+        deadline = time.monotonic() + self.stale_seconds
+        while not flush.stored.is_set():
+            self.store.pump()
+            if flush.stored.is_set():
+                break
+            if time.monotonic() >= deadline:
+                # Its heartbeat stops with it; recovery ends it from the bus's events.
+                log.error("run %s could not store its end; leaving it to recovery", run.run_id)
+                return
+            flush.stored.wait(0.1)
+        if flush.lost:
+            return  # recovery ended it first and published its own closing events
+        run.ceiling = max(run.ceiling, event.seq)
+        self._take_stored_ceiling(run)
+        run.finished = True
+        self.bus.publish(run.run_id, event)
