@@ -296,3 +296,65 @@ def test_a_locked_database_answers_a_send_with_503_and_retry_after(app_config, m
     with app.app_context():
         assert db.session.scalar(select(Message).where(Message.content == "Saved later, not lost silently")) is None
     assert send(alice).status_code == 202  # and the next send goes through
+
+
+def test_a_run_whose_driver_cannot_store_its_end_is_ended_by_recovery(app_config, make_user, monkeypatch):
+    from services.webui import create_app
+
+    from ..support import UserClient
+
+    make_user("alice")
+    app = create_app({**app_config, "RUN_STALE_SECONDS": 1.0})
+    alice = UserClient(app, "alice", "correct horse battery")
+    store = run_manager(app).store
+    real_write = store.write
+
+    def no_final_writes(flushes):  # the driver's end never gets stored...
+        if any(flush.final for flush in flushes):
+            raise RuntimeError("database or disk is full")
+        return real_write(flushes)
+
+    monkeypatch.setattr(store, "write", no_final_writes)
+    sent = send(alice).json
+    reply = wait_final(app, sent["message_id"], timeout=15)  # ...so recovery ends it
+    assert reply.status == "interrupted"
+    events = sse_events(alice.get(sent["stream_url"]).text)
+    assert [kind for _, kind, _ in events][-2:] == ["usage", "done"] and events[-1][2]["status"] == "interrupted"
+    assert not run_manager(app).is_driving(sent["message_id"])
+
+
+def test_database_errors_that_mean_try_again_are_503_not_500():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from services.webui.database import DatabaseUnavailable, unavailable_from
+
+    full = unavailable_from(OperationalError("INSERT …", {}, sqlite3.OperationalError("database or disk is full")))
+    locked = unavailable_from(OperationalError("INSERT …", {}, sqlite3.OperationalError("database is locked")))
+    assert isinstance(full, DatabaseUnavailable) and full.status == 503 and "disk is full" in full.message
+    assert isinstance(locked, DatabaseUnavailable) and "busy" in locked.message
+    assert unavailable_from(OperationalError("SELECT …", {}, sqlite3.OperationalError("no such table: x"))) is None
+    assert unavailable_from(ValueError("nothing to do with the database")) is None
+
+
+def test_more_than_one_worker_without_redis_is_refused_with_a_sentence():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from services.webui.config import ConfigError, web_workers
+
+    assert web_workers({}) == 1 and web_workers({"WEB_WORKERS": "4", "REDIS_URL": "redis://127.0.0.1:6379/0"}) == 4
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "", "WEB_WORKERS": "2", "PORT": "0"}
+    result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "WEB_WORKERS=2 needs REDIS_URL" in result.stderr and "one worker" in result.stderr
+    try:
+        web_workers({"WEB_WORKERS": "3"})
+    except ConfigError as error:
+        assert "REDIS_URL" in str(error)
+    else:
+        raise AssertionError("three workers without Redis were accepted")
