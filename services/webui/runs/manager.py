@@ -113,8 +113,6 @@ class RunManager:
             with self._lock:
                 self._live.pop(run.run_id, None)
 
-    # ---- driving -----------------------------------------------------------------------------
-
     # ---- stopping ----------------------------------------------------------------------------
 
     def cancel(self, run_id: str, agent: Agent | None) -> str:
