@@ -139,15 +139,20 @@ def hold_streams(stack, api, count, hold, heartbeat):
             response.close()
         gaps.append(worst)
 
+    workers = [p for s in stack.servers for p in psutil.Process(s.pid).children()]
+    cpu_before, started = sum(sum(p.cpu_times()[:2]) for p in workers), time.monotonic()
     watchers = [gevent.spawn(watch, sent) for sent in sessions]
     gevent.sleep(hold / 2)
-    worker_rss = sum(p.memory_info().rss for s in stack.servers for p in psutil.Process(s.pid).children())
+    worker_rss = sum(p.memory_info().rss for p in workers)
     gevent.joinall(watchers, timeout=hold + 30)
+    # The worker's CPU share while it holds the streams: late heartbeats with the worker near
+    # 100 % point at the server, with it well below at the machine (a busy shared VM).
+    worker_cpu = (sum(sum(p.cpu_times()[:2]) for p in workers) - cpu_before) / (time.monotonic() - started)
     pool.map(lambda sent: api.post(f"/api/chat/sessions/{sent['session_id']}/cancel"), sessions)
     on_time = sum(1 for gap in gaps if gap <= heartbeat * 1.5)
     return {"asked": count, "opened": opened[0], "held": len(gaps), "on_time": on_time, "failures": failures[0],
             "gap_p50": percentile(gaps, 50), "gap_p95": percentile(gaps, 95), "gap_max": max(gaps or [0]),
-            "worker_rss_mb": worker_rss / 2**20}
+            "worker_rss_mb": worker_rss / 2**20, "worker_cpu_pct": round(worker_cpu * 100, 1)}
 
 
 def main() -> int:
@@ -159,6 +164,7 @@ def main() -> int:
     parser.add_argument("--keep", help="keep the work folder (database, logs) here instead of a temp dir")
     args = parser.parse_args()
 
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cpus)")
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.keep or scratch
         Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -185,7 +191,9 @@ def main() -> int:
                   f"held {args.hold:g} s")
             print(json.dumps(held, indent=2))
             print(f"\n{held['on_time']} of {held['asked']} streams held with every heartbeat on time "
-                  f"(gap <= {args.heartbeat * 1.5:g} s); worker RSS {held['worker_rss_mb']:.0f} MiB")
+                  f"(gap <= {args.heartbeat * 1.5:g} s); worker RSS {held['worker_rss_mb']:.0f} MiB, "
+                  f"worker CPU {held['worker_cpu_pct']:.0f} % while holding")
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

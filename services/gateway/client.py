@@ -75,7 +75,9 @@ class TaskStream:
         self._close_status: str | None = None
         self._close_error: str | None = None
         self._agent_usage: dict | None = None
-        self._text_parts: list[str] = []
+        # Only the length is kept: the reply itself belongs to the consumer, and a run's memory
+        # must not grow with a second copy of it.
+        self._text_chars = 0
         self._final: deque[AgentEvent] = deque()
         self._finished = False
         self._sent = threading.Event()
@@ -111,13 +113,13 @@ class TaskStream:
                 self._agent_usage = item.data
                 continue
             if item.type == "token":
-                self._text_parts.append(item.data["text"])
+                self._text_chars += len(item.data["text"])
             return item
 
     @property
-    def text(self) -> str:
-        """The reply so far, as the tokens yielded up to now."""
-        return "".join(self._text_parts)
+    def text_chars(self) -> int:
+        """Characters of the reply so far, as the tokens yielded up to now."""
+        return self._text_chars
 
     @property
     def finished(self) -> bool:
@@ -171,7 +173,7 @@ class TaskStream:
                 log.warning("Agent %s sent usage without token counts; estimating it.",
                             self.agent.agent_id)
             prompt = _estimate_tokens(sum(len(str(m.get("content", ""))) for m in self.messages))
-            completion = _estimate_tokens(len(self.text))
+            completion = _estimate_tokens(self._text_chars)
         total = _count(reported.get("total_tokens")) if not estimated else None
         cost = reported.get("cost_usd") if not estimated else None
         if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
