@@ -25,7 +25,8 @@ stream; does every update arrive on time, and is every reply complete and stored
     followed through their JSON streams, on the default stack and on the Redis profile
     (WEB_WORKERS=2 + REDIS_URL, a throw-away redis-server), printed side by side: every reply
     complete, streamed text == stored text == the agent's text, client token gap p50/p95/max
-    (target p95 <= 250 ms).
+    (target p95 <= 250 ms), tokens/s actually delivered (all tokens received / first POST to
+    last `done`) and each reply's duration (ideal: tokens x delay).
 Replies are spread round-robin over the three reference agents. The bench client runs on the
 same 2 cores as the server and the agents: its own CPU is printed too. Asserts nothing.
 """
@@ -66,15 +67,18 @@ SSE = {"Accept": "text/event-stream"}
 
 
 class Sampler:
-    """CPU % and RSS of the gunicorn workers (and of this client) once a second."""
+    """CPU % and RSS of the gunicorn workers (and of the agents and this client) once a second:
+    on a shared 2-core box, a stall is only readable next to who had the CPU."""
 
-    def __init__(self, pids):
+    def __init__(self, pids, agent_pids=()):
         self.procs = [psutil.Process(pid) for pid in pids]
+        self.agents = [psutil.Process(pid) for pid in agent_pids]
         self.me = psutil.Process()
-        self.cpu, self.rss, self.client_cpu = [], [], []
+        self.cpu, self.rss, self.client_cpu, self.agent_cpu, self.machine = [], [], [], [], []
         self._stop = False
-        for proc in [*self.procs, self.me]:
+        for proc in [*self.procs, *self.agents, self.me]:
             proc.cpu_percent(None)
+        psutil.cpu_percent(None)
         self._greenlet = gevent.spawn(self._run)
 
     def _run(self):
@@ -86,12 +90,34 @@ class Sampler:
                 self.cpu.append(sum(p.cpu_percent(None) for p in self.procs))
                 self.rss.append(sum(p.memory_info().rss for p in self.procs))
                 self.client_cpu.append(self.me.cpu_percent(None))
+                self.agent_cpu.append(sum(p.cpu_percent(None) for p in self.agents))
+                self.machine.append(psutil.cpu_percent(None) * (os.cpu_count() or 1))
             except psutil.Error:
                 return
 
     def stop(self):
         self._stop = True
         self._greenlet.join(timeout=3)
+
+    def line(self) -> str:
+        """CPU in % of one core (200 = both cores of this VM), p50/p95 of the 1 s samples."""
+        def pair(values):
+            p50, p95, _ = p50_p95_max(values)
+            return f"{p50:.0f}/{p95:.0f}"
+        return (f"CPU % of a core p50/p95: workers {pair(self.cpu)}, agents {pair(self.agent_cpu)}, "
+                f"this client {pair(self.client_cpu)}, whole machine {pair(self.machine)} (of "
+                f"{100 * (os.cpu_count() or 1)}); worker RSS max {max(self.rss or [0]) / 2**20:.0f} MiB")
+
+
+def agent_pids(stack) -> list[int]:
+    return [proc.pid for agent in stack.agents[:3] if (proc := stack.fleet.process(agent["agent_id"]))]
+
+
+def log_problems(log: str) -> str:
+    """How many ERROR/Traceback lines the server logged, and the first few distinct ones."""
+    lines = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line or "Error:" in line]
+    distinct = list(dict.fromkeys(re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", line)[:160] for line in lines))
+    return f"{len(lines)} error lines" + "".join(f"\n      {line}" for line in distinct[:4])
 
 
 def expected_texts(stack, content) -> dict[str, str]:
@@ -180,7 +206,7 @@ def part_a(args, workdir):
         pids = worker_pids(stack.servers[0])
         ideal = args.page_tokens * args.page_delay_ms / 1000
         deadline = time.monotonic() + args.spread + ideal * 6 + 120
-        sampler = Sampler(pids)
+        sampler = Sampler(pids, agent_pids(stack))
         started = time.monotonic()
         outs = [{"agent": agents[i % 3]} for i in range(args.pages)]
         clients = [gevent.spawn(page_client, api, out["agent"], content, args.spread * i / args.pages, deadline, out)
@@ -239,11 +265,8 @@ def part_a(args, workdir):
     print(f"  stored text == agent's text: {exact}/{args.pages}; tokens lost: {lost_tokens}; "
           f"final page message shows the whole reply: {shows_whole}/{args.pages}; statuses {statuses}")
     print(f"  client errors: {len(errors)} {errors[:3]}")
-    cpu50, cpu95, cpumax = p50_p95_max(sampler.cpu)
-    print(f"  worker CPU % (1 s samples): p50 {cpu50:.0f}  p95 {cpu95:.0f}  max {cpumax:.0f};  "
-          f"worker RSS max {max(sampler.rss or [0]) / 2**20:.0f} MiB;  "
-          f"client CPU % p50 {p50_p95_max(sampler.client_cpu)[0]:.0f}")
-    print(f"  gunicorn 'WORKER TIMEOUT' lines: {log.count('WORKER TIMEOUT')}")
+    print(f"  {sampler.line()}")
+    print(f"  gunicorn 'WORKER TIMEOUT' lines: {log.count('WORKER TIMEOUT')}; server log: {log_problems(log)}")
 
 
 # ---- (b) JSON streams --------------------------------------------------------------------------
@@ -273,7 +296,7 @@ def json_client(api, agent_id, content, delay_before, deadline, out):
                     break
     except Exception as exc:  # noqa: BLE001
         out["error"] = f"stream: {exc!r}"
-    out["text"], out["times"] = "".join(parts), times
+    out["text"], out["times"], out["ended"] = "".join(parts), times, time.perf_counter()
 
 
 def part_b_profile(args, workdir, redis_url=None):
@@ -288,8 +311,8 @@ def part_b_profile(args, workdir, redis_url=None):
         pids = worker_pids(stack.servers[0])
         ideal = args.reply_tokens * args.reply_delay_ms / 1000
         deadline = time.monotonic() + args.spread_b + ideal * 6 + 120
-        sampler = Sampler(pids)
-        started = time.monotonic()
+        sampler = Sampler(pids, agent_pids(stack))
+        started, first_post = time.monotonic(), time.perf_counter()
         outs = [{"agent": agents[i % 3]} for i in range(args.replies)]
         clients = [gevent.spawn(json_client, api, o["agent"], content, args.spread_b * i / args.replies, deadline, o)
                    for i, o in enumerate(outs)]
@@ -298,15 +321,31 @@ def part_b_profile(args, workdir, redis_url=None):
         sampler.stop()
         rows = stored(stack, [o["sent"]["message_id"] for o in outs if "sent" in o])
         log = stack.server_log()
-    gaps = []
+    gaps, durations = [], []
     for out in outs:
         times = out.get("times", [])
         gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:]))
+        if len(times) >= 2:
+            durations.append(times[-1] - times[0])
+    received = sum(len(o.get("times", [])) for o in outs)
+    busy = max((o["ended"] for o in outs if "ended" in o), default=0) - first_post
     done_complete = sum(1 for o in outs if o.get("done", {}).get("status") == "complete")
     stream_ok = sum(1 for o in outs if o.get("text") == expected[o["agent"]])
     db_ok = sum(1 for o in outs if "sent" in o and rows.get(o["sent"]["message_id"], ("",))[0] == expected[o["agent"]])
     same = sum(1 for o in outs if "sent" in o and rows.get(o["sent"]["message_id"], ("",))[0] == o.get("text"))
     cpu50, cpu95, cpumax = p50_p95_max(sampler.cpu)
+    statuses = {}
+    for _text, status in rows.values():
+        statuses[status] = statuses.get(status, 0) + 1
+    dones = {}
+    for o in outs:
+        key = o.get("done", {}).get("status", "no done")
+        dones[key] = dones.get(key, 0) + 1
+    errors = list(dict.fromkeys(o["error"][:150] for o in outs if "error" in o))
+    label = "redis, 2 workers" if redis_url else "memory, 1 worker"
+    print(f"  [{label}] stored statuses {statuses}; stream endings {dones}; {sampler.line()}")
+    print(f"  [{label}] client errors (distinct, first 3): {errors[:3]}")
+    print(f"  [{label}] server log: {log_problems(log)}")
     return {
         "profile": f"{'redis, 2 workers' if redis_url else 'memory, 1 worker'}",
         "wall s": f"{wall:.1f}",
@@ -316,11 +355,14 @@ def part_b_profile(args, workdir, redis_url=None):
         "stored == streamed": f"{same}/{args.replies}",
         "snapshots received": str(sum(o.get("snapshots", 0) for o in outs)),
         "client errors": str(sum(1 for o in outs if "error" in o)),
+        "tokens/s delivered": f"{received / busy:,.0f}" if busy > 0 else "nan",
+        "reply duration p50/p95 s": f"{p50_p95_max(durations)[0]:.1f}/{p50_p95_max(durations)[1]:.1f}",
         "token gaps (n)": str(len(gaps)),
         "token gap p50 ms": f"{p50_p95_max(gaps)[0]:.1f}",
         "token gap p95 ms (<= 250)": f"{p50_p95_max(gaps)[1]:.1f}",
         "token gap max ms": f"{p50_p95_max(gaps)[2]:.1f}",
-        "worker CPU % p50/p95/max": f"{cpu50:.0f}/{cpu95:.0f}/{cpumax:.0f}",
+        "workers CPU % p50/p95/max": f"{cpu50:.0f}/{cpu95:.0f}/{cpumax:.0f}",
+        "agents CPU % p50/p95": f"{p50_p95_max(sampler.agent_cpu)[0]:.0f}/{p50_p95_max(sampler.agent_cpu)[1]:.0f}",
         "worker RSS max MiB (sum)": f"{max(sampler.rss or [0]) / 2**20:.0f}",
         "client CPU % p50": f"{p50_p95_max(sampler.client_cpu)[0]:.0f}",
         "WORKER TIMEOUT lines": str(log.count("WORKER TIMEOUT")),
@@ -329,11 +371,13 @@ def part_b_profile(args, workdir, redis_url=None):
 
 def part_b(args):
     columns = []
-    with tempfile.TemporaryDirectory() as workdir:
-        columns.append(part_b_profile(args, workdir))
-    print(load_line("between (b) profiles"))
-    with redis_server() as url, tempfile.TemporaryDirectory() as workdir:
-        columns.append(part_b_profile(args, workdir, redis_url=url))
+    if args.profile in ("both", "memory"):
+        with tempfile.TemporaryDirectory() as workdir:
+            columns.append(part_b_profile(args, workdir))
+        print(load_line("after (b) memory"))
+    if args.profile in ("both", "redis"):
+        with redis_server() as url, tempfile.TemporaryDirectory() as workdir:
+            columns.append(part_b_profile(args, workdir, redis_url=url))
     print(f"\n(b) {args.replies} replies x {args.reply_tokens} tokens at {args.reply_delay_ms:g} ms "
           f"({args.replies * 1000 / args.reply_delay_ms:,.0f} tokens/s in all), JSON streams, "
           f"POSTs over {args.spread_b:g} s")
@@ -352,6 +396,7 @@ def main() -> int:
     parser.add_argument("--reply-tokens", type=int, default=200)
     parser.add_argument("--reply-delay-ms", type=float, default=20.0)
     parser.add_argument("--spread-b", type=float, default=3.0, help="seconds over which (b)'s POSTs are sent")
+    parser.add_argument("--profile", choices=("both", "memory", "redis"), default="both", help="(b)'s stacks")
     args = parser.parse_args()
     print(f"client file limit: {raise_fd_limit()}")
     print(load_line("start"))
