@@ -17,6 +17,7 @@ from wtforms.validators import DataRequired, Length
 
 from .extensions import db, limiter, login_manager
 from .models import USER_ROLES, User
+from .redirects import safe_next
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger("switchboard.auth")
@@ -50,18 +51,15 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect after login is a phishing tool.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("chat.home")
+def _after_login() -> str:
+    return safe_next(request.args.get("next"), url_for("chat.home"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
 def login():
     if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(_after_login())
     form = LoginForm()
     error = None
     if form.validate_on_submit():
@@ -70,7 +68,7 @@ def login():
         if check_password(user, form.password.data):
             login_user(user)
             log.info("login succeeded for user %s", username)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_after_login())
         log.info("login failed for user %s", username)
         error = LOGIN_FAILED
     elif request.method == "POST":
