@@ -45,8 +45,10 @@ def create_app(config: dict | None = None) -> Flask:
     database.check_database(app)
 
     from .fleet import init_fleet
+    from .rendering import init_rendering
 
     init_fleet(app)
+    init_rendering(app)
 
     from . import auth, health
     from .chat import api as chat_api

@@ -11,9 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..markdown import render_markdown
 from ..ownership import owned_session
 from ..redirects import safe_next
+from ..rendering import render_message
 from . import actions, transfer
 from .api import download, uploaded_bytes
 from .queries import SessionsError, filter_choices, list_sessions, parse_filters
@@ -25,7 +25,7 @@ RESULTS_ID = "sessions-results"
 
 @bp.app_context_processor
 def session_helpers():
-    return {"session_render_text": render_markdown}
+    return {"session_render_text": render_message}
 
 
 @bp.app_template_filter("session_iso")
