@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import insert
@@ -24,6 +24,14 @@ FORMAT = "switchboard.session"
 VERSION = 1
 MAX_IMPORT_MESSAGES = 20_000
 TITLE_MAX = 200
+# An import may hold only what Switchboard itself writes: the kinds of message it makes, token
+# counts and costs no real reply reaches, times between the project's start and tomorrow.
+MESSAGE_TYPES = ("chat",)
+MAX_TOKENS = 10**9
+MAX_COST_USD = 1_000_000.0
+MAX_USAGE_KEYS = 16
+MAX_USAGE_TEXT = 64
+EARLIEST = datetime(2000, 1, 1)
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -182,6 +190,8 @@ def _timestamp(value, where: str, required: bool = True) -> datetime | None:
         _refuse(422, f"{where} is not a valid timestamp: {value[:40]!r}.")
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    if not EARLIEST <= parsed <= utcnow() + timedelta(days=1):
+        _refuse(422, f"{where} is out of range: {value[:40]!r} is not a time this export can come from.")
     return parsed
 
 
@@ -202,18 +212,31 @@ def _usage(value, where: str) -> dict | None:
         return None
     if not isinstance(value, dict):
         _refuse(422, f"{where} must be an object or null.")
+    if len(value) > MAX_USAGE_KEYS:
+        _refuse(422, f"{where} has {len(value)} entries; at most {MAX_USAGE_KEYS} are allowed.")
     for key in TOKEN_KEYS:
         if key in value and value[key] is not None and (
             not isinstance(value[key], int) or isinstance(value[key], bool) or value[key] < 0
         ):
             _refuse(422, f"{where}.{key} must be a whole number of tokens.")
+        if isinstance(value.get(key), int) and value[key] > MAX_TOKENS:
+            _refuse(422, f"{where}.{key} is {value[key]:,}; no reply uses more than {MAX_TOKENS:,} tokens.")
     cost = value.get("cost_usd")
     if cost is not None and (
         not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
     ):
         _refuse(422, f"{where}.cost_usd must be a non-negative number.")
+    if cost is not None and cost > MAX_COST_USD:
+        _refuse(422, f"{where}.cost_usd is above ${MAX_COST_USD:,.0f}, more than any reply costs.")
     for key, item in value.items():
-        if not isinstance(key, str) or len(key) > 64 or isinstance(item, (dict, list)):
+        short = (
+            item is None
+            or isinstance(item, bool)
+            or (isinstance(item, int) and abs(item) <= MAX_TOKENS)
+            or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_COST_USD)
+            or (isinstance(item, str) and len(item) <= MAX_USAGE_TEXT)
+        )
+        if not isinstance(key, str) or len(key) > 64 or not short:
             _refuse(422, f"{where} may hold only named numbers and short values.")
     return value
 
@@ -222,6 +245,11 @@ def parse_import(raw: bytes | str) -> dict:
     """Validate an export file completely; returns the plan for `import_document`."""
     size = len(raw.encode() if isinstance(raw, str) else raw)
     limit = import_limit()
+    content_limits = {
+        "user": current_app.config["MAX_MESSAGE_CHARS"],
+        "assistant": current_app.config["MAX_REPLY_CHARS"],
+        "system": current_app.config["MAX_REPLY_CHARS"],
+    }
     if size > limit:
         _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
     if size == 0:
@@ -285,11 +313,16 @@ def parse_import(raw: bytes | str) -> dict:
         previous = created
         error = _text(item.get("error"), f"{where}.error", 10_000, required=False, allow_empty=True)
         message_agent = _text(item.get("agent_id"), f"{where}.agent_id", 64, required=False)
+        if message_agent is not None and not _AGENT_ID.match(message_agent):
+            _refuse(422, f"{where}.agent_id {message_agent[:40]!r} is not a valid agent id.")
+        message_type = item.get("message_type", "chat")
+        if message_type not in MESSAGE_TYPES:
+            _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
         message = {
             "role": role,
-            "message_type": _text(item.get("message_type", "chat"), f"{where}.message_type", 32),
+            "message_type": message_type,
             "agent_id": message_agent,
-            "content": _text(item.get("content"), f"{where}.content", limit, allow_empty=True),
+            "content": _text(item.get("content"), f"{where}.content", content_limits[role], allow_empty=True),
             "status": status,
             "usage": _usage(item.get("usage"), f"{where}.usage"),
             "error": error,
@@ -312,8 +345,11 @@ def parse_import(raw: bytes | str) -> dict:
             ended = _timestamp(run.get("ended_at"), f"{where}.run.ended_at", required=False)
             if ended is not None and ended < run_created:
                 _refuse(422, f"{where}.run.ended_at is earlier than its created_at.")
+            run_agent = _text(run.get("agent_id"), f"{where}.run.agent_id", 64)
+            if not _AGENT_ID.match(run_agent):
+                _refuse(422, f"{where}.run.agent_id {run_agent[:40]!r} is not a valid agent id.")
             message["run"] = {
-                "agent_id": _text(run.get("agent_id"), f"{where}.run.agent_id", 64),
+                "agent_id": run_agent,
                 "model_id": _text(run.get("model_id"), f"{where}.run.model_id", 128),
                 "created_at": run_created,
                 "ended_at": ended or message["completed_at"] or created,
