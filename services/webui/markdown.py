@@ -46,6 +46,11 @@ RENDER_BUDGET_SECONDS = 0.05
 MAX_RENDER_CHARS = 40_000  # ~1.4 µs a byte for prose: longer texts could not make the budget
 MAX_HIGHLIGHT_CHARS = 20_000
 HIGHLIGHT_SECONDS_PER_CHAR = 5e-6  # pygments, measured on the slowest lexers we expect
+# One call of the table rule builds the whole table (three tokens a cell) without coming back to a
+# rule we could check the clock in: bigger tables are left as text (a paragraph with pipes).
+MAX_TABLE_COLUMNS = 64
+MAX_TABLE_CELLS = 1_000
+_TABLE_SCAN_CHARS = 20_000
 _CHECK_EVERY = 32  # rule calls between two looks at the clock (a look costs more than a call)
 
 ALLOWED_TAGS = {
@@ -141,6 +146,26 @@ def _budgeted(rule):
     return checked
 
 
+def _bounded_table(rule):
+    """The table rule, refusing tables whose single, unchecked call could outrun the budget."""
+
+    @functools.wraps(rule)
+    def table(state, start_line, end_line, silent):
+        begin = state.bMarks[start_line] + state.tShift[start_line]
+        first = state.src.count("|", begin, state.eMarks[start_line])
+        if first == 0:
+            return rule(state, start_line, end_line, silent)  # no table starts here: let it say so
+        if first > MAX_TABLE_COLUMNS + 1:
+            return False
+        block_end = state.src.find("\n\n", begin, begin + _TABLE_SCAN_CHARS)
+        cells = state.src.count("|", begin, block_end if block_end != -1 else begin + _TABLE_SCAN_CHARS)
+        if cells > MAX_TABLE_CELLS or (block_end == -1 and len(state.src) > begin + _TABLE_SCAN_CHARS):
+            return False
+        return rule(state, start_line, end_line, silent)
+
+    return table
+
+
 def _highlight(code: str, lang: str, _attrs, budget: _Budget | None = None) -> str:
     if not lang or len(code) > MAX_HIGHLIGHT_CHARS:
         return ""  # markdown-it escapes the code itself
@@ -166,6 +191,8 @@ def _make_parser() -> MarkdownIt:
     md.add_render_rule("image", _render_image_as_link)
     for ruler in (md.core.ruler, md.block.ruler, md.inline.ruler, md.inline.ruler2):
         for rule in ruler.__rules__:
+            if rule.name == "table" and ruler is md.block.ruler:
+                rule.fn = _bounded_table(rule.fn)
             rule.fn = _budgeted(rule.fn)
         ruler.__cache__ = None  # the chains are cached lists of the old functions
     return md

@@ -190,3 +190,16 @@ def test_each_app_has_its_own_cache(app_config):
 
     one, two = create_app(app_config), create_app(app_config)
     assert one.extensions["markdown_cache"] is not two.extensions["markdown_cache"]
+
+
+def test_tables_render_up_to_their_limits_and_stay_text_beyond():
+    def table(columns: int, rows: int) -> str:
+        line = "|" + " a |" * columns + "\n"
+        return line + "|" + "---|" * columns + "\n" + line * rows
+
+    assert "<table>" in render_markdown(table(markdown.MAX_TABLE_COLUMNS, 3))
+    assert "<table>" in render_markdown(table(4, 100))
+    wide = render_markdown(table(markdown.MAX_TABLE_COLUMNS + 1, 1))
+    long = render_markdown(table(4, markdown.MAX_TABLE_CELLS // 4 + 1))
+    for html in (wide, long):
+        assert "<table>" not in html and PLAIN_CLASS not in html and "| a |" in html
