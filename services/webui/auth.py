@@ -1,22 +1,31 @@
-"""Accounts: login and logout pages, password hashing, and the `flask users` commands."""
+"""Accounts: login and logout, logins that can be ended, password changes, `flask users`.
+
+A login is a row in `login_sessions` (models.LoginSession) whose id is the hash of a random
+token kept in the signed session cookie; the user loader accepts a cookie only while its row
+exists and has not expired. So logout ends that login for every copy of the cookie, and a
+password change or `flask users logout-all` ends every login of the user at once.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+import sys
+from datetime import timedelta
 
 import click
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask.cli import AppGroup
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from .extensions import db, limiter, login_manager
-from .models import USER_ROLES, User
+from .models import USER_ROLES, LoginSession, User, utcnow
 from .redirects import safe_next
 
 bp = Blueprint("auth", __name__)
@@ -27,23 +36,103 @@ LOGIN_FAILED = "Wrong username or password."
 _DUMMY_HASH = hasher.hash("switchboard-dummy-password")
 
 
+LOGIN_SESSION_KEY = "login_session"
+MIN_PASSWORD_CHARS = 8
+
+
+def _under_gevent() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return monkey.is_module_patched("threading")
+
+
+def off_the_hub(function, *args):
+    """Run CPU-heavy `function` (Argon2) in gevent's threadpool when serving under gevent.
+
+    A gevent worker serves all its requests and streams on one thread; argon2-cffi releases the
+    GIL, so in a pool thread a hash no longer stalls every stream of the worker for its ~50 ms.
+    """
+    if not _under_gevent():
+        return function(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
 def hash_password(password: str) -> str:
-    return hasher.hash(password)
+    return off_the_hub(hasher.hash, password)
 
 
-def check_password(user: User | None, password: str) -> bool:
+def _verify(stored_hash: str, password: str) -> bool:
     try:
-        return hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        return hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
+def check_password(user: User | None, password: str) -> bool:
+    return off_the_hub(_verify, user.password_hash if user else _DUMMY_HASH, password) and user is not None
+
+
+# ---- logins that can be ended -----------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_login(user: User) -> None:
+    """Log `user` in with a fresh session: nothing from before survives, the CSRF token included."""
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id, LoginSession.expires_at <= now))
+    db.session.add(LoginSession(
+        id=_token_hash(token), user_id=user.id, created_at=now,
+        expires_at=now + current_app.config["PERMANENT_SESSION_LIFETIME"],
+    ))
+    db.session.commit()
+    session.clear()
+    g.pop("csrf_token", None)  # Flask-WTF caches the request's token here
+    login_user(user)
+    session[LOGIN_SESSION_KEY] = token
+
+
+def end_login() -> None:
+    token = session.get(LOGIN_SESSION_KEY)
+    if isinstance(token, str):
+        db.session.execute(delete(LoginSession).where(LoginSession.id == _token_hash(token)))
+        db.session.commit()
+    logout_user()
+    session.clear()
+
+
+def end_logins(user: User, keep_current: bool = False) -> int:
+    """End every login of `user` (but this request's own when `keep_current`); returns how many."""
+    query = delete(LoginSession).where(LoginSession.user_id == user.id)
+    token = session.get(LOGIN_SESSION_KEY) if keep_current else None
+    if isinstance(token, str):
+        query = query.where(LoginSession.id != _token_hash(token))
+    ended = db.session.execute(query).rowcount
+    db.session.commit()
+    return ended
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
+    token = session.get(LOGIN_SESSION_KEY)
+    if not isinstance(token, str):
+        return None  # a cookie that names a user but no login (e.g. from before logins could end)
     try:
-        return db.session.get(User, int(user_id))
+        uid = int(user_id)
     except ValueError:
         return None
+    return db.session.scalar(
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(User.id == uid, LoginSession.id == _token_hash(token), LoginSession.expires_at > utcnow())
+    )
 
 
 class LoginForm(FlaskForm):
@@ -66,7 +155,7 @@ def login():
         username = form.username.data.strip()
         user = db.session.scalar(select(User).where(User.username == username))
         if check_password(user, form.password.data):
-            login_user(user)
+            start_login(user)
             log.info("login succeeded for user %s", username)
             return redirect(_after_login())
         log.info("login failed for user %s", username)
@@ -80,8 +169,51 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    logout_user()
+    end_login()
     return redirect(url_for("auth.login"))
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[Length(max=256)])
+    new_password = PasswordField("New password", validators=[Length(max=256)])
+    new_password_again = PasswordField("New password again", validators=[Length(max=256)])
+
+
+def _password_change_error(form: ChangePasswordForm) -> str | None:
+    """The first thing wrong with the form, as a sentence; checked in the order a person fills it."""
+    current, new, again = form.current_password.data or "", form.new_password.data or "", form.new_password_again.data or ""
+    if not current:
+        return "Enter your current password."
+    if len(new) < MIN_PASSWORD_CHARS:
+        return f"The new password must have at least {MIN_PASSWORD_CHARS} characters."
+    if len(new) > 256:
+        return "The new password must have at most 256 characters."
+    if new != again:
+        return "The new passwords do not match. Type the same new password twice."
+    if new == current:
+        return "The new password must be different from the current one."
+    if not check_password(current_user, current):
+        return "Your current password is not right."
+    return None
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+def change_password():
+    form = ChangePasswordForm()
+    error, changed = None, False
+    if form.validate_on_submit():
+        error = _password_change_error(form)
+        if error is None:
+            current_user.password_hash = hash_password(form.new_password.data)
+            db.session.commit()
+            ended = end_logins(current_user, keep_current=True)
+            log.info("password changed by user %s; %d other logins ended", current_user.username, ended)
+            changed = True
+    elif request.method == "POST":
+        error = "Fill in all three fields."
+    status = 400 if error else 200
+    return render_template("account/password.html", form=form, error=error, changed=changed), status
 
 
 # ---- CLI: flask users create|passwd|list|ensure-admin ----------------------------------------
@@ -126,7 +258,18 @@ def users_passwd(username: str, password: str) -> None:
         raise click.ClickException(f"no user {username!r}.")
     user.password_hash = hash_password(password)
     db.session.commit()
-    click.echo(f"Password changed for {username}.")
+    ended = end_logins(user)
+    click.echo(f"Password changed for {username}; {ended} logins ended.")
+
+
+@users_cli.command("logout-all")
+@click.argument("username")
+def users_logout_all(username: str) -> None:
+    """End every login of a user, on every device (the user must log in again)."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}.")
+    click.echo(f"Ended {end_logins(user)} logins of {username}.")
 
 
 @users_cli.command("list")

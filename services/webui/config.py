@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -147,7 +148,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "ARCHIVE_IDLE_DAYS": _int(env, "ARCHIVE_IDLE_DAYS", 0),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
-        "WTF_CSRF_TIME_LIMIT": None,
+        # A login ends this long after it began (its row in login_sessions, and the cookie).
+        "PERMANENT_SESSION_LIFETIME": timedelta(days=_int(env, "LOGIN_SESSION_DAYS", 14, minimum=1)),
+        # CSRF tokens are signed with a time: a page left open longer asks to be reloaded.
+        "WTF_CSRF_TIME_LIMIT": int(_float(env, "CSRF_TOKEN_HOURS", 12.0, minimum=0.1) * 3600),
     }
     if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {config['LOG_LEVEL']!r}.")
