@@ -8,6 +8,7 @@ password change or `flask users logout-all` ends every login of the user at once
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 import sys
@@ -140,12 +141,36 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
+def username_tag(username: str) -> str:
+    """A short keyed hash of a submitted username: it links attempts without naming them.
+
+    What is typed into the username box is sometimes a password; a plain hash of it could be
+    looked up in a dictionary, a keyed one cannot without the SECRET_KEY.
+    """
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, username.strip().casefold().encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def _account_key() -> str:
+    # Failed logins are limited per submitted account too, so that many addresses cannot share
+    # the guessing of one password; keyed by the tag, so that no raw name is stored.
+    return "login-account:" + username_tag(request.form.get("username", ""))
+
+
 def _after_login() -> str:
     return safe_next(request.args.get("next"), url_for("chat.home"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"],
+    error_message="Too many attempts. Wait a minute and try again.",
+)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"], methods=["POST"], key_func=_account_key,
+    deduct_when=lambda response: response.status_code == 401,
+    error_message="Too many attempts for this account. Wait a few minutes and try again.",
+)
 def login():
     if current_user.is_authenticated:
         return redirect(_after_login())
@@ -158,7 +183,10 @@ def login():
             start_login(user)
             log.info("login succeeded for user %s", username)
             return redirect(_after_login())
-        log.info("login failed for user %s", username)
+        if user is None:
+            log.info("login failed for an unknown user (tag %s)", username_tag(username))
+        else:
+            log.info("login failed for user %s", username)
         error = LOGIN_FAILED
     elif request.method == "POST":
         error = "Enter your username and password."

@@ -140,6 +140,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "MARKDOWN_CACHE_CHARS": _int(env, "MARKDOWN_CACHE_CHARS", 32_000_000, minimum=0),
         "SESSIONS_IMPORT_MAX_BYTES": _int(env, "SESSIONS_IMPORT_MAX_BYTES", 4 * 1024 * 1024, minimum=1024),
         "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        "LOGIN_ACCOUNT_RATE_LIMIT": env.get("LOGIN_ACCOUNT_RATE_LIMIT") or "5 per minute;20 per hour",
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
         "SESSION_COOKIE_SECURE": _bool(env, "SECURE_COOKIES", False),
         "SESSION_COOKIE_HTTPONLY": True,
