@@ -42,6 +42,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.before_request(assign_request_id)
     app.after_request(echo_request_id)
 
+    database.secure_data_files(app)
     database.check_database(app)
 
     from .fleet import init_fleet

@@ -96,7 +96,7 @@ def _database_url(env: dict) -> str:
             if url.startswith(bare):
                 return "postgresql+psycopg2://" + url[len(bare):]
         return url
-    DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)  # database.secure_data_files tightens it
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
 
