@@ -279,3 +279,37 @@ def test_an_import_at_the_apps_own_limits_is_accepted(app, alice, exported):
     app.config["SESSIONS_IMPORT_MAX_BYTES"] = 8 * 1024 * 1024
     response = alice.post("/api/chat/sessions/import", json=document)
     assert response.status_code == 201, response.json
+
+
+# ---- issue #10, finding 7: the Markdown export carries no live HTML ---------------------------
+
+HOSTILE_REPLY = (
+    "Here you go:\n\n<img src=x onerror=alert(1)>\n\n<script>alert(2)</script>\n\n"
+    "```\ncode with ``` inside\n```\n\n````\nfour\n````\n\n- item\n  ```\n<iframe src=//evil.example></iframe>\n"
+)
+
+
+def test_the_markdown_export_shows_raw_html_as_text_in_any_viewer(app, alice):
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    session_id = add_session(app, "alice", title="<b onmouseover=alert(3)>Title</b>", model_id="m` <b>x</b> `", messages=[
+        {"role": "user", "content": "<img src=y onerror=alert(4)>"},
+        {"role": "assistant", "content": HOSTILE_REPLY, "status": "error", "error": "<svg onload=alert(5)>"},
+    ])
+    text = export(alice, session_id, "md").text
+    # The most permissive viewer: CommonMark with raw HTML passed through.
+    rendered = MarkdownIt("commonmark", {"html": True}).render(text)
+
+    class Tags(HTMLParser):
+        found: set[str] = set()
+
+        def handle_starttag(self, tag, attrs):
+            self.found.add(tag)
+
+    parser = Tags()
+    parser.feed(rendered)
+    assert not parser.found & {"img", "script", "iframe", "svg", "b"}, parser.found
+    assert "onerror=alert(1)" in rendered and "alert(4)" in rendered  # shown, as text
+    assert HOSTILE_REPLY.rstrip("\n") in text  # the reply itself, unchanged, inside its fence

@@ -7,6 +7,7 @@ and leaves nothing behind. Export → import → export gives the same document 
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -115,15 +116,44 @@ def _cost(value: float | None, estimated: bool = False) -> str:
     return ("≈ " if estimated else "") + f"${value:,.6f}".rstrip("0").rstrip(".")
 
 
+_BACKTICK_RUN = re.compile(r"`+")
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """`text` as a fenced code block: shown verbatim, never as HTML, by any markdown viewer.
+
+    Message bodies are fenced rather than escaped: agent output may hold raw HTML, and telling
+    reliably where markdown would treat it as HTML (code spans, unclosed fences inside lists...)
+    takes a full CommonMark parse, while a fence longer than any backtick run in the text can
+    never be closed from inside it.
+    """
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{info}", text, fence]
+
+
+def _inline(value: str) -> str:
+    """A title, name or error on one markdown line: its HTML shown as text."""
+    return html.escape(" ".join(str(value).split()), quote=False)
+
+
+def _code(value: str) -> str:
+    """An id as an inline code span whose delimiters no backtick inside it can match."""
+    value = " ".join(str(value).split())
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(value)), default=0)
+    ticks = "`" * (longest + 1)
+    return f"{ticks} {value} {ticks}" if longest else f"`{value}`"
+
+
 def export_markdown(session: ConversationSession) -> str:
     review = build_review(session)
     totals = review.totals
     lines = [
-        f"# {session.title}",
+        f"# {_inline(session.title)}",
         "",
-        f"- Agent: {session.agent_name} (`{session.agent_id}`)",
-        f"- Model: `{session.model_id}`",
-        f"- Owner: {review.owner}",
+        f"- Agent: {_inline(session.agent_name)} ({_code(session.agent_id)})",
+        f"- Model: {_code(session.model_id)}",
+        f"- Owner: {_inline(review.owner)}",
         f"- Created: {_when(session.created_at)}",
         f"- Last activity: {_when(session.updated_at)}",
         f"- State: {'archived ' + _when(session.archived_at) if session.archived_at else 'active'}",
@@ -137,9 +167,12 @@ def export_markdown(session: ConversationSession) -> str:
         message = view.message
         heading = message.role.capitalize()
         if message.role == "assistant" and message.agent_id:
-            heading += f" ({message.agent_id})"
+            heading += f" ({_inline(message.agent_id)})"
         lines += ["---", "", f"## {heading} · {_when(message.created_at)} · {message.status}", ""]
-        lines += [message.content or "_(no text)_", ""]
+        if message.content:
+            lines += [*_fenced(message.content, "markdown" if message.role == "assistant" else "text"), ""]
+        else:
+            lines += ["_(no text)_", ""]
         details = []
         if view.usage:
             details.append(
@@ -155,7 +188,7 @@ def export_markdown(session: ConversationSession) -> str:
         elif message.error:
             details.append(f"error: {message.error}")
         if details:
-            lines += ["_" + " · ".join(details).replace("_", r"\_") + "_", ""]
+            lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
     return "\n".join(lines)
 
 
