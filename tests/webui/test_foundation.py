@@ -186,13 +186,22 @@ def test_cookies_are_httponly_lax_and_secure_over_https(app, make_user):
         assert ("Secure" in cookie) is secure
 
 
-def test_healthz_reports_database_registry_and_agents(client):
-    response = client.get("/healthz")
+def test_healthz_reports_database_registry_and_agents_to_a_logged_in_user(alice):
+    response = alice.get("/healthz")
     assert response.status_code == 200
     body = response.json
     assert body["database"] == "ok" and body["registry"]["loaded"] and body["registry"]["agents"] == 2
     assert body["agents"] == {"architect": "down", "dir-code": "down"}  # nothing listens on their ports
     assert response.headers["X-Request-ID"]
+
+
+def test_healthz_tells_anyone_else_the_overall_status_only(client, monkeypatch):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+    assert "architect" not in response.text
+    monkeypatch.setattr("services.webui.health.database_reachable", lambda: False)
+    degraded = client.get("/healthz")
+    assert degraded.status_code == 503 and degraded.json == {"status": "degraded"}
 
 
 def test_unknown_routes_are_404_pages_or_json(client, alice):
