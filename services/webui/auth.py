@@ -17,11 +17,11 @@ from datetime import timedelta
 import click
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask.cli import AppGroup
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -242,6 +242,41 @@ def change_password():
         error = "Fill in all three fields."
     status = 400 if error else 200
     return render_template("account/password.html", form=form, error=error, changed=changed), status
+
+
+# ---- admin: end a user's logins ------------------------------------------------------------
+
+
+def _require_admin() -> None:
+    if not current_user.is_admin:
+        abort(403, "Only an admin can see and end other users' logins.")
+
+
+@bp.get("/account/users")
+def users_page():
+    _require_admin()
+    logins = dict(db.session.execute(
+        select(LoginSession.user_id, func.count())
+        .where(LoginSession.expires_at > utcnow())
+        .group_by(LoginSession.user_id)
+    ).all())
+    users = db.session.scalars(select(User).order_by(User.username)).all()
+    ended = request.args.get("ended")
+    return render_template(
+        "account/users.html", users=users, logins=logins,
+        ended=ended if any(user.username == ended for user in users) else None,
+    )
+
+
+@bp.post("/account/users/<username>/logout-all")
+def users_logout_all_page(username: str):
+    _require_admin()
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        abort(404, f"There is no user {username[:64]!r}.")
+    ended = end_logins(user, keep_current=user.id == current_user.id)
+    log.info("admin %s ended %d logins of user %s", current_user.username, ended, user.username)
+    return redirect(url_for("auth.users_page", ended=user.username), code=303)
 
 
 # ---- CLI: flask users create|passwd|list|ensure-admin ----------------------------------------

@@ -182,3 +182,30 @@ def test_password_hashing_runs_in_the_threadpool_under_gevent(monkeypatch):
     assert auth.off_the_hub(threading.get_ident) != main
     monkeypatch.setattr(auth, "_under_gevent", lambda: False)
     assert auth.off_the_hub(threading.get_ident) == main
+
+
+# ---- an admin ends a user's logins ------------------------------------------------------------
+
+
+def test_an_admin_can_end_every_login_of_a_user(app, make_user, bob):
+    admin = make_user("root", role="admin")
+    thief = copy_of(app, bob)
+    page = admin.get("/account/users")
+    assert page.status_code == 200 and "bob" in page.text and 'href="/account/users"' in page.text
+    response = admin.post("/account/users/bob/logout-all")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/account/users?ended=bob")
+    assert "Ended every login of bob" in admin.get("/account/users?ended=bob").text
+    assert not logged_in(bob.client) and not logged_in(thief) and logged_in(admin.client)
+
+
+def test_only_an_admin_may_end_logins_of_others(app, alice, bob):
+    assert alice.get("/account/users").status_code == 403
+    response = alice.post("/account/users/bob/logout-all")
+    assert response.status_code == 403 and "Only an admin" in response.text
+    assert logged_in(bob.client)
+    assert 'href="/account/users"' not in alice.get("/").text
+
+
+def test_ending_logins_of_an_unknown_user_is_a_404(app, make_user):
+    admin = make_user("root2", role="admin")
+    assert admin.post("/account/users/nobody/logout-all").status_code == 404
