@@ -12,7 +12,6 @@ import hmac
 import logging
 import secrets
 import sys
-from datetime import timedelta
 
 import click
 from argon2 import PasswordHasher
@@ -202,15 +201,16 @@ def logout():
 
 
 class ChangePasswordForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[Length(max=256)])
-    new_password = PasswordField("New password", validators=[Length(max=256)])
-    new_password_again = PasswordField("New password again", validators=[Length(max=256)])
+    # Checked by _password_change_error, which can say exactly what is wrong.
+    current_password = PasswordField("Current password")
+    new_password = PasswordField("New password")
+    new_password_again = PasswordField("New password again")
 
 
 def _password_change_error(form: ChangePasswordForm) -> str | None:
     """The first thing wrong with the form, as a sentence; checked in the order a person fills it."""
     current, new, again = form.current_password.data or "", form.new_password.data or "", form.new_password_again.data or ""
-    if not current:
+    if not current or len(current) > 256:
         return "Enter your current password."
     if len(new) < MIN_PASSWORD_CHARS:
         return f"The new password must have at least {MIN_PASSWORD_CHARS} characters."

@@ -65,7 +65,7 @@ TOKEN_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
 ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
 ALLOWED_CLASSES = {"span": TOKEN_CLASSES, "th": ALIGN_CLASSES, "td": ALIGN_CLASSES}
 # What the renderer itself adds after sanitizing (code-block chrome, the plain-text fallback):
-# tag -> attribute -> the values it may have (None: any text, escaped).
+# tag -> attribute -> the values it may have. Tests check every output against this and the lists above.
 CHROME_MARKUP = {
     "div": {"class": {"code-block", "code-head"}},
     "span": {"class": {"code-lang"}},
