@@ -25,6 +25,10 @@ def flask(*args: str) -> None:
 def main() -> int:
     from services.agents.fleet import Fleet
 
+    # Files made by anything started here (database, logs) are the user's alone; the app also
+    # makes its own data files private itself (database.secure_data_files), whatever the umask.
+    os.umask(0o077)
+
     port = os.environ.get("PORT", "5050")
     host = os.environ.get("HOST", "127.0.0.1")
     agents_file = os.environ.get("AGENTS_FILE") or str(ROOT / "config" / "agents.toml")

@@ -44,11 +44,14 @@ def create_app(config: dict | None = None):
     app.before_request(assign_request_id)
     app.after_request(echo_request_id)
 
+    database.secure_data_files(app)
     database.check_database(app)
 
     from .fleet import init_fleet
+    from .rendering import init_rendering
 
     init_fleet(app)
+    init_rendering(app)
 
     from . import auth, health
     from .chat import api as chat_api

@@ -1,22 +1,32 @@
-"""Accounts: login and logout pages, password hashing, and the `flask users` commands."""
+"""Accounts: login and logout, logins that can be ended, password changes, `flask users`.
+
+A login is a row in `login_sessions` (models.LoginSession) whose id is the hash of a random
+token kept in the signed session cookie; the user loader accepts a cookie only while its row
+exists and has not expired. So logout ends that login for every copy of the cookie, and a
+password change or `flask users logout-all` ends every login of the user at once.
+"""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
+import sys
 
 import click
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask.cli import AppGroup
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from .extensions import db, limiter, login_manager
-from .models import USER_ROLES, User
+from .models import USER_ROLES, LoginSession, User, utcnow
+from .redirects import safe_next
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger("switchboard.auth")
@@ -26,23 +36,103 @@ LOGIN_FAILED = "Wrong username or password."
 _DUMMY_HASH = hasher.hash("switchboard-dummy-password")
 
 
+LOGIN_SESSION_KEY = "login_session"
+MIN_PASSWORD_CHARS = 8
+
+
+def _under_gevent() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return monkey.is_module_patched("threading")
+
+
+def off_the_hub(function, *args):
+    """Run CPU-heavy `function` (Argon2) in gevent's threadpool when serving under gevent.
+
+    A gevent worker serves all its requests and streams on one thread; argon2-cffi releases the
+    GIL, so in a pool thread a hash no longer stalls every stream of the worker for its ~50 ms.
+    """
+    if not _under_gevent():
+        return function(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
 def hash_password(password: str) -> str:
-    return hasher.hash(password)
+    return off_the_hub(hasher.hash, password)
 
 
-def check_password(user: User | None, password: str) -> bool:
+def _verify(stored_hash: str, password: str) -> bool:
     try:
-        return hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        return hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
+def check_password(user: User | None, password: str) -> bool:
+    return off_the_hub(_verify, user.password_hash if user else _DUMMY_HASH, password) and user is not None
+
+
+# ---- logins that can be ended -----------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_login(user: User) -> None:
+    """Log `user` in with a fresh session: nothing from before survives, the CSRF token included."""
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id, LoginSession.expires_at <= now))
+    db.session.add(LoginSession(
+        id=_token_hash(token), user_id=user.id, created_at=now,
+        expires_at=now + current_app.config["PERMANENT_SESSION_LIFETIME"],
+    ))
+    db.session.commit()
+    session.clear()
+    g.pop("csrf_token", None)  # Flask-WTF caches the request's token here
+    login_user(user)
+    session[LOGIN_SESSION_KEY] = token
+
+
+def end_login() -> None:
+    token = session.get(LOGIN_SESSION_KEY)
+    if isinstance(token, str):
+        db.session.execute(delete(LoginSession).where(LoginSession.id == _token_hash(token)))
+        db.session.commit()
+    logout_user()
+    session.clear()
+
+
+def end_logins(user: User, keep_current: bool = False) -> int:
+    """End every login of `user` (but this request's own when `keep_current`); returns how many."""
+    query = delete(LoginSession).where(LoginSession.user_id == user.id)
+    token = session.get(LOGIN_SESSION_KEY) if keep_current else None
+    if isinstance(token, str):
+        query = query.where(LoginSession.id != _token_hash(token))
+    ended = db.session.execute(query).rowcount
+    db.session.commit()
+    return ended
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
+    token = session.get(LOGIN_SESSION_KEY)
+    if not isinstance(token, str):
+        return None  # a cookie that names a user but no login (e.g. from before logins could end)
     try:
-        return db.session.get(User, int(user_id))
+        uid = int(user_id)
     except ValueError:
         return None
+    return db.session.scalar(
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(User.id == uid, LoginSession.id == _token_hash(token), LoginSession.expires_at > utcnow())
+    )
 
 
 class LoginForm(FlaskForm):
@@ -50,28 +140,52 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect after login is a phishing tool.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("chat.home")
+def username_tag(username: str) -> str:
+    """A short keyed hash of a submitted username: it links attempts without naming them.
+
+    What is typed into the username box is sometimes a password; a plain hash of it could be
+    looked up in a dictionary, a keyed one cannot without the SECRET_KEY.
+    """
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, username.strip().casefold().encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def _account_key() -> str:
+    # Failed logins are limited per submitted account too, so that many addresses cannot share
+    # the guessing of one password; keyed by the tag, so that no raw name is stored.
+    return "login-account:" + username_tag(request.form.get("username", ""))
+
+
+def _after_login() -> str:
+    return safe_next(request.args.get("next"), url_for("chat.home"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"],
+    error_message="Too many attempts. Wait a minute and try again.",
+)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"], methods=["POST"], key_func=_account_key,
+    deduct_when=lambda response: response.status_code == 401,
+    error_message="Too many attempts for this account. Wait a few minutes and try again.",
+)
 def login():
     if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(_after_login())
     form = LoginForm()
     error = None
     if form.validate_on_submit():
         username = form.username.data.strip()
         user = db.session.scalar(select(User).where(User.username == username))
         if check_password(user, form.password.data):
-            login_user(user)
+            start_login(user)
             log.info("login succeeded for user %s", username)
-            return redirect(_safe_next(request.args.get("next")))
-        log.info("login failed for user %s", username)
+            return redirect(_after_login())
+        if user is None:
+            log.info("login failed for an unknown user (tag %s)", username_tag(username))
+        else:
+            log.info("login failed for user %s", username)
         error = LOGIN_FAILED
     elif request.method == "POST":
         error = "Enter your username and password."
@@ -82,8 +196,87 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    logout_user()
+    end_login()
     return redirect(url_for("auth.login"))
+
+
+class ChangePasswordForm(FlaskForm):
+    # Checked by _password_change_error, which can say exactly what is wrong.
+    current_password = PasswordField("Current password")
+    new_password = PasswordField("New password")
+    new_password_again = PasswordField("New password again")
+
+
+def _password_change_error(form: ChangePasswordForm) -> str | None:
+    """The first thing wrong with the form, as a sentence; checked in the order a person fills it."""
+    current, new, again = form.current_password.data or "", form.new_password.data or "", form.new_password_again.data or ""
+    if not current or len(current) > 256:
+        return "Enter your current password."
+    if len(new) < MIN_PASSWORD_CHARS:
+        return f"The new password must have at least {MIN_PASSWORD_CHARS} characters."
+    if len(new) > 256:
+        return "The new password must have at most 256 characters."
+    if new != again:
+        return "The new passwords do not match. Type the same new password twice."
+    if new == current:
+        return "The new password must be different from the current one."
+    if not check_password(current_user, current):
+        return "Your current password is not right."
+    return None
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+def change_password():
+    form = ChangePasswordForm()
+    error, changed = None, False
+    if form.validate_on_submit():
+        error = _password_change_error(form)
+        if error is None:
+            current_user.password_hash = hash_password(form.new_password.data)
+            db.session.commit()
+            ended = end_logins(current_user, keep_current=True)
+            log.info("password changed by user %s; %d other logins ended", current_user.username, ended)
+            changed = True
+    elif request.method == "POST":
+        error = "Fill in all three fields."
+    status = 400 if error else 200
+    return render_template("account/password.html", form=form, error=error, changed=changed), status
+
+
+# ---- admin: end a user's logins ------------------------------------------------------------
+
+
+def _require_admin() -> None:
+    if not current_user.is_admin:
+        abort(403, "Only an admin can see and end other users' logins.")
+
+
+@bp.get("/account/users")
+def users_page():
+    _require_admin()
+    logins = dict(db.session.execute(
+        select(LoginSession.user_id, func.count())
+        .where(LoginSession.expires_at > utcnow())
+        .group_by(LoginSession.user_id)
+    ).all())
+    users = db.session.scalars(select(User).order_by(User.username)).all()
+    ended = request.args.get("ended")
+    return render_template(
+        "account/users.html", users=users, logins=logins,
+        ended=ended if any(user.username == ended for user in users) else None,
+    )
+
+
+@bp.post("/account/users/<username>/logout-all")
+def users_logout_all_page(username: str):
+    _require_admin()
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        abort(404, f"There is no user {username[:64]!r}.")
+    ended = end_logins(user, keep_current=user.id == current_user.id)
+    log.info("admin %s ended %d logins of user %s", current_user.username, ended, user.username)
+    return redirect(url_for("auth.users_page", ended=user.username), code=303)
 
 
 # ---- CLI: flask users create|passwd|list|ensure-admin ----------------------------------------
@@ -128,7 +321,18 @@ def users_passwd(username: str, password: str) -> None:
         raise click.ClickException(f"no user {username!r}.")
     user.password_hash = hash_password(password)
     db.session.commit()
-    click.echo(f"Password changed for {username}.")
+    ended = end_logins(user)
+    click.echo(f"Password changed for {username}; {ended} logins ended.")
+
+
+@users_cli.command("logout-all")
+@click.argument("username")
+def users_logout_all(username: str) -> None:
+    """End every login of a user, on every device (the user must log in again)."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}.")
+    click.echo(f"Ended {end_logins(user)} logins of {username}.")
 
 
 @users_cli.command("list")

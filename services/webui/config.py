@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -95,7 +96,7 @@ def _database_url(env: dict) -> str:
             if url.startswith(bare):
                 return "postgresql+psycopg2://" + url[len(bare):]
         return url
-    DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)  # database.secure_data_files tightens it
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
 
@@ -156,13 +157,17 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
         "DATABASE_WRITE_WAIT_SECONDS": _float(env, "DATABASE_WRITE_WAIT_SECONDS", 5.0, minimum=0.0),
-        "RUN_MAX_REPLY_CHARS": _int(env, "RUN_MAX_REPLY_CHARS", 2_000_000, minimum=1000),
         "RUN_MEMORY_EVENTS": _int(env, "RUN_MEMORY_EVENTS", 20_000, minimum=100),
         "REDIS_URL": _redis_url(env),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32000, minimum=1),
+        "MAX_REPLY_CHARS": _int(env, "MAX_REPLY_CHARS", 400_000, minimum=1000),
+        "MARKDOWN_BUDGET_MS": _float(env, "MARKDOWN_BUDGET_MS", 50.0, minimum=1.0),
+        "MARKDOWN_MAX_CHARS": _int(env, "MARKDOWN_MAX_CHARS", 40_000, minimum=0),
+        "MARKDOWN_CACHE_CHARS": _int(env, "MARKDOWN_CACHE_CHARS", 32_000_000, minimum=0),
         "SESSIONS_IMPORT_MAX_BYTES": _int(env, "SESSIONS_IMPORT_MAX_BYTES", 4 * 1024 * 1024, minimum=1024),
         "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        "LOGIN_ACCOUNT_RATE_LIMIT": env.get("LOGIN_ACCOUNT_RATE_LIMIT") or "5 per minute;20 per hour",
         # Limits are shared by every worker and host when Redis is there.
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or _redis_url(env) or "memory://",
         "SESSION_COOKIE_SECURE": _bool(env, "SECURE_COOKIES", False),
@@ -172,7 +177,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "ARCHIVE_IDLE_DAYS": _int(env, "ARCHIVE_IDLE_DAYS", 0),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
-        "WTF_CSRF_TIME_LIMIT": None,
+        # A login ends this long after it began (its row in login_sessions, and the cookie).
+        "PERMANENT_SESSION_LIFETIME": timedelta(days=_int(env, "LOGIN_SESSION_DAYS", 14, minimum=1)),
+        # CSRF tokens are signed with a time: a page left open longer asks to be reloaded.
+        "WTF_CSRF_TIME_LIMIT": int(_float(env, "CSRF_TOKEN_HOURS", 12.0, minimum=0.1) * 3600),
     }
     if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {config['LOG_LEVEL']!r}.")

@@ -2,14 +2,17 @@
 thread while they wait, and a clear failure when the database cannot open or cannot write."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import config
 from .config import ConfigError
 from .errors import RequestError
 from .extensions import db
@@ -118,6 +121,46 @@ def unavailable_from(exc: BaseException) -> DatabaseUnavailable | None:
                 return DatabaseUnavailable()
         seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
     return None
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.chmod(path, PRIVATE_DIR)  # mkdir's mode is cut by the umask, and the folder may be older
+
+
+def secure_data_files(app) -> None:
+    """Make the data folders 0700 and the SQLite file 0600 before SQLite opens it.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so a database created
+    (or tightened) here keeps all three private, whatever the process umask. Only the folders the
+    app owns are changed: a DATABASE_URL in a shared folder gets its files tightened, not the folder.
+    """
+    try:
+        _private_dir(Path(app.instance_path))
+        url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return
+        if url.database.startswith("file:"):
+            return  # a URI filename: SQLite parses it, we cannot tell the path for sure
+        path = Path(url.database).resolve()
+        if path.parent == Path(config.DEFAULT_DATA_DIR).resolve():
+            _private_dir(path.parent)
+        elif not path.parent.is_dir():
+            return  # check_database says so in one sentence
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        except FileExistsError:
+            pass
+        for suffix in ("", "-wal", "-shm"):
+            companion = Path(f"{path}{suffix}")
+            if companion.exists() and companion.stat().st_mode & 0o077:
+                os.chmod(companion, PRIVATE_FILE)
+    except OSError as exc:
+        raise ConfigError(f"The data files cannot be made private ({exc.filename}: {exc.strerror}).") from None
 
 
 def check_database(app) -> None:

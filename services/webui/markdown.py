@@ -1,6 +1,6 @@
 """Markdown of untrusted agent output, rendered on the server and sanitized after rendering.
 
-    render_markdown(text) -> Markup
+    render_markdown(text, budget_seconds=…, max_chars=…) -> Markup
 
 markdown-it-py (`js-default`: raw HTML off, tables on) → pygments highlighting with CSS classes
 (never inline styles: the CSP forbids them) → nh3 with an allow-list. Only after sanitizing do we
@@ -9,17 +9,26 @@ page unsanitized. The container the result goes into carries `hx-ignore` as a se
 
     python -m services.webui.markdown --css > static/vendor/pygments.css
 
+Rendering has a budget, because a gevent worker serves every request of its process on one
+thread: some inputs cost markdown-it-py 25-35 µs a byte (40,000 "[" took 3.6 s). A text longer
+than `max_chars` is not parsed at all, and every parser rule checks a deadline, so that no input
+holds the worker much past `budget_seconds`; past it the text is shown escaped, as plain text
+with a note. Code is highlighted only when the budget left covers it.
+
 prints the highlighting stylesheet (light, and dark under prefers-color-scheme); `make assets`
 generates it, so it is never committed.
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import sys
+import time
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.utils import OptionsDict
 from markupsafe import Markup
 from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
@@ -31,7 +40,18 @@ from pygments.util import ClassNotFound
 CSS_SCOPE = ".md pre"
 LIGHT_STYLE = "default"
 DARK_STYLE = "monokai"
-MAX_HIGHLIGHT_CHARS = 200_000  # beyond this a code block is shown plain: highlighting is O(n) but slow
+# Bump when the output for the same text changes: rendered HTML is cached under this version.
+RENDERER_VERSION = "2"
+RENDER_BUDGET_SECONDS = 0.05
+MAX_RENDER_CHARS = 40_000  # ~1.4 µs a byte for prose: longer texts could not make the budget
+MAX_HIGHLIGHT_CHARS = 20_000
+HIGHLIGHT_SECONDS_PER_CHAR = 5e-6  # pygments, measured on the slowest lexers we expect
+# One call of the table rule builds the whole table (three tokens a cell) without coming back to a
+# rule we could check the clock in: bigger tables are left as text (a paragraph with pipes).
+MAX_TABLE_COLUMNS = 64
+MAX_TABLE_CELLS = 1_000
+_TABLE_SCAN_CHARS = 20_000
+_CHECK_EVERY = 32  # rule calls between two looks at the clock (a look costs more than a call)
 
 ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
@@ -44,6 +64,17 @@ ALLOWED_ATTRIBUTES = {"a": {"href"}, "ol": {"start"}}
 TOKEN_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
 ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
 ALLOWED_CLASSES = {"span": TOKEN_CLASSES, "th": ALIGN_CLASSES, "td": ALIGN_CLASSES}
+# What the renderer itself adds after sanitizing (code-block chrome, the plain-text fallback):
+# tag -> attribute -> the values it may have. Tests check every output against this and the lists above.
+CHROME_MARKUP = {
+    "div": {"class": {"code-block", "code-head"}},
+    "span": {"class": {"code-lang"}},
+    "button": {"type": {"button"}, "class": {"copy-code"}, "aria-label": {"Copy code"}},
+    "p": {"class": {"md-note"}},
+    "pre": {"class": {"md-plain"}},
+}
+PLAIN_CLASS = "md-plain"
+PLAIN_NOTE = "Shown as plain text: this reply is too long or too complex to format."
 URL_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "noopener noreferrer nofollow"
 _LANGUAGE = re.compile(r"^[A-Za-z0-9_+#.-]{1,32}$")
@@ -59,7 +90,8 @@ def _attribute_filter(element: str, attribute: str, value: str) -> str | None:
 _cleaner = nh3.Cleaner(
     tags=ALLOWED_TAGS,
     clean_content_tags=CLEAN_CONTENT_TAGS,
-    attributes=ALLOWED_ATTRIBUTES,
+    # An empty "*" entry: without one nh3 keeps its generic `title` and `lang` on every tag.
+    attributes={**ALLOWED_ATTRIBUTES, "*": set()},
     attribute_filter=_attribute_filter,
     strip_comments=True,
     link_rel=LINK_REL,
@@ -71,9 +103,74 @@ _cleaner = nh3.Cleaner(
 _formatter = HtmlFormatter(nowrap=True)  # spans with classes only; markdown-it adds <pre><code>
 
 
-def _highlight(code: str, lang: str, _attrs) -> str:
+class RenderBudgetExceeded(Exception):
+    """The render ran out of time; the caller shows the text plain."""
+
+
+class _Budget:
+    """A deadline the parser rules check as they go (kept in the parse's `env`)."""
+
+    __slots__ = ("deadline", "calls")
+
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+        self.calls = 0
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls % _CHECK_EVERY == 0 and time.perf_counter() > self.deadline:
+            raise RenderBudgetExceeded
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+
+_BUDGET_KEY = "switchboard_budget"
+
+
+def _budgeted(rule):
+    """Wrap a markdown-it rule so that it checks the deadline first.
+
+    Every costly path of the parser goes through rules (a link label is found by skipping
+    tokens with the inline rules, nested blocks re-enter the block rules), so one check per
+    rule call bounds them all without knowing which input is slow.
+    """
+
+    @functools.wraps(rule)
+    def checked(state, *args):
+        budget = state.env.get(_BUDGET_KEY)
+        if budget is not None:
+            budget.check()
+        return rule(state, *args)
+
+    return checked
+
+
+def _bounded_table(rule):
+    """The table rule, refusing tables whose single, unchecked call could outrun the budget."""
+
+    @functools.wraps(rule)
+    def table(state, start_line, end_line, silent):
+        begin = state.bMarks[start_line] + state.tShift[start_line]
+        first = state.src.count("|", begin, state.eMarks[start_line])
+        if first == 0:
+            return rule(state, start_line, end_line, silent)  # no table starts here: let it say so
+        if first > MAX_TABLE_COLUMNS + 1:
+            return False
+        block_end = state.src.find("\n\n", begin, begin + _TABLE_SCAN_CHARS)
+        cells = state.src.count("|", begin, block_end if block_end != -1 else begin + _TABLE_SCAN_CHARS)
+        if cells > MAX_TABLE_CELLS or (block_end == -1 and len(state.src) > begin + _TABLE_SCAN_CHARS):
+            return False
+        return rule(state, start_line, end_line, silent)
+
+    return table
+
+
+def _highlight(code: str, lang: str, _attrs, budget: _Budget | None = None) -> str:
     if not lang or len(code) > MAX_HIGHLIGHT_CHARS:
         return ""  # markdown-it escapes the code itself
+    if budget is not None and budget.left() < len(code) * HIGHLIGHT_SECONDS_PER_CHAR:
+        return ""  # not enough time left: the block is shown plain
     try:
         lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
     except ClassNotFound:
@@ -92,6 +189,12 @@ def _render_image_as_link(_renderer, tokens, idx, _options, _env):
 def _make_parser() -> MarkdownIt:
     md = MarkdownIt("js-default", {"html": False, "highlight": _highlight}).enable("table")
     md.add_render_rule("image", _render_image_as_link)
+    for ruler in (md.core.ruler, md.block.ruler, md.inline.ruler, md.inline.ruler2):
+        for rule in ruler.__rules__:
+            if rule.name == "table" and ruler is md.block.ruler:
+                rule.fn = _bounded_table(rule.fn)
+            rule.fn = _budgeted(rule.fn)
+        ruler.__cache__ = None  # the chains are cached lists of the old functions
     return md
 
 
@@ -143,14 +246,37 @@ def sanitize_html(raw_html: str) -> str:
     return _cleaner.clean(raw_html)
 
 
-def render_markdown(text: str | None) -> Markup:
-    """Untrusted markdown → safe HTML for a `.md` container that carries hx-ignore."""
+def render_plain(text: str) -> Markup:
+    """The fallback past the budget: the text escaped, as the agent wrote it, with a note."""
+    return Markup(
+        f'<p class="md-note">{html.escape(PLAIN_NOTE)}</p>'
+        f'<pre class="{PLAIN_CLASS}">{html.escape(text, quote=False)}</pre>'
+    )
+
+
+def render_markdown(
+    text: str | None,
+    budget_seconds: float = RENDER_BUDGET_SECONDS,
+    max_chars: int = MAX_RENDER_CHARS,
+) -> Markup:
+    """Untrusted markdown → safe HTML for a `.md` container that carries hx-ignore.
+
+    Takes about `budget_seconds` at most (plus the linear sanitizing of what was rendered);
+    a text longer than `max_chars`, or one the parser cannot finish in time, comes back plain.
+    """
     if not text:
         return Markup("")
-    env: dict = {}
-    tokens = _md.parse(text, env)
+    if len(text) > max_chars:
+        return render_plain(text)
+    budget = _Budget(budget_seconds)
+    env: dict = {_BUDGET_KEY: budget}
+    try:
+        tokens = _md.parse(text, env)
+    except (RenderBudgetExceeded, RecursionError):
+        return render_plain(text)
     _alignment_to_classes(tokens)
-    rendered = _md.renderer.render(tokens, _md.options, env)
+    options = OptionsDict({**_md.options, "highlight": functools.partial(_highlight, budget=budget)})
+    rendered = _md.renderer.render(tokens, options, env)
     return Markup(_add_code_chrome(_cleaner.clean(rendered), _code_languages(tokens)))
 
 

@@ -44,6 +44,24 @@ class User(UserMixin, db.Model):
         return self.role == "admin"
 
 
+class LoginSession(db.Model):
+    """One login, so that it can end: the cookie holds a random token, this row its hash.
+
+    Deleting the row ends that login for every copy of its cookie (logout); deleting all of a
+    user's rows ends all of them (a password change, `flask users logout-all`).
+    """
+
+    __tablename__ = "login_sessions"
+
+    # SHA-256 of the token, hex: a copy of this table gives no working cookie.
+    id = db.Column(db.String(64), primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    expires_at = db.Column(db.DateTime, nullable=False)
+
+    __table_args__ = (Index("ix_login_sessions_user_id", "user_id"),)
+
+
 class ConversationSession(db.Model):
     __tablename__ = "conversation_sessions"
 

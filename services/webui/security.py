@@ -8,6 +8,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 
 from .errors import error_response
+from .redirects import safe_next
 
 # Endpoints reachable without logging in. Everything else needs a login, so that a route added
 # later is protected without anyone remembering to decorate it.
@@ -48,7 +49,7 @@ def require_login():
         )
         # Back to the page the person was on (htmx names it), never to another site.
         current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        back = current.path + (f"?{current.query}" if current.query else "") if current.path else None
+        back = safe_next(current.path + (f"?{current.query}" if current.query else ""), None)
         response.headers["HX-Redirect"] = url_for("auth.login", next=back)
         return response
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

@@ -66,7 +66,7 @@ def worker_pids(server: subprocess.Popen) -> list[int]:
 @pytest.fixture(scope="module")
 def default_stack(tmp_path_factory):
     """The shipped defaults (one gevent worker, events in its memory), with a small reply cap."""
-    with LiveStack(tmp_path_factory.mktemp("faults"), env_overrides={"RUN_MAX_REPLY_CHARS": "5000"}) as stack:
+    with LiveStack(tmp_path_factory.mktemp("faults"), env_overrides={"MAX_REPLY_CHARS": "5000"}) as stack:
         yield stack
 
 

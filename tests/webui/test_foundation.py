@@ -192,8 +192,8 @@ def test_cookies_are_httponly_lax_and_secure_over_https(app, make_user):
         assert ("Secure" in cookie) is secure
 
 
-def test_healthz_reports_database_registry_and_agents(client):
-    response = client.get("/healthz")
+def test_healthz_reports_database_registry_and_agents_to_a_logged_in_user(alice):
+    response = alice.get("/healthz")
     assert response.status_code == 200
     body = response.json
     assert body["database"] == "ok" and body["registry"]["loaded"] and body["registry"]["agents"] == 2
@@ -202,19 +202,28 @@ def test_healthz_reports_database_registry_and_agents(client):
     assert response.headers["X-Request-ID"]
 
 
-def test_healthz_reports_a_database_that_cannot_write_as_degraded(client, app_config):
+def test_healthz_reports_a_database_that_cannot_write_as_degraded(alice, app_config):
     import sqlite3
 
     holder = sqlite3.connect(app_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        response = client.get("/healthz")
+        response = alice.get("/healthz")
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert response.status_code == 503
     assert response.json["status"] == "degraded" and response.json["database"] == "read-only"
-    assert client.get("/healthz").json["database"] == "ok"
+    assert alice.get("/healthz").json["database"] == "ok"
+
+
+def test_healthz_tells_anyone_else_the_overall_status_only(client, monkeypatch):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+    assert "architect" not in response.text
+    monkeypatch.setattr("services.webui.health.database_reachable", lambda: False)
+    degraded = client.get("/healthz")
+    assert degraded.status_code == 503 and degraded.json == {"status": "degraded"}
 
 
 def test_unknown_routes_are_404_pages_or_json(client, alice):
@@ -296,6 +305,6 @@ def test_every_setting_is_documented_in_the_readme():
     names = set(re.findall(r'(?:_int|_float|_bool)\(env, "([A-Z_]+)"', sources))
     names |= set(re.findall(r'env(?:iron)?\.get\(\s*"([A-Z_]+)"', sources))
     assert {"WEB_WORKERS", "REDIS_URL", "DATABASE_WRITE_WAIT_SECONDS", "HEARTBEAT_SECONDS"} <= names
-    readme = (root / "README.md").read_text()
-    undocumented = sorted(name for name in names if f"`{name}`" not in readme)
+    table = "\n".join(line for line in (root / "README.md").read_text().splitlines() if line.startswith("| `"))
+    undocumented = sorted(name for name in names if f"`{name}`" not in table)
     assert undocumented == [], f"document these settings in the README: {undocumented}"

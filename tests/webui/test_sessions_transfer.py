@@ -243,3 +243,73 @@ def test_cli_import(app, runner, alice, exported, tmp_path):
     result = runner.invoke(args=["sessions", "import", str(path), "--user", "alice"])
     assert result.exit_code != 0 and "import limit" in result.output
     assert count(app, ConversationSession) == 2
+
+
+# ---- issue #10, finding 1: an import holds only what the app itself would have written ---------
+
+BEYOND_THE_APP = [
+    (lambda d: d["messages"][0].update(content="x" * 32_001), "messages[0].content is 32,001 characters"),
+    (lambda d: d["messages"][1].update(content="x" * 400_001), "messages[1].content is 400,001 characters"),
+    (lambda d: d["messages"][1].update(message_type="plugin"), "messages[1].message_type"),
+    (lambda d: d["messages"][1]["usage"].update(prompt_tokens=10**12), "messages[1].usage.prompt_tokens"),
+    (lambda d: d["messages"][1]["usage"].update(cost_usd=1e300), "messages[1].usage.cost_usd"),
+    (lambda d: d["messages"][1]["usage"].update(note="x" * 65), "short values"),
+    (lambda d: d["messages"][1]["usage"].update(huge=1e300), "short values"),
+    (lambda d: d["messages"][1]["usage"].update({f"k{i}": i for i in range(40)}), "at most"),
+    (lambda d: d["session"].update(created_at="1970-01-01T00:00:00Z"), "session.created_at is out of range"),
+    (lambda d: d["session"].update(updated_at="2999-01-01T00:00:00Z"), "session.updated_at is out of range"),
+    (lambda d: d["messages"][5].update(completed_at="9999-12-31T23:59:59Z"), "messages[5].completed_at is out of range"),
+    (lambda d: d["messages"][1]["run"].update(agent_id="../x"), "not a valid agent id"),
+]
+
+
+@pytest.mark.parametrize("change, fragment", BEYOND_THE_APP)
+def test_an_import_beyond_the_apps_own_limits_is_refused(app, alice, exported, change, fragment):
+    _, document = exported
+    app.config["SESSIONS_IMPORT_MAX_BYTES"] = 8 * 1024 * 1024
+    response = alice.post("/api/chat/sessions/import", json=broken(document, change))
+    assert response.status_code == 422 and fragment in response.json["message"], response.json
+    assert count(app, ConversationSession) == 1
+
+
+def test_an_import_at_the_apps_own_limits_is_accepted(app, alice, exported):
+    _, document = exported
+    document["messages"][0]["content"] = "x" * app.config["MAX_MESSAGE_CHARS"]
+    document["messages"][1]["content"] = "y" * app.config["MAX_REPLY_CHARS"]
+    app.config["SESSIONS_IMPORT_MAX_BYTES"] = 8 * 1024 * 1024
+    response = alice.post("/api/chat/sessions/import", json=document)
+    assert response.status_code == 201, response.json
+
+
+# ---- issue #10, finding 7: the Markdown export carries no live HTML ---------------------------
+
+HOSTILE_REPLY = (
+    "Here you go:\n\n<img src=x onerror=alert(1)>\n\n<script>alert(2)</script>\n\n"
+    "```\ncode with ``` inside\n```\n\n````\nfour\n````\n\n- item\n  ```\n<iframe src=//evil.example></iframe>\n"
+)
+
+
+def test_the_markdown_export_shows_raw_html_as_text_in_any_viewer(app, alice):
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    session_id = add_session(app, "alice", title="<b onmouseover=alert(3)>Title</b>", model_id="m` <b>x</b> `", messages=[
+        {"role": "user", "content": "<img src=y onerror=alert(4)>"},
+        {"role": "assistant", "content": HOSTILE_REPLY, "status": "error", "error": "<svg onload=alert(5)>"},
+    ])
+    text = export(alice, session_id, "md").text
+    # The most permissive viewer: CommonMark with raw HTML passed through.
+    rendered = MarkdownIt("commonmark", {"html": True}).render(text)
+
+    class Tags(HTMLParser):
+        found: set[str] = set()
+
+        def handle_starttag(self, tag, attrs):
+            self.found.add(tag)
+
+    parser = Tags()
+    parser.feed(rendered)
+    assert not parser.found & {"img", "script", "iframe", "svg", "b"}, parser.found
+    assert "onerror=alert(1)" in rendered and "alert(4)" in rendered  # shown, as text
+    assert HOSTILE_REPLY.rstrip("\n") in text  # the reply itself, unchanged, inside its fence

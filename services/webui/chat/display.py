@@ -15,7 +15,7 @@ from services.gateway.registry import Agent, Model
 
 from ..extensions import db
 from ..fleet import health, registry
-from ..markdown import render_markdown
+from ..rendering import render_message
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, utcnow
 
 RECENT_SESSIONS = 30
@@ -247,7 +247,7 @@ class MessageView:
     def rendered(self) -> "MessageView":
         if self.role != "assistant":
             return self
-        return replace(self, html=render_markdown(self.content))
+        return replace(self, html=render_message(self.id, self.content, final=not self.is_live))
 
 
 def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:

@@ -70,7 +70,7 @@ class Driver:
         self.bus = bus
         self.store = store
         self.flush_every = config["RUN_FLUSH_SECONDS"]
-        self.max_chars = config["RUN_MAX_REPLY_CHARS"]
+        self.max_chars = config["MAX_REPLY_CHARS"]
         self.stale_seconds = config["RUN_STALE_SECONDS"]
 
     def drive(self, run: LiveRun) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..markdown import render_markdown
 from ..ownership import owned_session
+from ..redirects import safe_next
+from ..rendering import render_message
 from . import actions, transfer
 from .api import download, uploaded_bytes
 from .queries import SessionsError, filter_choices, list_sessions, parse_filters
@@ -24,7 +25,7 @@ RESULTS_ID = "sessions-results"
 
 @bp.app_context_processor
 def session_helpers():
-    return {"session_render_text": render_markdown}
+    return {"session_render_text": render_message}
 
 
 @bp.app_template_filter("session_iso")
@@ -70,10 +71,7 @@ def session_duration(value) -> str:
 
 
 def _safe_next(default: str) -> str:
-    target = request.form.get("next") or request.args.get("next") or ""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
+    return safe_next(request.form.get("next") or request.args.get("next"), default)
 
 
 def _is_htmx() -> bool:
@@ -134,7 +132,7 @@ def _answer(session, default_next: str):
             "sessions/_session_actions.html",
             session=session,
             compact=request.form.get("compact") == "1",
-            next_url=request.form.get("next"),
+            next_url=safe_next(request.form.get("next"), None),
         )
     )
     response.headers["HX-Trigger"] = "sessions-changed"

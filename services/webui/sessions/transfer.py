@@ -7,10 +7,11 @@ and leaves nothing behind. Export → import → export gives the same document 
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import insert
@@ -24,6 +25,14 @@ FORMAT = "switchboard.session"
 VERSION = 1
 MAX_IMPORT_MESSAGES = 20_000
 TITLE_MAX = 200
+# An import may hold only what Switchboard itself writes: the kinds of message it makes, token
+# counts and costs no real reply reaches, times between the project's start and tomorrow.
+MESSAGE_TYPES = ("chat",)
+MAX_TOKENS = 10**9
+MAX_COST_USD = 1_000_000.0
+MAX_USAGE_KEYS = 16
+MAX_USAGE_TEXT = 64
+EARLIEST = datetime(2000, 1, 1)
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -107,15 +116,44 @@ def _cost(value: float | None, estimated: bool = False) -> str:
     return ("≈ " if estimated else "") + f"${value:,.6f}".rstrip("0").rstrip(".")
 
 
+_BACKTICK_RUN = re.compile(r"`+")
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """`text` as a fenced code block: shown verbatim, never as HTML, by any markdown viewer.
+
+    Message bodies are fenced rather than escaped: agent output may hold raw HTML, and telling
+    reliably where markdown would treat it as HTML (code spans, unclosed fences inside lists...)
+    takes a full CommonMark parse, while a fence longer than any backtick run in the text can
+    never be closed from inside it.
+    """
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{info}", text, fence]
+
+
+def _inline(value: str) -> str:
+    """A title, name or error on one markdown line: its HTML shown as text."""
+    return html.escape(" ".join(str(value).split()), quote=False)
+
+
+def _code(value: str) -> str:
+    """An id as an inline code span whose delimiters no backtick inside it can match."""
+    value = " ".join(str(value).split())
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(value)), default=0)
+    ticks = "`" * (longest + 1)
+    return f"{ticks} {value} {ticks}" if longest else f"`{value}`"
+
+
 def export_markdown(session: ConversationSession) -> str:
     review = build_review(session)
     totals = review.totals
     lines = [
-        f"# {session.title}",
+        f"# {_inline(session.title)}",
         "",
-        f"- Agent: {session.agent_name} (`{session.agent_id}`)",
-        f"- Model: `{session.model_id}`",
-        f"- Owner: {review.owner}",
+        f"- Agent: {_inline(session.agent_name)} ({_code(session.agent_id)})",
+        f"- Model: {_code(session.model_id)}",
+        f"- Owner: {_inline(review.owner)}",
         f"- Created: {_when(session.created_at)}",
         f"- Last activity: {_when(session.updated_at)}",
         f"- State: {'archived ' + _when(session.archived_at) if session.archived_at else 'active'}",
@@ -129,9 +167,12 @@ def export_markdown(session: ConversationSession) -> str:
         message = view.message
         heading = message.role.capitalize()
         if message.role == "assistant" and message.agent_id:
-            heading += f" ({message.agent_id})"
+            heading += f" ({_inline(message.agent_id)})"
         lines += ["---", "", f"## {heading} · {_when(message.created_at)} · {message.status}", ""]
-        lines += [message.content or "_(no text)_", ""]
+        if message.content:
+            lines += [*_fenced(message.content, "markdown" if message.role == "assistant" else "text"), ""]
+        else:
+            lines += ["_(no text)_", ""]
         details = []
         if view.usage:
             details.append(
@@ -147,7 +188,7 @@ def export_markdown(session: ConversationSession) -> str:
         elif message.error:
             details.append(f"error: {message.error}")
         if details:
-            lines += ["_" + " · ".join(details).replace("_", r"\_") + "_", ""]
+            lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
     return "\n".join(lines)
 
 
@@ -182,6 +223,8 @@ def _timestamp(value, where: str, required: bool = True) -> datetime | None:
         _refuse(422, f"{where} is not a valid timestamp: {value[:40]!r}.")
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    if not EARLIEST <= parsed <= utcnow() + timedelta(days=1):
+        _refuse(422, f"{where} is out of range: {value[:40]!r} is not a time this export can come from.")
     return parsed
 
 
@@ -202,18 +245,31 @@ def _usage(value, where: str) -> dict | None:
         return None
     if not isinstance(value, dict):
         _refuse(422, f"{where} must be an object or null.")
+    if len(value) > MAX_USAGE_KEYS:
+        _refuse(422, f"{where} has {len(value)} entries; at most {MAX_USAGE_KEYS} are allowed.")
     for key in TOKEN_KEYS:
         if key in value and value[key] is not None and (
             not isinstance(value[key], int) or isinstance(value[key], bool) or value[key] < 0
         ):
             _refuse(422, f"{where}.{key} must be a whole number of tokens.")
+        if isinstance(value.get(key), int) and value[key] > MAX_TOKENS:
+            _refuse(422, f"{where}.{key} is {value[key]:,}; no reply uses more than {MAX_TOKENS:,} tokens.")
     cost = value.get("cost_usd")
     if cost is not None and (
         not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
     ):
         _refuse(422, f"{where}.cost_usd must be a non-negative number.")
+    if cost is not None and cost > MAX_COST_USD:
+        _refuse(422, f"{where}.cost_usd is above ${MAX_COST_USD:,.0f}, more than any reply costs.")
     for key, item in value.items():
-        if not isinstance(key, str) or len(key) > 64 or isinstance(item, (dict, list)):
+        short = (
+            item is None
+            or isinstance(item, bool)
+            or (isinstance(item, int) and abs(item) <= MAX_TOKENS)
+            or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_COST_USD)
+            or (isinstance(item, str) and len(item) <= MAX_USAGE_TEXT)
+        )
+        if not isinstance(key, str) or len(key) > 64 or not short:
             _refuse(422, f"{where} may hold only named numbers and short values.")
     return value
 
@@ -222,6 +278,11 @@ def parse_import(raw: bytes | str) -> dict:
     """Validate an export file completely; returns the plan for `import_document`."""
     size = len(raw.encode() if isinstance(raw, str) else raw)
     limit = import_limit()
+    content_limits = {
+        "user": current_app.config["MAX_MESSAGE_CHARS"],
+        "assistant": current_app.config["MAX_REPLY_CHARS"],
+        "system": current_app.config["MAX_REPLY_CHARS"],
+    }
     if size > limit:
         _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
     if size == 0:
@@ -285,11 +346,16 @@ def parse_import(raw: bytes | str) -> dict:
         previous = created
         error = _text(item.get("error"), f"{where}.error", 10_000, required=False, allow_empty=True)
         message_agent = _text(item.get("agent_id"), f"{where}.agent_id", 64, required=False)
+        if message_agent is not None and not _AGENT_ID.match(message_agent):
+            _refuse(422, f"{where}.agent_id {message_agent[:40]!r} is not a valid agent id.")
+        message_type = item.get("message_type", "chat")
+        if message_type not in MESSAGE_TYPES:
+            _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
         message = {
             "role": role,
-            "message_type": _text(item.get("message_type", "chat"), f"{where}.message_type", 32),
+            "message_type": message_type,
             "agent_id": message_agent,
-            "content": _text(item.get("content"), f"{where}.content", limit, allow_empty=True),
+            "content": _text(item.get("content"), f"{where}.content", content_limits[role], allow_empty=True),
             "status": status,
             "usage": _usage(item.get("usage"), f"{where}.usage"),
             "error": error,
@@ -312,8 +378,11 @@ def parse_import(raw: bytes | str) -> dict:
             ended = _timestamp(run.get("ended_at"), f"{where}.run.ended_at", required=False)
             if ended is not None and ended < run_created:
                 _refuse(422, f"{where}.run.ended_at is earlier than its created_at.")
+            run_agent = _text(run.get("agent_id"), f"{where}.run.agent_id", 64)
+            if not _AGENT_ID.match(run_agent):
+                _refuse(422, f"{where}.run.agent_id {run_agent[:40]!r} is not a valid agent id.")
             message["run"] = {
-                "agent_id": _text(run.get("agent_id"), f"{where}.run.agent_id", 64),
+                "agent_id": run_agent,
                 "model_id": _text(run.get("model_id"), f"{where}.run.model_id", 128),
                 "created_at": run_created,
                 "ended_at": ended or message["completed_at"] or created,
