@@ -1,7 +1,7 @@
 """Login sessions that can be ended: one row per login, its id the hash of the cookie's token.
 
 Revision ID: 0005
-Revises: 0004 (the integrator re-parents it onto 0004)
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op

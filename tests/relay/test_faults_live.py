@@ -119,7 +119,7 @@ def test_sends_get_503_and_streams_keep_flowing_while_another_process_holds_the_
     other.headers.update(api.headers)
     refused = other.post(f"{default_stack.base_url}/api/chat/message",
                          json={"agent_id": "architect", "content": "Sent while locked"}, timeout=30)
-    health = requests.get(f"{default_stack.base_url}/healthz", timeout=10)
+    health = other.get(f"{default_stack.base_url}/healthz", timeout=10)  # details for a logged-in user
     holder_still_locked = holder.poll() is None
     reader.join(30)
     holder.wait(10)
