@@ -274,10 +274,66 @@ def render_markdown(
         tokens = _md.parse(text, env)
     except (RenderBudgetExceeded, RecursionError):
         return render_plain(text)
+    return _render_tokens(tokens, env, budget)
+
+
+def _render_tokens(tokens, env: dict, budget: _Budget) -> Markup:
     _alignment_to_classes(tokens)
     options = OptionsDict({**_md.options, "highlight": functools.partial(_highlight, budget=budget)})
     rendered = _md.renderer.render(tokens, options, env)
     return Markup(_add_code_chrome(_cleaner.clean(rendered), _code_languages(tokens)))
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class GrowingText:
+    """A reply still being written, parsed once and split at its last top-level block.
+
+    In markdown only the last top-level block can still change as text is appended, so a stream
+    renders everything before it once (`finished` characters, `finished_html()`) and re-renders
+    only the open tail (`tail_html()`). The cut is at the start of the last block's first line
+    (markdown-it's block `map`), counting line breaks as markdown-it does (CRLF, CR, LF). Past
+    the budget, or the length limit, nothing counts as finished and the tail is plain text.
+    """
+
+    def __init__(self, text: str, budget_seconds: float = RENDER_BUDGET_SECONDS, max_chars: int = MAX_RENDER_CHARS):
+        self.text = text
+        self.finished = 0
+        self._tokens, self._split, self._plain = [], 0, False
+        if not text:
+            return
+        if len(text) > max_chars:
+            self._plain = True
+            return
+        self._budget = _Budget(budget_seconds)
+        self._env: dict = {_BUDGET_KEY: self._budget}
+        try:
+            self._tokens = _md.parse(text, self._env)
+        except (RenderBudgetExceeded, RecursionError):
+            self._plain = True
+            return
+        starts = [i for i, token in enumerate(self._tokens)
+                  if token.level == 0 and token.nesting >= 0 and token.map is not None]
+        if len(starts) < 2 or self._tokens[starts[-1]].map[0] == 0:
+            return
+        line = self._tokens[starts[-1]].map[0]
+        for index, match in enumerate(_LINE_BREAK.finditer(text), start=1):
+            if index == line:
+                self.finished, self._split = match.end(), starts[-1]
+                return
+
+    def finished_html(self) -> Markup:
+        if not self._split:
+            return Markup("")
+        return _render_tokens(self._tokens[: self._split], self._env, self._budget)
+
+    def tail_html(self) -> Markup:
+        if self._plain:
+            return render_plain(self.text)
+        if not self._tokens:
+            return Markup("")
+        return _render_tokens(self._tokens[self._split:], self._env, self._budget)
 
 
 def pygments_css() -> str:
@@ -308,29 +364,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv))
-
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def finished_prefix(text: str) -> int:
-    """How many characters of a growing markdown text are finished top-level blocks.
-
-    In markdown only the last top-level block can still change as text is appended, so a
-    stream renders everything before it once and re-renders only the last block. The cut is
-    at the start of the last block's first line (markdown-it's block `map`), counting line
-    breaks as markdown-it does (CRLF, CR and LF each end a line).
-    """
-    starts = [
-        token.map[0] for token in _md.parse(text, {})
-        if token.level == 0 and token.nesting >= 0 and token.map is not None
-    ]
-    if len(starts) < 2:
-        return 0
-    line = starts[-1]
-    if line == 0:
-        return 0
-    for index, match in enumerate(_LINE_BREAK.finditer(text), start=1):
-        if index == line:
-            return match.end()
-    return 0

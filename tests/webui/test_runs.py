@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.webui.markdown import finished_prefix, render_markdown
+from services.webui.markdown import GrowingText, render_markdown
 from services.webui.runs.bus import ENDED_GRACE_SECONDS, MemoryBus
 from services.webui.runs.events import ReplyState, StreamEvent
 from services.webui.runs.store import Flush, RunStore
@@ -97,11 +97,10 @@ def test_the_store_coalesces_pending_states_and_retries_failures(tmp_path, monke
 def test_streaming_blocks_rendered_one_by_one_add_up_to_the_whole_render(text):
     html, committed = "", 0
     for end in range(1, len(text) + 1):  # the text grows one character at a time
-        rest = text[committed:end]
-        cut = finished_prefix(rest)
-        if cut:
-            html += render_markdown(rest[:cut])
-            committed += cut
-    html += render_markdown(text[committed:])
+        rest = GrowingText(text[committed:end])
+        if rest.finished:
+            html += rest.finished_html()
+            committed += rest.finished
+    html += GrowingText(text[committed:]).tail_html()
     assert committed > 0
     assert html == render_markdown(text)

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from services.gateway.sse import format_comment, format_sse
 
 from ..extensions import db
-from ..markdown import finished_prefix, render_markdown
+from ..markdown import GrowingText
 from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
@@ -40,21 +40,22 @@ TAIL_GROWTH = 1.10
 class IncrementalReply:
     """What the page holds of a streaming reply: `committed` characters sent as finished blocks."""
 
+    budget_seconds: float
+    max_chars: int
     committed: int = 0
     tail_sent: int = 0  # length of the tail text the page shows
     status_sent: str = ""
 
-    def split(self, text: str) -> tuple[str, str]:
-        """(newly finished blocks, the open tail) of `text`, advancing what counts as sent."""
-        rest = text[self.committed:]
-        cut = finished_prefix(rest)
-        self.committed += cut
-        return rest[:cut], rest[cut:]
+    def split(self, text: str) -> GrowingText:
+        """The text not yet committed, parsed once; what it finishes counts as sent from now."""
+        rest = GrowingText(text[self.committed:], self.budget_seconds, self.max_chars)
+        self.committed += rest.finished
+        return rest
 
-    def tail_due(self, tail: str) -> bool:
-        if len(tail) <= LONG_TAIL_CHARS:
-            return len(tail) != self.tail_sent or not tail
-        return len(tail) >= self.tail_sent * TAIL_GROWTH
+    def tail_due(self, tail_chars: int) -> bool:
+        if tail_chars <= LONG_TAIL_CHARS:
+            return tail_chars != self.tail_sent or not tail_chars
+        return tail_chars >= self.tail_sent * TAIL_GROWTH
 
 
 def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_window: int):
@@ -65,6 +66,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
     """
     app = current_app._get_current_object()
     heartbeat = app.config["HEARTBEAT_SECONDS"]
+    budget_seconds, max_chars = app.config["MARKDOWN_BUDGET_MS"] / 1000, app.config["MARKDOWN_MAX_CHARS"]
     manager = run_manager(app)
     db.session.remove()  # no database connection is held by the long-lived part
 
@@ -74,26 +76,27 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
     def whole(state: ReplyState, page: IncrementalReply) -> str:
         """The reply as blocks + tail (live), replacing whatever the page shows."""
         page.committed = 0
-        blocks, tail = page.split(state.text)
-        page.tail_sent, page.status_sent = len(tail), state.status
+        parsed = page.split(state.text)
+        page.tail_sent, page.status_sent = len(parsed.text) - parsed.finished, state.status
         html = render_template(
-            "partials/message.html", m=view_of(state, render_markdown(blocks)), tail=render_markdown(tail), oob=True,
+            "partials/message.html", m=view_of(state, parsed.finished_html()), tail=parsed.tail_html(), oob=True,
         )
         return format_sse(html, id=str(state.seq))
 
     def delta(state: ReplyState, page: IncrementalReply) -> str | None:
-        blocks, tail = page.split(state.text)
-        send_tail = bool(blocks) or page.tail_due(tail)
+        parsed = page.split(state.text)
+        tail_chars = len(parsed.text) - parsed.finished
+        send_tail = bool(parsed.finished) or page.tail_due(tail_chars)
         status_changed = state.status != page.status_sent
-        if not blocks and not send_tail and not status_changed:
+        if not parsed.finished and not send_tail and not status_changed:
             return None
         if send_tail:
-            page.tail_sent = len(tail)
+            page.tail_sent = tail_chars
         page.status_sent = state.status
         html = render_template(
             "partials/reply_delta.html", m=view_of(state, None),
-            blocks=render_markdown(blocks) if blocks else None,
-            tail=render_markdown(tail) if send_tail else None,
+            blocks=parsed.finished_html() if parsed.finished else None,
+            tail=parsed.tail_html() if send_tail else None,
             status_changed=status_changed,
         )
         return format_sse(html, id=str(state.seq))
@@ -128,7 +131,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
                     last_output = now
                 continue
             if page is None:
-                page = IncrementalReply()
+                page = IncrementalReply(budget_seconds, max_chars)
                 chunk = whole(state, page)
             else:
                 chunk = delta(state, page)
