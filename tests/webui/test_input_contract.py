@@ -1,0 +1,244 @@
+"""Issue #10: nothing a logged-in user sends can cause a 500.
+
+Regression tests for the review's findings, each against the one input layer (services/webui/errors.py)
+rather than against one route: deep JSON, lone surrogates and NUL bytes, dates beyond the calendar,
+numbers beyond any real usage, and a malformed HX-Current-URL.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from services.webui.extensions import db
+from services.webui.models import ConversationSession, Message
+
+from .test_sessions import add_session, conversation, count
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+DEEP = 100_000
+
+
+def deep_json(depth: int = DEEP) -> str:
+    return "[" * depth + "]" * depth
+
+
+def document_for(client, session_id: str) -> dict:
+    response = client.get(f"/api/chat/sessions/{session_id}/export")
+    assert response.status_code == 200, response.text
+    return response.json
+
+
+def api_write_routes(app, session_id: str):
+    """Every write route under /api/, with a real session of the caller in its URL."""
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        for method in sorted(rule.methods & WRITE_METHODS):
+            values = {arg: session_id for arg in rule.arguments}
+            yield method, rule.build(values, append_unknown=False)[1]
+
+
+# ---- JSON depth ---------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_400_on_every_api_write_route(app, alice):
+    session_id = add_session(app, "alice", messages=conversation())
+    checked = 0
+    for method, url in api_write_routes(app, session_id):
+        response = alice.open(url, method=method, data=deep_json(), content_type="application/json",
+                              headers={"X-CSRFToken": alice.csrf})
+        assert response.status_code == 400, f"{method} {url} -> {response.status_code}"
+        assert "nested" in response.json["message"], response.json
+        checked += 1
+    assert checked >= 6
+    assert count(app, ConversationSession) == 1
+
+
+def test_json_deeper_than_the_limit_but_parseable_is_400(alice):
+    body = {"agent_id": "architect", "content": "hi", "extra": json.loads(deep_json(100))}
+    response = alice.post("/api/chat/message", json=body)
+    assert response.status_code == 400 and "nested" in response.json["message"]
+
+
+def test_a_deeply_nested_import_file_is_refused(app, alice):
+    upload = alice.post(
+        "/api/chat/sessions/import",
+        data={"file": (io.BytesIO(deep_json().encode()), "deep.json")},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 400 and "nested" in upload.json["message"]
+    page = alice.post(
+        "/sessions/import",
+        data={"file": (io.BytesIO(deep_json().encode()), "deep.json")},
+        content_type="multipart/form-data",
+    )
+    assert page.status_code == 400 and "nested" in page.text and "<form" in page.text
+    assert count(app, ConversationSession) == 0
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ('{"content": NaN}', "not valid JSON"),
+    ('{"content": 1e400}', "too large"),
+    ('{"content": ' + "9" * 400 + "}", "too large"),
+    ('{"content": ' + "9" * 5000 + "}", "too large"),
+])
+def test_json_numbers_json_cannot_carry_are_400(alice, raw, fragment):
+    response = alice.post("/api/chat/message", data=raw, content_type="application/json")
+    assert response.status_code == 400 and fragment in response.json["message"], response.json
+
+
+# ---- lone surrogates and NUL bytes --------------------------------------------------------------
+
+
+LONE_SURROGATE = '"hello \\ud800 world"'  # as JSON text: json.loads turns it into a lone surrogate
+
+
+def test_a_lone_surrogate_in_a_message_is_400(app, alice):
+    raw = '{"agent_id": "architect", "content": ' + LONE_SURROGATE + "}"
+    response = alice.post("/api/chat/message", data=raw, content_type="application/json")
+    assert response.status_code == 400 and "surrogate" in response.json["message"]
+    assert count(app, ConversationSession) == 0
+
+
+def test_a_paired_surrogate_is_ordinary_text(app, alice):
+    session_id = add_session(app, "alice")
+    raw = '{"title": "smile \\ud83d\\ude00"}'
+    response = alice.patch(f"/api/chat/sessions/{session_id}", data=raw, content_type="application/json")
+    assert response.status_code == 200 and response.json["title"] == "smile \U0001F600"
+
+
+def test_a_lone_surrogate_in_a_title_is_400(app, alice):
+    session_id = add_session(app, "alice", title="Before")
+    raw = '{"title": ' + LONE_SURROGATE + "}"
+    response = alice.patch(f"/api/chat/sessions/{session_id}", data=raw, content_type="application/json")
+    assert response.status_code == 400 and "surrogate" in response.json["message"]
+    assert alice.get(f"/api/chat/sessions/{session_id}").json["session"]["title"] == "Before"
+
+
+def test_a_lone_surrogate_in_a_json_key_is_400(alice):
+    raw = '{"agent_id": "architect", "content": "hi", ' + LONE_SURROGATE + ": 1}"
+    response = alice.post("/api/chat/message", data=raw, content_type="application/json")
+    assert response.status_code == 400 and "surrogate" in response.json["message"]
+
+
+def test_a_lone_surrogate_in_an_import_is_refused(app, alice):
+    session_id = add_session(app, "alice", messages=conversation())
+    document = document_for(alice, session_id)
+    raw = json.dumps(document).replace('"How do I migrate', '"\\udc80 How do I migrate')
+    assert "\\udc80" in raw
+    response = alice.post("/api/chat/sessions/import", data=raw, content_type="application/json")
+    assert response.status_code == 400 and "surrogate" in response.json["message"]
+    assert count(app, ConversationSession) == 1
+
+
+@pytest.mark.parametrize("send", [
+    lambda c, sid: c.post("/api/chat/message", json={"agent_id": "architect", "content": "a\x00b"}),
+    lambda c, sid: c.patch(f"/api/chat/sessions/{sid}", json={"title": "a\x00b"}),
+    lambda c, sid: c.post(f"/sessions/{sid}/rename", data={"title": "a\x00b"}),
+    lambda c, sid: c.post("/chat/send", data={"agent_id": "architect", "content": "a\x00b"}),
+    lambda c, sid: c.get("/api/chat/sessions", query_string={"q": "a\x00b"}),
+    lambda c, sid: c.get("/sessions", query_string={"q": "a\x00b"}),
+    lambda c, sid: c.get("/api/models", query_string={"agent_id": "a\x00b"}),
+    lambda c, sid: c.get("/api/chat/sessions/abc%00def"),
+], ids=["api-message", "api-title", "form-title", "form-message", "api-query", "page-query",
+        "models-query", "path"])
+def test_a_nul_byte_anywhere_in_the_input_is_400(app, alice, send):
+    session_id = add_session(app, "alice", title="Before")
+    response = send(alice, session_id)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.text
+    assert alice.get(f"/api/chat/sessions/{session_id}").json["session"]["title"] == "Before"
+    assert count(app, Message) == 0
+
+
+# ---- dates beyond the calendar -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    {"from": "0001-01-01T00:00:00+05:00"},
+    {"to": "0001-01-01"},
+    {"from": "9999-12-31T23:00:00-05:00"},
+    {"from": "1969-12-31"},
+])
+def test_dates_beyond_the_calendar_are_400_on_the_api_and_the_page(alice, params):
+    response = alice.get("/api/chat/sessions", query_string=params)
+    assert response.status_code == 400 and "1970" in response.json["message"], response.json
+    page = alice.get("/sessions", query_string=params)
+    assert page.status_code == 400 and "1970" in page.text
+
+
+def test_the_last_day_of_the_calendar_is_a_valid_end(app, alice):
+    add_session(app, "alice", title="Kept")
+    for params in ({"to": "9999-12-31"}, {"to": "9999-12-31", "from": "1970-01-01"}):
+        response = alice.get("/api/chat/sessions", query_string=params)
+        assert response.status_code == 200, response.text
+        assert [s["title"] for s in response.json["sessions"]] == ["Kept"]
+        assert alice.get("/sessions", query_string=params).status_code == 200
+
+
+@pytest.mark.parametrize("stamp", [
+    "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:59:59-05:00",
+    "1969-07-20T20:17:00Z",
+])
+def test_an_import_with_timestamps_beyond_the_calendar_is_refused(app, alice, stamp):
+    session_id = add_session(app, "alice", messages=conversation())
+    document = document_for(alice, session_id)
+    document["session"]["created_at"] = stamp
+    response = alice.post("/api/chat/sessions/import", json=document)
+    assert response.status_code == 422 and "1970" in response.json["message"], response.json
+    assert count(app, ConversationSession) == 1
+
+
+# ---- usage numbers ------------------------------------------------------------------------------
+
+
+def test_an_import_with_absurd_usage_numbers_is_refused(app, alice):
+    session_id = add_session(app, "alice", messages=conversation())
+    document = document_for(alice, session_id)
+    document.pop("totals")
+    document["messages"][1]["usage"]["prompt_tokens"] = 2**60
+    response = alice.post("/api/chat/sessions/import", json=document)
+    assert response.status_code == 422 and "prompt_tokens" in response.json["message"], response.json
+    raw = json.dumps(document).replace(str(2**60), "1" + "0" * 400)
+    response = alice.post("/api/chat/sessions/import", data=raw, content_type="application/json")
+    assert response.status_code == 400 and "too large" in response.json["message"]
+    assert count(app, ConversationSession) == 1
+
+
+def test_stored_usage_numbers_that_are_not_sane_do_not_break_any_page(app, alice):
+    """Rows written before the bounds existed (or by a misbehaving agent) still render."""
+    session_id = add_session(app, "alice", messages=conversation())
+    with app.app_context():
+        reply = db.session.query(Message).filter_by(session_id=session_id, role="assistant").one()
+        reply.usage_json = json.dumps({"prompt_tokens": 10**400, "completion_tokens": 3, "total_tokens": 10**400,
+                                       "cost_usd": 1e308 * 10})
+        db.session.commit()
+    for url in (f"/chat/{session_id}", f"/sessions/{session_id}", f"/api/chat/sessions/{session_id}",
+                f"/api/chat/sessions/{session_id}/export?format=json",
+                f"/api/chat/sessions/{session_id}/export?format=md", f"/sessions/{session_id}/delete"):
+        response = alice.get(url)
+        assert response.status_code == 200, f"{url} -> {response.status_code}"
+    detail = alice.get(f"/api/chat/sessions/{session_id}").json
+    assert detail["totals"]["completion_tokens"] == 3 and detail["totals"]["prompt_tokens"] == 0
+
+
+# ---- a logged-out htmx request ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("current", ["http://[::1", "http://[", "//[x]/y", "\x00"])
+def test_a_malformed_hx_current_url_is_a_plain_401(client, caplog, current):
+    caplog.set_level(logging.INFO)
+    response = client.get("/chat/gauge", headers={"HX-Request": "true", "HX-Current-URL": current})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/login")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_well_formed_hx_current_url_still_comes_back_after_login(client):
+    response = client.get("/chat/gauge", headers={"HX-Request": "true",
+                                                  "HX-Current-URL": "http://localhost/sessions?q=x"})
+    assert response.status_code == 401 and "next=/sessions?q%3Dx" in response.headers["HX-Redirect"]
