@@ -39,6 +39,9 @@ def create_app(config: dict | None = None) -> Flask:
     from .security import init_security
 
     init_security(app)
+    from .errors import init_inputs
+
+    init_inputs(app)
     app.before_request(assign_request_id)
     app.after_request(echo_request_id)
 

@@ -8,15 +8,18 @@ and leaves nothing behind. Export → import → export gives the same document 
 from __future__ import annotations
 
 import json
-import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import insert
 
+from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
-from ..models import LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, ConversationSession, Message, Run, new_id, utcnow
+from ..models import (
+    LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, USAGE_MAX_COST_USD, USAGE_MAX_TOKENS, ConversationSession, Message,
+    Run, new_id, utcnow,
+)
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
 
@@ -176,13 +179,7 @@ def _timestamp(value, where: str, required: bool = True) -> datetime | None:
         return None
     if not isinstance(value, str):
         _refuse(422, f"{where} must be a timestamp like 2026-01-31T12:00:00Z.")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        _refuse(422, f"{where} is not a valid timestamp: {value[:40]!r}.")
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
+    return parse_datetime(value, where, status=422)
 
 
 def _text(value, where: str, limit: int, *, required: bool = True, allow_empty: bool = False) -> str | None:
@@ -203,15 +200,13 @@ def _usage(value, where: str) -> dict | None:
     if not isinstance(value, dict):
         _refuse(422, f"{where} must be an object or null.")
     for key in TOKEN_KEYS:
-        if key in value and value[key] is not None and (
-            not isinstance(value[key], int) or isinstance(value[key], bool) or value[key] < 0
+        if key in value and value[key] is not None and not bounded_number(
+            value[key], integer=True, maximum=USAGE_MAX_TOKENS
         ):
-            _refuse(422, f"{where}.{key} must be a whole number of tokens.")
+            _refuse(422, f"{where}.{key} must be a whole number of tokens from 0 to {USAGE_MAX_TOKENS:,}.")
     cost = value.get("cost_usd")
-    if cost is not None and (
-        not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
-    ):
-        _refuse(422, f"{where}.cost_usd must be a non-negative number.")
+    if cost is not None and not bounded_number(cost, integer=False, maximum=USAGE_MAX_COST_USD):
+        _refuse(422, f"{where}.cost_usd must be a non-negative number up to {USAGE_MAX_COST_USD:,}.")
     for key, item in value.items():
         if not isinstance(key, str) or len(key) > 64 or isinstance(item, (dict, list)):
             _refuse(422, f"{where} may hold only named numbers and short values.")
@@ -226,10 +221,7 @@ def parse_import(raw: bytes | str) -> dict:
         _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
     if size == 0:
         _refuse(400, "The file is empty. Choose a JSON file exported from Switchboard.")
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        _refuse(400, "The file is not JSON. Choose a JSON file exported from Switchboard.")
+    document = parse_json(raw, "The file", invalid="The file is not JSON. Choose a JSON file exported from Switchboard.")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         _refuse(400, "This file is not a Switchboard session export (its format is not switchboard.session).")
     if document.get("version") != VERSION:
