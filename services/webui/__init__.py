@@ -51,13 +51,14 @@ def create_app(config: dict | None = None) -> Flask:
 
     init_fleet(app)
 
-    from . import auth, health
+    from . import auth, health, openapi
     from .chat import api as chat_api
     from .chat import pages as chat_pages
     from .errors import register_error_handlers
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(chat_pages.bp)
     app.register_blueprint(chat_api.bp)
     from .sessions import init_sessions
