@@ -81,7 +81,12 @@ STREAM = {
     "description": "Server-Sent Events: `token`, `status_update`, `usage` (once) and `done` (always last), "
                    "each with `id:` (send it back as Last-Event-ID to resume) and JSON `data:`; "
                    "`:keep-alive` comments in between. Ends after `done`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    # The schema of one event, as Schemathesis validates each event of a stream.
+    "content": {"text/event-stream": {"schema": obj({
+        "event": {"enum": ["token", "status_update", "usage", "done"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    })}},
 }
 
 
@@ -166,7 +171,7 @@ def schemas() -> dict:
                 "description": "Same as the Idempotency-Key header: a retry with the same key answers "
                                "with the first send's result instead of sending again.",
             },
-        }, required=["agent_id", "content"]),
+        }, required=["agent_id", "content"], examples=[{"agent_id": "architect", "content": "Plan the migration."}]),
         "MessageAccepted": obj({
             "session_id": {"type": "string"},
             "message_id": {"type": "string", "description": "The reply being written."},
@@ -252,6 +257,7 @@ def schemas() -> dict:
 
 def paths() -> dict:
     sid = [session_id_parameter()]
+    when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
     return {
         "/healthz": {"get": {
             "summary": "Is the database reachable, is the registry loaded, which agents are up (public).",
@@ -315,8 +321,8 @@ def paths() -> dict:
                 query("model_id", "Only sessions with this model."),
                 query("status", "Status of the latest reply.", {"enum": list(MESSAGE_STATUSES)}),
                 query("archived", "true, false or all (default all)."),
-                query("from", "On or after this date or date-time (1970..9999)."),
-                query("to", "Before this date-time, or up to the end of this date (1970..9999)."),
+                query("from", "On or after this date or date-time (1970..9999).", when),
+                query("to", "Before this date-time, or up to the end of this date (1970..9999).", when),
                 query("sort", "updated (default) or created.", {"enum": ["updated", "created"]}),
                 query("user", "Admins only: a username, or all."),
                 query("limit", "1..100, default 25.", {"type": "integer", "minimum": 1, "maximum": 100}),
