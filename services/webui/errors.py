@@ -178,6 +178,17 @@ def parse_datetime(raw: str, where: str, *, status: int = 400, invalid: str | No
     return value
 
 
+def parse_int(raw: str, where: str, minimum: int, maximum: int, *, status: int = 400) -> int:
+    """A whole number written in ASCII digits within minimum..maximum, or a RequestError.
+
+    Not str.isdigit() + int(): "²" is a digit to the first and not a number to the second, and
+    int() refuses more than 4,300 digits with a ValueError.
+    """
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw.strip()) or not minimum <= int(raw) <= maximum:
+        raise RequestError(status, f"{where} must be a whole number from {minimum:,} to {maximum:,}.")
+    return int(raw)
+
+
 def bounded_number(value, *, integer: bool, maximum: float = MAX_SAFE_INTEGER) -> bool:
     """True for a finite, non-negative number (an int when `integer`) up to `maximum`; not a bool."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):

@@ -14,7 +14,7 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, tuple_
 
-from ..errors import LATEST, RequestError, parse_datetime
+from ..errors import LATEST, RequestError, parse_datetime, parse_int
 from ..extensions import db
 from ..models import MESSAGE_STATUSES, ConversationSession, Message, User
 from . import search
@@ -142,9 +142,7 @@ def parse_filters(args, user) -> ListFilters:
         raise bad_request(f"sort must be updated or created, not {sort[:40]!r}.")
     limit_raw = (args.get("limit") or "").strip()
     if limit_raw:
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
-            raise bad_request(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-        limit = int(limit_raw)
+        limit = parse_int(limit_raw, "limit", 1, MAX_LIMIT)
     else:
         limit = DEFAULT_LIMIT
     date_from = _parse_date(args, "from", end=False)
