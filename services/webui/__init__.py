@@ -39,11 +39,11 @@ def create_app(config: dict | None = None) -> Flask:
     from .security import init_security
 
     init_security(app)
-    from .errors import init_inputs
-
-    init_inputs(app)
     app.before_request(assign_request_id)
     app.after_request(echo_request_id)
+    from .errors import init_inputs
+
+    init_inputs(app)  # after the login check and the request id: a refusal carries the id
 
     database.check_database(app)
 

@@ -297,3 +297,10 @@ def test_a_limit_that_is_not_a_small_ascii_number_is_400(alice, limit):
     response = alice.get("/api/chat/sessions", query_string={"limit": limit})
     assert response.status_code == 400 and "limit must be a whole number" in response.json["message"]
     assert alice.get("/sessions", query_string={"limit": limit}).status_code == 400
+
+
+def test_a_refusal_is_logged_in_and_carries_the_request_id(client, alice):
+    refused = alice.get("/api/chat/sessions", query_string={"q": "\x00"}, headers={"X-Request-ID": "abc123def456"})
+    assert refused.status_code == 400 and refused.headers["X-Request-ID"] == "abc123def456"
+    logged_out = client.get("/api/chat/sessions", query_string={"q": "\x00"})
+    assert logged_out.status_code == 401  # the login check comes first: nothing is said about the input
