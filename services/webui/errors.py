@@ -13,7 +13,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-from flask import g, jsonify, render_template, request
+from flask import Request, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -69,6 +69,27 @@ def clean_text(value: str, where: str) -> str:
         return value
     what = "a NUL character" if found.group() == "\x00" else "an unpaired surrogate (\\ud800–\\udfff)"
     raise RequestError(400, f"{where} contains {what}, which cannot be stored. Remove it and send again.")
+
+
+class InputRequest(Request):
+    """Flask's request, refusing a multipart part without a name.
+
+    Werkzeug keeps such a part under the key None, which breaks whatever walks the form's keys
+    first (Flask-WTF's CSRF check, before any view: a 500).
+    """
+
+    def _load_form_data(self) -> None:
+        loaded = "form" in self.__dict__
+        super()._load_form_data()
+        if loaded:
+            return
+        nameless = [name for name in ("form", "files") if None in self.__dict__[name]]
+        for name in nameless:  # later readers (error pages) get the form without the part
+            self.__dict__[name] = type(self.__dict__[name])(
+                (key, value) for key, value in self.__dict__[name].items(multi=True) if key is not None
+            )
+        if nameless:
+            raise RequestError(400, "A part of the form has no name. Send each field as form-data; name=\"…\".")
 
 
 def check_request() -> None:
@@ -228,6 +249,7 @@ def _code_name(status: int) -> str:
 
 def init_inputs(app) -> None:
     """Registered after the login check, so that a logged-out request is told to log in first."""
+    app.request_class = InputRequest
     app.before_request(check_request)
 
 

@@ -304,3 +304,12 @@ def test_a_refusal_is_logged_in_and_carries_the_request_id(client, alice):
     assert refused.status_code == 400 and refused.headers["X-Request-ID"] == "abc123def456"
     logged_out = client.get("/api/chat/sessions", query_string={"q": "\x00"})
     assert logged_out.status_code == 401  # the login check comes first: nothing is said about the input
+
+
+@pytest.mark.parametrize("url", ["/api/chat/sessions/import", "/sessions/import", "/chat/send"])
+def test_a_multipart_part_without_a_name_is_400(app, alice, url):
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nhello\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="content"\r\n\r\nhi\r\n--b--\r\n')
+    response = alice.post(url, data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 400 and "has no name" in response.text
+    assert count(app, ConversationSession) == 0
