@@ -91,11 +91,13 @@ class ConversationSession(db.Model):
 # them overflows a float: an import beyond them is refused, a stored value beyond them is ignored.
 USAGE_MAX_TOKENS = 10**12
 USAGE_MAX_COST_USD = 10**9
+USAGE_NUMBERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 
 
 def sane_usage(usage) -> dict | None:
     """Usage as reported (a dict or its JSON text), without the numbers nothing can add up or
-    format: huge, negative, NaN or infinite ones are dropped, everything else is kept as it is.
+    format: huge, negative, NaN or infinite ones, and counts or costs that are not numbers at all,
+    are dropped; everything else is kept as it is.
 
     Rows written before the import had bounds, or by an agent that reports nonsense, still render.
     """
@@ -108,10 +110,13 @@ def sane_usage(usage) -> dict | None:
         return None
     kept = {}
     for key, value in usage.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number:
             limit = USAGE_MAX_COST_USD if key == "cost_usd" else USAGE_MAX_TOKENS
             if (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= limit:
                 continue
+        elif key in USAGE_NUMBERS:
+            continue  # "lots" of tokens: what is shown and summed must be a number
         kept[key] = value
     return kept
 

@@ -209,13 +209,17 @@ def test_an_import_with_absurd_usage_numbers_is_refused(app, alice):
     assert count(app, ConversationSession) == 1
 
 
-def test_stored_usage_numbers_that_are_not_sane_do_not_break_any_page(app, alice):
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 10**400, "completion_tokens": 3, "total_tokens": 10**400, "cost_usd": 1e308 * 10},
+    {"prompt_tokens": "lots", "completion_tokens": 3, "total_tokens": [1, 2], "cost_usd": {"usd": 1}},
+    {"prompt_tokens": -10, "completion_tokens": 3, "total_tokens": True, "cost_usd": float("nan")},
+], ids=["huge", "not-numbers", "negative-bool-nan"])
+def test_stored_usage_numbers_that_are_not_sane_do_not_break_any_page(app, alice, usage):
     """Rows written before the bounds existed (or by a misbehaving agent) still render."""
     session_id = add_session(app, "alice", messages=conversation())
     with app.app_context():
         reply = db.session.query(Message).filter_by(session_id=session_id, role="assistant").one()
-        reply.usage_json = json.dumps({"prompt_tokens": 10**400, "completion_tokens": 3, "total_tokens": 10**400,
-                                       "cost_usd": 1e308 * 10})
+        reply.usage_json = json.dumps(usage)
         db.session.commit()
     for url in (f"/chat/{session_id}", f"/sessions/{session_id}", f"/api/chat/sessions/{session_id}",
                 f"/api/chat/sessions/{session_id}/export?format=json",
