@@ -7,8 +7,9 @@ agents of the test registry are unreachable, so sending a message exercises the 
 
 Driven through Hypothesis directly (`operation.as_strategy`), not Schemathesis' pytest plugin,
 whose lazy loader does not run under pytest 9. The description is the one the app serves
-(test_openapi.py proves they are the same); the long-lived streams end on their own here, because
-the replies they follow have ended or never start.
+(test_openapi.py proves they are the same). The reply streams are fuzzed too: they end on their
+own here (the replies they follow have ended or never reach an agent), and STREAM_SECONDS bounds
+how long one is read if a future change makes one stay open.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from services.webui.openapi import document
 from .test_sessions import add_session, conversation
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
-EXAMPLES = 60  # per operation and mode
+EXAMPLES = 60  # per operation and mode: about 40 s for all of them on this 2-core machine
+STREAM_SECONDS = 5
 OPERATIONS = {
     operation.label: operation
     for operation in (result.ok() for result in schemathesis.openapi.from_dict(document()).get_all_operations())
@@ -86,7 +88,11 @@ def test_no_input_makes_the_api_fail_or_break_its_contract(fuzzing, label, mode)
     def fuzz(case):
         fuzzing.aim(case)
         case.call_and_validate(
-            app=fuzzing.app, headers=fuzzing.headers, cookies=fuzzing.cookies, checks=CHECKS  # in-process
+            app=fuzzing.app,  # in-process, through WSGI
+            headers=fuzzing.headers,
+            cookies=fuzzing.cookies,
+            timeout=STREAM_SECONDS,
+            checks=CHECKS,
         )
 
     fuzz()
