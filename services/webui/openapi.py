@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from .errors import MAX_JSON_DEPTH, MAX_SAFE_INTEGER
 from .models import MESSAGE_ROLES, MESSAGE_STATUSES, USAGE_MAX_COST_USD, USAGE_MAX_TOKENS, USER_ROLES
 
 bp = Blueprint("openapi", __name__)
@@ -401,7 +402,11 @@ def document(cookie_name: str = "switchboard_session") -> dict:
             "description": "Chat with a fleet of AI agents and keep every session. Log in through the "
                            "/login form; the session cookie then authenticates every call, and every "
                            "write needs the X-CSRFToken header (GET /api/me gives the token). Errors are "
-                           "JSON `{\"error\": code, \"message\": sentence}`.",
+                           "JSON `{\"error\": code, \"message\": sentence}`. Every input is refused with a "
+                           f"400 when JSON is nested more than {MAX_JSON_DEPTH} levels, holds NaN, Infinity "
+                           f"or an integer beyond ±{MAX_SAFE_INTEGER:,}, or when any text (path, query, form, "
+                           "JSON, imported file) holds a NUL character or an unpaired surrogate; dates must "
+                           "lie between 1970-01-01 and 9999-12-31 (UTC).",
         },
         "paths": paths(),
         "components": {
