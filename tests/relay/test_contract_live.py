@@ -11,13 +11,18 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from ..servers import LiveStack
 
 pytestmark = pytest.mark.slow
 
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+# Every answer: not a 5xx, a documented status, the documented content type, the documented schema.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 8  # per operation: a smoke run; the in-process fuzz is the thorough one
 STREAM_SECONDS = 5
 
