@@ -322,3 +322,16 @@ def test_a_multipart_part_without_a_name_is_400(app, alice, url):
     response = alice.post(url, data=body, content_type="multipart/form-data; boundary=b")
     assert response.status_code == 400 and "has no name" in response.text
     assert count(app, ConversationSession) == 0
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (deep_json(), "nested"),
+    ('{"format": "switchboard.session", "version": 1, "session": {"title": "\\ud800"}}', "surrogate"),
+], ids=["deep", "surrogate"])
+def test_the_cli_import_refuses_with_a_sentence_not_a_traceback(app, runner, alice, tmp_path, content, fragment):
+    path = tmp_path / "export.json"
+    path.write_text(content)
+    result = runner.invoke(args=["sessions", "import", str(path), "--user", "alice"])
+    assert result.exit_code == 1 and fragment in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert count(app, ConversationSession) == 0
