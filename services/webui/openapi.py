@@ -291,7 +291,8 @@ def paths() -> dict:
                            "`Accept: text/event-stream` the reply streams in this response; otherwise 202.",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
-                            "description": "A retry with the same key does not send twice (or the body's idempotency_key)."}],
+                            "description": "A retry with the same key does not send twice "
+                                           "(or the body's idempotency_key)."}],
             "requestBody": {"required": True, "content": json_content(ref("SendMessage"))},
             "responses": {
                 "200": STREAM,
@@ -381,7 +382,9 @@ def paths() -> dict:
             "summary": "Import a JSON export as a new session of the caller (all or nothing).",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("SessionExport")},
-                "multipart/form-data": {"schema": obj({"file": {"type": "string", "contentMediaType": "application/json"}})},
+                "multipart/form-data": {"schema": obj({
+                    "file": {"type": "string", "contentMediaType": "application/json"},
+                })},
             }},
             "responses": {
                 "201": {**ok("Imported.", ref("Imported")),

@@ -221,7 +221,9 @@ def parse_import(raw: bytes | str) -> dict:
         _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
     if size == 0:
         _refuse(400, "The file is empty. Choose a JSON file exported from Switchboard.")
-    document = parse_json(raw, "The file", invalid="The file is not JSON. Choose a JSON file exported from Switchboard.")
+    document = parse_json(
+        raw, "The file", invalid="The file is not JSON. Choose a JSON file exported from Switchboard."
+    )
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         _refuse(400, "This file is not a Switchboard session export (its format is not switchboard.session).")
     if document.get("version") != VERSION:
