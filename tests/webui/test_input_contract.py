@@ -1,8 +1,10 @@
 """Issue #10: nothing a logged-in user sends can cause a 500.
 
-Regression tests for the review's findings, each against the one input layer (services/webui/errors.py)
-rather than against one route: deep JSON, lone surrogates and NUL bytes, dates beyond the calendar,
-numbers beyond any real usage, and a malformed HX-Current-URL.
+Regression tests for the review's findings and for what fuzzing found since, each against the one
+input layer (services/webui/errors.py) rather than against one route: deep JSON, lone surrogates
+and NUL bytes, dates beyond the calendar, numbers beyond any real usage, a malformed HX-Current-URL,
+a multipart part without a name, a limit that is not a small number; then a sweep of every route
+with all of it at once.
 """
 from __future__ import annotations
 
