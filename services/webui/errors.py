@@ -54,6 +54,8 @@ MAX_JSON_DEPTH = 64
 # The largest integer a JSON number keeps exactly in every client (IEEE double), and far above any
 # real token count or price: a bigger one is a mistake or an attack, and breaks float arithmetic.
 MAX_SAFE_INTEGER = 2**53 - 1
+# Event ids are sequence numbers in a 64-bit column.
+MAX_EVENT_ID = 2**63 - 1
 # Stored times are naive UTC; outside these years the arithmetic on them (time zones, "the next
 # day", durations) overflows Python's datetime.
 EARLIEST = datetime(1970, 1, 1)
@@ -108,6 +110,23 @@ def check_request() -> None:
                 clean_text(value, f"The form field {name[:40]}")
     if request.is_json and request.content_length != 0:
         request_json()  # refuse a bad body on every route, not only on those that read it
+    for raw in (request.headers.get("Last-Event-ID"), request.args.get("last_event_id")):
+        check_event_id(raw)
+
+
+def check_event_id(raw: str | None) -> None:
+    """The one value a client echoes back that the app reads as a number: a stream's resume point.
+
+    Read with int(), which also takes "+9", "9_9" and spaces; beyond 64 bits no database can compare
+    it (SQLite raised OverflowError mid-stream). Text that is not a number at all is left alone: a
+    stream starts over for it, and the page's watch stream uses message ids there.
+    """
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        return
+    if abs(value) > MAX_EVENT_ID:
+        raise RequestError(400, "Last-Event-ID is not an event id of this stream. Reconnect without it.")
 
 
 def request_json():

@@ -337,3 +337,22 @@ def test_the_cli_import_refuses_with_a_sentence_not_a_traceback(app, runner, ali
     assert result.exit_code == 1 and fragment in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert count(app, ConversationSession) == 0
+
+
+# ---- the resume point of a stream ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_id", ["9" * 30, "+" + "9" * 19, "9_999_999_999_999_999_999", " 99999999999999999999 "])
+def test_an_event_id_beyond_64_bits_is_400_not_a_database_overflow(app, alice, event_id):
+    session_id = add_session(app, "alice", messages=conversation())
+    for url in (f"/api/chat/stream/{session_id}", f"/chat/{session_id}/stream"):
+        by_header = alice.get(url, headers={"Last-Event-ID": event_id})
+        assert by_header.status_code == 400 and "Last-Event-ID" in by_header.text, (url, by_header.status_code)
+        by_query = alice.get(url, query_string={"last_event_id": event_id})
+        assert by_query.status_code == 400, (url, by_query.status_code)
+
+
+def test_an_event_id_that_is_not_a_number_still_starts_the_stream_over(app, alice):
+    session_id = add_session(app, "alice", messages=conversation())
+    response = alice.get(f"/api/chat/stream/{session_id}", headers={"Last-Event-ID": "not-a-number"})
+    assert response.status_code == 200 and "event: done" in response.text
