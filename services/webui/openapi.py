@@ -408,8 +408,9 @@ def document(cookie_name: str = "switchboard_session") -> dict:
                            "JSON `{\"error\": code, \"message\": sentence}`. Every input is refused with a "
                            f"400 when JSON is nested more than {MAX_JSON_DEPTH} levels, holds NaN, Infinity "
                            f"or an integer beyond ±{MAX_SAFE_INTEGER:,}, or when any text (path, query, form, "
-                           "JSON, imported file) holds a NUL character or an unpaired surrogate; dates must "
-                           "lie between 1970-01-01 and 9999-12-31 (UTC).",
+                           "JSON, imported file) holds a NUL character or an unpaired surrogate, or when "
+                           "Last-Event-ID is a number beyond 64 bits; dates must lie between 1970-01-01 "
+                           "and 9999-12-31 (UTC).",
         },
         "paths": paths(),
         "components": {
