@@ -43,6 +43,9 @@ def create_app(config: dict | None = None):
     init_security(app)
     app.before_request(assign_request_id)
     app.after_request(echo_request_id)
+    from .errors import init_inputs
+
+    init_inputs(app)  # after the login check and the request id: a refusal carries the id
 
     database.secure_data_files(app)
     database.check_database(app)
@@ -53,13 +56,14 @@ def create_app(config: dict | None = None):
     init_fleet(app)
     init_rendering(app)
 
-    from . import auth, health
+    from . import auth, health, openapi
     from .chat import api as chat_api
     from .chat import pages as chat_pages
     from .errors import register_error_handlers
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(chat_pages.bp)
     app.register_blueprint(chat_api.bp)
     from .sessions import init_sessions

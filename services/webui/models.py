@@ -6,6 +6,7 @@ times are naive UTC. The same models and migrations run on SQLite and PostgreSQL
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime, timezone
 
@@ -104,6 +105,40 @@ class ConversationSession(db.Model):
         return self.archived_at is not None
 
 
+# Far above any real reply (a trillion tokens, a billion dollars) and far below where arithmetic on
+# them overflows a float: an import beyond them is refused, a stored value beyond them is ignored.
+USAGE_MAX_TOKENS = 10**12
+USAGE_MAX_COST_USD = 10**9
+USAGE_NUMBERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
+
+
+def sane_usage(usage) -> dict | None:
+    """Usage as reported (a dict or its JSON text), without the numbers nothing can add up or
+    format: huge, negative, NaN or infinite ones, and counts or costs that are not numbers at all,
+    are dropped; everything else is kept as it is.
+
+    Rows written before the import had bounds, or by an agent that reports nonsense, still render.
+    """
+    if isinstance(usage, str):
+        try:
+            usage = json.loads(usage)
+        except ValueError:
+            return None
+    if not isinstance(usage, dict):
+        return None
+    kept = {}
+    for key, value in usage.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number:
+            limit = USAGE_MAX_COST_USD if key == "cost_usd" else USAGE_MAX_TOKENS
+            if (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= limit:
+                continue
+        elif key in USAGE_NUMBERS:
+            continue  # "lots" of tokens: what is shown and summed must be a number
+        kept[key] = value
+    return kept
+
+
 class Message(db.Model):
     __tablename__ = "messages"
 
@@ -131,7 +166,7 @@ class Message(db.Model):
 
     @property
     def usage(self) -> dict | None:
-        return json.loads(self.usage_json) if self.usage_json else None
+        return sane_usage(self.usage_json)
 
     @usage.setter
     def usage(self, value: dict | None) -> None:

@@ -48,11 +48,23 @@ def require_login():
             error_response(401, "Your login has expired. Log in again to continue.")
         )
         # Back to the page the person was on (htmx names it), never to another site.
-        current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        back = safe_next(current.path + (f"?{current.query}" if current.query else ""), None)
-        response.headers["HX-Redirect"] = url_for("auth.login", next=back)
+        response.headers["HX-Redirect"] = url_for("auth.login", next=safe_next(page_to_return_to(), None))
         return response
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def page_to_return_to() -> str | None:
+    """The path (and query) of the page htmx says the person was on, never another site.
+
+    The header is the client's to write: one that is not a URL at all just loses the way back.
+    """
+    try:
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    except ValueError:  # e.g. "http://[" (an unclosed IPv6 host)
+        return None
+    if not current.path.startswith("/") or "\x00" in current.path + current.query:
+        return None
+    return current.path + (f"?{current.query}" if current.query else "")
 
 
 def init_security(app) -> None:

@@ -21,6 +21,7 @@ from services.webui.sessions import search
 
 from ..postgres_server import postgres_server
 from ..support import UserClient, base_config
+from .test_input_contract import hostile_sweep
 from .test_sessions import add_session, conversation
 
 pytestmark = pytest.mark.slow
@@ -141,3 +142,13 @@ def test_pages_filters_transfer_and_delete_on_postgresql(pg_app, pg_alice):
         assert db.session.execute(
             text("SELECT count(*) FROM messages WHERE session_id = :s"), {"s": session_id}
         ).scalar() == 0
+
+
+def test_text_postgresql_cannot_store_is_refused_and_no_route_answers_500(pg_app, pg_alice):
+    session_id = add_session(pg_app, "alice", title="Before")
+    response = pg_alice.patch(f"/api/chat/sessions/{session_id}", json={"title": "a\x00b"})
+    assert response.status_code == 400 and "NUL" in response.json["message"]
+    sent = pg_alice.post("/api/chat/message", json={"agent_id": "architect", "content": "a\x00b"})
+    assert sent.status_code == 400
+    assert pg_alice.get(f"/api/chat/sessions/{session_id}").json["session"]["title"] == "Before"
+    assert hostile_sweep(pg_app, pg_alice) >= 500

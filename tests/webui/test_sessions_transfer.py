@@ -170,7 +170,7 @@ def test_an_inconsistent_file_is_refused_and_nothing_is_imported(app, alice, exp
 
 
 @pytest.mark.parametrize("body, fragment", [
-    (b"{not json", "not JSON"),
+    (b"{not json", "not valid JSON"),  # a JSON body is refused by the input layer, as on every route
     (json.dumps({"format": "someone.else", "version": 1}).encode(), "not a Switchboard session export"),
     (json.dumps([1, 2, 3]).encode(), "not a Switchboard session export"),
     (json.dumps({"format": "switchboard.session", "version": 7}).encode(), "version 7"),

@@ -4,7 +4,6 @@ The page's event streams (a reply as it is written) are in page_stream.py.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -15,8 +14,8 @@ from services.gateway.registry import Agent, Model
 
 from ..extensions import db
 from ..fleet import health, registry
+from ..models import LIVE_STATUSES, ConversationSession, Message, Run, sane_usage, utcnow
 from ..rendering import render_message
-from ..models import LIVE_STATUSES, ConversationSession, Message, Run, utcnow
 
 RECENT_SESSIONS = 30
 GAUGE_WARN = 0.60
@@ -184,11 +183,7 @@ def session_gauge(session: ConversationSession | None, model: Model) -> Gauge:
 
 
 def _loads(raw: str | None) -> dict | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    return sane_usage(raw)
 
 
 # ---- messages -------------------------------------------------------------------------------------
@@ -208,6 +203,10 @@ class MessageView:
     created_at: datetime | None = None
     model: Model | None = None
     html: Markup = field(default_factory=Markup)
+
+    def __post_init__(self):
+        # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
+        object.__setattr__(self, "usage", sane_usage(self.usage))
 
     @property
     def is_live(self) -> bool:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from services.gateway.sse import format_sse
 
+from ..errors import MAX_EVENT_ID
 from ..extensions import db
 from ..models import Run
 from ..runs import run_manager
@@ -25,9 +26,10 @@ def latest_run_id(session_id: str) -> str | None:
 
 
 def last_event_id() -> int:
+    """The client's Last-Event-ID (the input layer has refused ids that are not one)."""
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
     try:
-        return max(int(raw), 0)
+        return min(max(int(raw), 0), MAX_EVENT_ID)
     except ValueError:
         return 0
 

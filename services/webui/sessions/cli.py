@@ -9,10 +9,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from ..errors import RequestError
 from ..extensions import db
 from ..models import User
 from . import actions, transfer
-from .queries import SessionsError
 
 sessions_cli = AppGroup("sessions", help="Import, retention and search maintenance of chat sessions.")
 dev_cli = AppGroup("dev", help="Development helpers (test data).")
@@ -43,7 +43,7 @@ def import_command(file: Path, username: str) -> None:
     try:
         plan = transfer.parse_import(file.read_bytes())
         session = transfer.import_document(plan, user)
-    except SessionsError as exc:
+    except RequestError as exc:  # the input layer's refusals too, not only the import's own
         raise click.ClickException(exc.message) from None
     click.echo(
         f"Imported {file.name} as session {session.id} for {user.username}: "

@@ -11,12 +11,13 @@ from __future__ import annotations
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..errors import RequestError
 from ..ownership import owned_session
 from ..redirects import safe_next
 from ..rendering import render_message
 from . import actions, transfer
 from .api import download, uploaded_bytes
-from .queries import SessionsError, filter_choices, list_sessions, parse_filters
+from .queries import filter_choices, list_sessions, parse_filters
 from .review import build_review
 
 bp = Blueprint("sessions", __name__, url_prefix="/sessions")
@@ -88,7 +89,7 @@ def index():
         filters = parse_filters(request.args, current_user)
         page = list_sessions(filters, current_user)
         error, status = None, 200
-    except SessionsError as exc:
+    except RequestError as exc:
         if exc.status != 400:
             raise
         filters, page, error, status = parse_filters({}, current_user), None, exc.message, 400
@@ -189,7 +190,7 @@ def import_form():
 def import_upload():
     try:
         plan = transfer.parse_import(uploaded_bytes())
-    except SessionsError as exc:
+    except RequestError as exc:
         return render_template("sessions/import.html", error=exc.message), exc.status
     session = transfer.import_document(plan, current_user)
     target = url_for("sessions.review", session_id=session.id, imported=1)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, tuple_
 
-from ..errors import RequestError
+from ..errors import LATEST, RequestError, parse_datetime, parse_int
 from ..extensions import db
 from ..models import MESSAGE_STATUSES, ConversationSession, Message, User
 from . import search
@@ -119,15 +119,10 @@ def _parse_date(args, name: str, end: bool) -> datetime | None:
     raw = (args.get(name) or "").strip()
     if not raw:
         return None
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            return datetime.combine(day + timedelta(days=1) if end else day, time())
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"{name} must be a date like 2026-01-31, not {raw[:40]!r}.") from None
-    if value.tzinfo is not None:  # stored times are naive UTC
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    value = parse_datetime(raw, name, invalid=f"{name} must be a date like 2026-01-31, not {raw[:40]!r}.")
+    if end and len(raw) == 10:  # a day given as `to` includes the whole day
+        # The last day of the calendar has no next day: it ends at the last representable moment.
+        value = value + timedelta(days=1) if value.date() < LATEST.date() else LATEST
     return value
 
 
@@ -147,9 +142,7 @@ def parse_filters(args, user) -> ListFilters:
         raise bad_request(f"sort must be updated or created, not {sort[:40]!r}.")
     limit_raw = (args.get("limit") or "").strip()
     if limit_raw:
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
-            raise bad_request(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-        limit = int(limit_raw)
+        limit = parse_int(limit_raw, "limit", 1, MAX_LIMIT)
     else:
         limit = DEFAULT_LIMIT
     date_from = _parse_date(args, "from", end=False)

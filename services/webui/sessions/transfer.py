@@ -11,13 +11,17 @@ import html
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import insert
 
+from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
-from ..models import LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, ConversationSession, Message, Run, new_id, utcnow
+from ..models import (
+    LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, USAGE_MAX_COST_USD, USAGE_MAX_TOKENS, ConversationSession, Message,
+    Run, new_id, utcnow,
+)
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
 
@@ -28,8 +32,6 @@ TITLE_MAX = 200
 # An import may hold only what Switchboard itself writes: the kinds of message it makes, token
 # counts and costs no real reply reaches, times between the project's start and tomorrow.
 MESSAGE_TYPES = ("chat",)
-MAX_TOKENS = 10**9
-MAX_COST_USD = 1_000_000.0
 MAX_USAGE_KEYS = 16
 MAX_USAGE_TEXT = 64
 EARLIEST = datetime(2000, 1, 1)
@@ -217,12 +219,7 @@ def _timestamp(value, where: str, required: bool = True) -> datetime | None:
         return None
     if not isinstance(value, str):
         _refuse(422, f"{where} must be a timestamp like 2026-01-31T12:00:00Z.")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        _refuse(422, f"{where} is not a valid timestamp: {value[:40]!r}.")
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    parsed = parse_datetime(value, where, status=422)
     if not EARLIEST <= parsed <= utcnow() + timedelta(days=1):
         _refuse(422, f"{where} is out of range: {value[:40]!r} is not a time this export can come from.")
     return parsed
@@ -248,25 +245,19 @@ def _usage(value, where: str) -> dict | None:
     if len(value) > MAX_USAGE_KEYS:
         _refuse(422, f"{where} has {len(value)} entries; at most {MAX_USAGE_KEYS} are allowed.")
     for key in TOKEN_KEYS:
-        if key in value and value[key] is not None and (
-            not isinstance(value[key], int) or isinstance(value[key], bool) or value[key] < 0
+        if key in value and value[key] is not None and not bounded_number(
+            value[key], integer=True, maximum=USAGE_MAX_TOKENS
         ):
-            _refuse(422, f"{where}.{key} must be a whole number of tokens.")
-        if isinstance(value.get(key), int) and value[key] > MAX_TOKENS:
-            _refuse(422, f"{where}.{key} is {value[key]:,}; no reply uses more than {MAX_TOKENS:,} tokens.")
+            _refuse(422, f"{where}.{key} must be a whole number of tokens from 0 to {USAGE_MAX_TOKENS:,}.")
     cost = value.get("cost_usd")
-    if cost is not None and (
-        not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
-    ):
-        _refuse(422, f"{where}.cost_usd must be a non-negative number.")
-    if cost is not None and cost > MAX_COST_USD:
-        _refuse(422, f"{where}.cost_usd is above ${MAX_COST_USD:,.0f}, more than any reply costs.")
+    if cost is not None and not bounded_number(cost, integer=False, maximum=USAGE_MAX_COST_USD):
+        _refuse(422, f"{where}.cost_usd must be a non-negative number up to {USAGE_MAX_COST_USD:,}.")
     for key, item in value.items():
         short = (
             item is None
             or isinstance(item, bool)
-            or (isinstance(item, int) and abs(item) <= MAX_TOKENS)
-            or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_COST_USD)
+            or (isinstance(item, int) and abs(item) <= USAGE_MAX_TOKENS)
+            or (isinstance(item, float) and math.isfinite(item) and abs(item) <= USAGE_MAX_COST_USD)
             or (isinstance(item, str) and len(item) <= MAX_USAGE_TEXT)
         )
         if not isinstance(key, str) or len(key) > 64 or not short:
@@ -287,10 +278,9 @@ def parse_import(raw: bytes | str) -> dict:
         _refuse(413, f"The file is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB.")
     if size == 0:
         _refuse(400, "The file is empty. Choose a JSON file exported from Switchboard.")
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        _refuse(400, "The file is not JSON. Choose a JSON file exported from Switchboard.")
+    document = parse_json(
+        raw, "The file", invalid="The file is not JSON. Choose a JSON file exported from Switchboard."
+    )
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         _refuse(400, "This file is not a Switchboard session export (its format is not switchboard.session).")
     if document.get("version") != VERSION:
