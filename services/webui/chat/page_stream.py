@@ -26,9 +26,8 @@ from ..runs import run_manager
 from ..runs.events import ReplyState
 from .display import Gauge, MessageView, used_tokens
 
-# Re-render a streaming reply's tail at most this often; the quiet tick renders what is left.
+# Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
-STREAM_TICK = 0.15
 WATCH_POLL_SECONDS = 1.0
 # A tail block longer than this is re-sent only once it has grown by TAIL_GROWTH: a long code
 # block re-sent whole every interval would make the stream quadratic again.
@@ -111,11 +110,15 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
         yield format_comment("connected")
         state = ReplyState()
         page: IncrementalReply | None = None  # None until the whole reply has been sent once
-        connected = time.monotonic()
-        last_render = connected  # first render once replay is over: after an interval or a quiet tick
-        last_output = connected
+        last_render = last_output = time.monotonic()  # the first render comes after an interval
         dirty = False
-        for event in manager.subscribe(message_id, 0, STREAM_TICK):
+
+        def wait() -> float:
+            """Until the pending render is due, else until the next heartbeat."""
+            since = time.monotonic() - (last_render if dirty else last_output)
+            return max((RENDER_INTERVAL if dirty else heartbeat) - since, 0.001)
+
+        for event in manager.subscribe(message_id, 0, wait):
             now = time.monotonic()
             if event is not None:
                 state.apply(event)

@@ -52,7 +52,7 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
         yield "retry: 1000\n\n"
         if message_id is None:
             return
-        for event in manager.subscribe(message_id, after_seq, heartbeat):
+        for event in manager.subscribe(message_id, after_seq, lambda: heartbeat):
             if event is None:
                 yield KEEP_ALIVE
             else:

@@ -106,6 +106,13 @@ class MemoryBus:
     def has_log(self, run_id: str) -> bool:
         return run_id in self._logs
 
+    def done_seq(self, run_id: str) -> int | None:
+        """The seq of the run's `done`, if the bus holds its log and it has ended."""
+        log_ = self._logs.get(run_id)
+        if log_ is None or log_.ended_at is None or not log_.events:
+            return None
+        return log_.events[-1].seq
+
     def last_seq(self, run_id: str) -> int:
         log_ = self._logs.get(run_id)
         return log_.events[-1].seq if log_ is not None and log_.events else 0
@@ -146,13 +153,18 @@ class RedisBus:
 
     kind = "redis"
 
-    def __init__(self, url: str, retention_seconds: int, live_ttl_seconds: int = 86_400):
+    def __init__(self, url: str, retention_seconds: int, max_connections: int = 10_000,
+                 live_ttl_seconds: int = 86_400):
         import redis  # only needed with REDIS_URL
 
         self._redis_module = redis
         # Created in the worker (the app is built after gunicorn forks), so the pool is never
         # shared between processes.
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        # Every waiting subscriber holds a connection in a blocking XREAD, so the pool must be
+        # as large as the streams a worker holds (redis-py's default of 100 broke runs under load).
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=2, health_check_interval=30, max_connections=max_connections
+        )
         self.retention = retention_seconds
         self.live_ttl = live_ttl_seconds
         self._listener: threading.Thread | None = None
@@ -189,6 +201,13 @@ class RedisBus:
 
     def has_log(self, run_id: str) -> bool:
         return bool(self.client.exists(self.key(run_id)))
+
+    def done_seq(self, run_id: str) -> int | None:
+        entries = self.client.xrevrange(self.key(run_id), count=1)
+        if not entries or not entries[0][1].get(b"e"):
+            return None
+        last = StreamEvent.from_json(entries[0][1][b"e"])
+        return last.seq if last.type == "done" else None
 
     def last_seq(self, run_id: str) -> int:
         entries = self.client.xrevrange(self.key(run_id), count=1)

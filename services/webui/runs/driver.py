@@ -108,7 +108,10 @@ class Driver:
         except Exception:  # never leave a reply spinning: record what we have as interrupted
             log.exception("run %s failed", run.run_id)
             if not run.finished:
-                self._finish(run, {"status": "interrupted", "error": LOST_STREAM_ERROR})
+                try:
+                    self._finish(run, {"status": "interrupted", "error": LOST_STREAM_ERROR})
+                except Exception:  # e.g. the bus is gone too: recovery ends it from the store
+                    log.exception("run %s could not record its end", run.run_id)
         finally:
             if run.stream is not None:
                 run.stream.close(status="cancelled")

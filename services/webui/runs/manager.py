@@ -140,41 +140,44 @@ class RunManager:
 
     # ---- subscribing -------------------------------------------------------------------------
 
-    def subscribe(self, run_id: str, after_seq: int, heartbeat: float):
-        """Yield the run's events after `after_seq`, then live ones until `done`; None = a
-        heartbeat is due. Holds no database connection across a yield."""
+    def subscribe(self, run_id: str, after_seq: int, wait):
+        """Yield the run's events after `after_seq`, then live ones until `done`.
+
+        `wait()` says how long to wait for the next event; None is yielded each time that
+        passes quietly (the caller's cue for a heartbeat or a pending render). The database is
+        read only when the bus holds no log for the run (never started here, expired, or past
+        its end): a quiet stream costs nothing but its wait, and an orphan's end reaches its
+        subscribers through the bus, from whichever worker's housekeeping ends it.
+        Holds no database connection across a yield.
+        """
         self.start()
         sent = after_seq
-        quiet_since = checked = time.monotonic()
-        wait = min(heartbeat, 1.0)
+        end = self.bus.done_seq(run_id)
+        if end is not None and sent >= end:
+            return  # this client has the whole run already
         while True:
-            events = self.bus.read(run_id, sent, wait)
-            now = time.monotonic()
-            if events is None or (not events and now - checked >= heartbeat):
-                checked = now
+            events = self.bus.read(run_id, sent, wait())
+            if events is None:
                 row = self.store.run(self._run_row, run_id)
                 if row is None:
                     return
-                if row.ended_at is not None and not events:
-                    # Its events are gone, or this client is past them: the stored end.
-                    yield from self._replay_ended(row, sent)
+                if row.ended_at is not None:
+                    yield from self._replay_ended(row, sent)  # its events are gone: the stored end
                     return
-                if row.ended_at is None and recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
+                if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
                     self._end_orphans([row])
                     continue
-                if events is None:
-                    # Driven by a process this bus cannot see (a second server without Redis):
-                    # wait for its end, which the database will show.
-                    time.sleep(wait)
-                    events = []
-            for event in events or ():
+                # Driven by a process this bus cannot see (a second server without Redis, which
+                # the defaults rule out): follow its end, which the database will show.
+                time.sleep(max(wait(), 1.0))
+                yield None
+                continue
+            for event in events:
                 yield event
                 sent = event.seq
-                quiet_since = now
                 if event.type == "done":
                     return
-            if not events and time.monotonic() - quiet_since >= heartbeat:
-                quiet_since = time.monotonic()
+            if not events:
                 yield None
 
     def _replay_ended(self, row, sent: int):
