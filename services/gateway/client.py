@@ -100,9 +100,14 @@ class TaskStream:
                 self._finish(self._close_status, self._close_error)
                 continue
             try:
-                item = self._queue.get(timeout=self.tick)
+                # Most events are already queued when asked for: no timer for those (under
+                # gevent a timed wait costs a Timeout object and a hub timer each time).
+                item = self._queue.get_nowait()
             except queue.Empty:
-                return None
+                try:
+                    item = self._queue.get(timeout=self.tick)
+                except queue.Empty:
+                    return None
             if item is _WAKE:
                 continue
             if isinstance(item, _End):

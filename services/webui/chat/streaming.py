@@ -52,10 +52,10 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
         yield "retry: 1000\n\n"
         if message_id is None:
             return
-        for event in manager.subscribe(message_id, after_seq, lambda: heartbeat):
-            if event is None:
+        for batch in manager.subscribe_batches(message_id, after_seq, lambda: heartbeat):
+            if batch is None:
                 yield KEEP_ALIVE
-            else:
-                yield format_sse(json.dumps(event.data), event=event.type, id=str(event.seq))
+            else:  # events that arrived together go out in one write
+                yield "".join(format_sse(json.dumps(e.data), event=e.type, id=str(e.seq)) for e in batch)
 
     return sse_response(chunks())

@@ -141,7 +141,16 @@ class RunManager:
     # ---- subscribing -------------------------------------------------------------------------
 
     def subscribe(self, run_id: str, after_seq: int, wait):
-        """Yield the run's events after `after_seq`, then live ones until `done`.
+        """Each event of `subscribe_batches`, one by one (None as there)."""
+        for batch in self.subscribe_batches(run_id, after_seq, wait):
+            if batch is None:
+                yield None
+            else:
+                yield from batch
+
+    def subscribe_batches(self, run_id: str, after_seq: int, wait):
+        """Yield the run's events after `after_seq`, then live ones until `done`, in the batches
+        the bus hands them over.
 
         `wait()` says how long to wait for the next event; None is yielded each time that
         passes quietly (the caller's cue for a heartbeat or a pending render). The database is
@@ -162,7 +171,9 @@ class RunManager:
                 if row is None:
                     return
                 if row.ended_at is not None:
-                    yield from self._replay_ended(row, sent)  # its events are gone: the stored end
+                    replay = list(self._replay_ended(row, sent))  # its events are gone: the stored end
+                    if replay:
+                        yield replay
                     return
                 if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
                     self._end_orphans([row])
@@ -172,13 +183,15 @@ class RunManager:
                 time.sleep(max(wait(), 1.0))
                 yield None
                 continue
-            for event in events:
-                yield event
-                sent = event.seq
-                if event.type == "done":
-                    return
             if not events:
                 yield None
+                continue
+            done = next((i for i, event in enumerate(events) if event.type == "done"), None)
+            if done is not None:
+                yield events[: done + 1]
+                return
+            yield events
+            sent = events[-1].seq
 
     def _replay_ended(self, row, sent: int):
         """An ended run whose events are gone: the stored reply as token, usage, done."""
