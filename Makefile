@@ -7,13 +7,17 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FLASK_APP := wsgi:app
 
-.PHONY: run test deps assets system-packages migrate admin bench clean litellm
+.PHONY: run test lint deps assets system-packages migrate admin bench clean litellm
 
 run: deps assets
 	$(PY) -m services.launcher
 
-test: deps assets system-packages litellm
+test: deps assets system-packages litellm lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps  ## the lint gate of `make test` (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 deps: $(VENV)/.installed
 
@@ -57,9 +61,14 @@ system-packages:
 migrate: deps  ## apply migrations only (make run does this itself)
 	$(VENV)/bin/flask db upgrade
 
-bench: deps
+bench: deps system-packages  ## prints figures; run_engine.py and load.py start a redis-server
 	$(PY) bench/relay.py
 	$(PY) bench/sessions.py
+	$(PY) bench/render.py
+	$(PY) bench/run_engine.py
+	$(PY) bench/page_stream.py
+	$(PY) bench/openai_path.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -3,6 +3,7 @@
 gevent workers: a reply stream is a long-lived response, and with gevent each one costs a
 greenlet rather than a thread, so one process holds a thousand of them.
 """
+
 import os
 import signal
 import sys

@@ -1,4 +1,5 @@
 """The WSGI entry point for gunicorn (`wsgi:app`) and the flask CLI (FLASK_APP=wsgi:app)."""
+
 import sys
 
 from services.webui import ConfigError, create_app

@@ -3,6 +3,7 @@
 Import it after gevent's monkey-patching, as every bench here patches first: the HTTP clients
 below must be cooperative so one process can hold hundreds of streams.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def load_line(label: str) -> str:
     """The machine's load, printed at the start and end of each bench: figures from a shared
     2-core VM mean little without it."""
     one, five, fifteen = os.getloadavg()
-    return (f"[{label}] {time.strftime('%H:%M:%S', time.gmtime())} UTC  loadavg {one:.2f} {five:.2f} "
-            f"{fifteen:.2f}  cpus {os.cpu_count()}  cpu busy {psutil.cpu_percent(interval=0.5):.0f} %")
+    return (
+        f"[{label}] {time.strftime('%H:%M:%S', time.gmtime())} UTC  loadavg {one:.2f} {five:.2f} "
+        f"{fifteen:.2f}  cpus {os.cpu_count()}  cpu busy {psutil.cpu_percent(interval=0.5):.0f} %"
+    )
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:

@@ -30,6 +30,7 @@ stream; does every update arrive on time, and is every reply complete and stored
 Replies are spread round-robin over the three reference agents. The bench client runs on the
 same 2 cores as the server and the agents: its own CPU is printed too. Asserts nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,7 @@ import psutil  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (db_rows, load_line, p50_p95_max, raise_fd_limit, sse_messages,  # noqa: E402
-                      worker_pids)
+from benchlib import db_rows, load_line, p50_p95_max, raise_fd_limit, sse_messages, worker_pids  # noqa: E402
 
 from services.agents.replies import parse_directives, reply_tokens  # noqa: E402
 from services.webui.markdown import render_markdown  # noqa: E402
@@ -101,12 +101,16 @@ class Sampler:
 
     def line(self) -> str:
         """CPU in % of one core (200 = both cores of this VM), p50/p95 of the 1 s samples."""
+
         def pair(values):
             p50, p95, _ = p50_p95_max(values)
             return f"{p50:.0f}/{p95:.0f}"
-        return (f"CPU % of a core p50/p95: workers {pair(self.cpu)}, agents {pair(self.agent_cpu)}, "
-                f"this client {pair(self.client_cpu)}, whole machine {pair(self.machine)} (of "
-                f"{100 * (os.cpu_count() or 1)}); worker RSS max {max(self.rss or [0]) / 2**20:.0f} MiB")
+
+        return (
+            f"CPU % of a core p50/p95: workers {pair(self.cpu)}, agents {pair(self.agent_cpu)}, "
+            f"this client {pair(self.client_cpu)}, whole machine {pair(self.machine)} (of "
+            f"{100 * (os.cpu_count() or 1)}); worker RSS max {max(self.rss or [0]) / 2**20:.0f} MiB"
+        )
 
 
 def agent_pids(stack) -> list[int]:
@@ -140,8 +144,9 @@ def wide_session(stack):
 
 def post(api, agent_id, content, delay_before):
     gevent.sleep(delay_before)
-    response = api.post("/api/chat/message", json={"agent_id": agent_id, "model_id": MODEL, "content": content},
-                        timeout=60)
+    response = api.post(
+        "/api/chat/message", json={"agent_id": agent_id, "model_id": MODEL, "content": content}, timeout=60
+    )
     response.raise_for_status()
     return response.json()
 
@@ -150,10 +155,11 @@ def stored(stack, message_ids):
     rows = {}
     ids = list(message_ids)
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for mid, content, status in db_rows(stack.db_path, f"SELECT id, content, status FROM messages "
-                                                           f"WHERE id IN ({marks})", chunk):
+        for mid, content, status in db_rows(
+            stack.db_path, f"SELECT id, content, status FROM messages WHERE id IN ({marks})", chunk
+        ):
             rows[mid] = (content or "", status)
     return rows
 
@@ -174,6 +180,7 @@ def words_of(html: str) -> str:
 
 
 # ---- (a) page streams --------------------------------------------------------------------------
+
 
 def page_client(api, agent_id, content, delay_before, deadline, out):
     try:
@@ -196,8 +203,7 @@ def page_client(api, agent_id, content, delay_before, deadline, out):
 
 
 def part_a(args, workdir):
-    content = (f"Watch the page @@tokens={args.page_tokens} @@delay_ms={args.page_delay_ms:g} "
-               "@@first_token_ms=0")
+    content = f"Watch the page @@tokens={args.page_tokens} @@delay_ms={args.page_delay_ms:g} @@first_token_ms=0"
     env = {"LOG_LEVEL": "WARNING", "HEARTBEAT_SECONDS": "15"}
     with LiveStack(Path(workdir), workers=1, env_overrides=env) as stack:
         api = wide_session(stack)
@@ -209,8 +215,10 @@ def part_a(args, workdir):
         sampler = Sampler(pids, agent_pids(stack))
         started = time.monotonic()
         outs = [{"agent": agents[i % 3]} for i in range(args.pages)]
-        clients = [gevent.spawn(page_client, api, out["agent"], content, args.spread * i / args.pages, deadline, out)
-                   for i, out in enumerate(outs)]
+        clients = [
+            gevent.spawn(page_client, api, out["agent"], content, args.spread * i / args.pages, deadline, out)
+            for i, out in enumerate(outs)
+        ]
         gevent.joinall(clients, timeout=max(deadline - time.monotonic(), 1) + 10)
         wall = time.monotonic() - started
         sampler.stop()
@@ -252,24 +260,34 @@ def part_a(args, workdir):
     for _text, status in rows.values():
         statuses[status] = statuses.get(status, 0) + 1
 
-    print(f"\n(a) {args.pages} replies x {args.page_tokens} tokens at {args.page_delay_ms:g} ms "
-          f"(~{1000 / args.page_delay_ms:.0f} tokens/s each, {args.pages * 1000 / args.page_delay_ms:,.0f} in all), "
-          f"page streams, 1 worker, POSTs over {args.spread:g} s; wall {wall:.1f} s")
+    print(
+        f"\n(a) {args.pages} replies x {args.page_tokens} tokens at {args.page_delay_ms:g} ms "
+        f"(~{1000 / args.page_delay_ms:.0f} tokens/s each, {args.pages * 1000 / args.page_delay_ms:,.0f} in all), "
+        f"page streams, 1 worker, POSTs over {args.spread:g} s; wall {wall:.1f} s"
+    )
     print(f"  {'measure':44} {'n':>7} {'p50':>8} {'p95':>8} {'max':>8}")
-    for label, values in (("page-update lag (ms, see docstring)", lags), ("page-update gap (ms)", gaps),
-                          ("reply duration on the page (s)", durations),
-                          ("fitted agent pace (ms per event)", paces)):
+    for label, values in (
+        ("page-update lag (ms, see docstring)", lags),
+        ("page-update gap (ms)", gaps),
+        ("reply duration on the page (s)", durations),
+        ("fitted agent pace (ms per event)", paces),
+    ):
         p50, p95, top = p50_p95_max(values)
         print(f"  {label:44} {len(values):7d} {p50:8.1f} {p95:8.1f} {top:8.1f}")
-    print(f"  ideal reply duration {ideal:.2f} s (pace {args.page_delay_ms:g} ms); page streams ended with the final message: {complete}/{args.pages}")
-    print(f"  stored text == agent's text: {exact}/{args.pages}; tokens lost: {lost_tokens}; "
-          f"final page message shows the whole reply: {shows_whole}/{args.pages}; statuses {statuses}")
+    print(
+        f"  ideal reply duration {ideal:.2f} s (pace {args.page_delay_ms:g} ms); page streams ended with the final message: {complete}/{args.pages}"
+    )
+    print(
+        f"  stored text == agent's text: {exact}/{args.pages}; tokens lost: {lost_tokens}; "
+        f"final page message shows the whole reply: {shows_whole}/{args.pages}; statuses {statuses}"
+    )
     print(f"  client errors: {len(errors)} {errors[:3]}")
     print(f"  {sampler.line()}")
     print(f"  gunicorn 'WORKER TIMEOUT' lines: {log.count('WORKER TIMEOUT')}; server log: {log_problems(log)}")
 
 
 # ---- (b) JSON streams --------------------------------------------------------------------------
+
 
 def json_client(api, agent_id, content, delay_before, deadline, out):
     try:
@@ -300,8 +318,7 @@ def json_client(api, agent_id, content, delay_before, deadline, out):
 
 
 def part_b_profile(args, workdir, redis_url=None):
-    content = (f"Stream it all @@tokens={args.reply_tokens} @@delay_ms={args.reply_delay_ms:g} "
-               "@@first_token_ms=0")
+    content = f"Stream it all @@tokens={args.reply_tokens} @@delay_ms={args.reply_delay_ms:g} @@first_token_ms=0"
     env = {"LOG_LEVEL": "WARNING", "HEARTBEAT_SECONDS": "15"}
     workers = 2 if redis_url else 1
     with LiveStack(Path(workdir), workers=workers, env_overrides=env, redis_url=redis_url) as stack:
@@ -314,8 +331,10 @@ def part_b_profile(args, workdir, redis_url=None):
         sampler = Sampler(pids, agent_pids(stack))
         started, first_post = time.monotonic(), time.perf_counter()
         outs = [{"agent": agents[i % 3]} for i in range(args.replies)]
-        clients = [gevent.spawn(json_client, api, o["agent"], content, args.spread_b * i / args.replies, deadline, o)
-                   for i, o in enumerate(outs)]
+        clients = [
+            gevent.spawn(json_client, api, o["agent"], content, args.spread_b * i / args.replies, deadline, o)
+            for i, o in enumerate(outs)
+        ]
         gevent.joinall(clients, timeout=max(deadline - time.monotonic(), 1) + 10)
         wall = time.monotonic() - started
         sampler.stop()
@@ -378,9 +397,11 @@ def part_b(args):
     if args.profile in ("both", "redis"):
         with redis_server() as url, tempfile.TemporaryDirectory() as workdir:
             columns.append(part_b_profile(args, workdir, redis_url=url))
-    print(f"\n(b) {args.replies} replies x {args.reply_tokens} tokens at {args.reply_delay_ms:g} ms "
-          f"({args.replies * 1000 / args.reply_delay_ms:,.0f} tokens/s in all), JSON streams, "
-          f"POSTs over {args.spread_b:g} s")
+    print(
+        f"\n(b) {args.replies} replies x {args.reply_tokens} tokens at {args.reply_delay_ms:g} ms "
+        f"({args.replies * 1000 / args.reply_delay_ms:,.0f} tokens/s in all), JSON streams, "
+        f"POSTs over {args.spread_b:g} s"
+    )
     for key in columns[0]:
         print(f"  {key:28} " + " ".join(f"{c[key]:>20}" for c in columns))
 

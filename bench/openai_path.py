@@ -18,6 +18,7 @@ each protocol in this process (TaskStream against the same agent, no Flask): req
 first event, and a cProfile of N replies' parsing, to show where any difference comes from.
 Prints tables; asserts nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,15 @@ class OpenAIStack(LiveStack):
         super()._assign_agent_ports()  # also on a retry with fresh ports: the entry follows
         backend = next(a for a in self.agents if a["agent_id"] == BACKEND)
         self.agents = [a for a in self.agents if a["agent_id"] != "ref-openai"]
-        self.agents.append({"agent_id": "ref-openai", "name": "Ref OpenAI", "parent_role": "architect",
-                            "protocol": "openai", "port": backend["port"]})
+        self.agents.append(
+            {
+                "agent_id": "ref-openai",
+                "name": "Ref OpenAI",
+                "parent_role": "architect",
+                "protocol": "openai",
+                "port": backend["port"],
+            }
+        )
         write_registry(self.registry_path, self.agents)
 
 
@@ -87,16 +95,24 @@ def first_token(response, started, openai: bool):
 
 
 def direct_native(agent_http, base, content, index):
-    body = {"task_id": f"bench-{time.time_ns()}-{index}", "session_id": "bench", "model": MODEL,
-            "messages": [{"role": "user", "content": content}]}
+    body = {
+        "task_id": f"bench-{time.time_ns()}-{index}",
+        "session_id": "bench",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+    }
     started = time.perf_counter()
     response = agent_http.post(f"{base}/tasks", json=body, stream=True, timeout=(5, 30))
     return first_token(response, started, openai=False)
 
 
 def direct_openai(agent_http, base, content, _index):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     response = agent_http.post(f"{base}/v1/chat/completions", json=body, stream=True, timeout=(5, 30))
     return first_token(response, started, openai=True)
@@ -104,8 +120,13 @@ def direct_openai(agent_http, base, content, _index):
 
 def via(api, agent_id, content):
     started = time.perf_counter()
-    response = api.post("/api/chat/message", json={"agent_id": agent_id, "model_id": MODEL, "content": content},
-                        headers=SSE, stream=True, timeout=(5, 30))
+    response = api.post(
+        "/api/chat/message",
+        json={"agent_id": agent_id, "model_id": MODEL, "content": content},
+        headers=SSE,
+        stream=True,
+        timeout=(5, 30),
+    )
     return first_token(response, started, openai=False)
 
 
@@ -120,8 +141,13 @@ def gateway_profile(registry_path, content, samples):
         for index in range(samples):
             started = time.perf_counter()
             profiler.enable()
-            stream = open_task(agent, task_id=f"gw-{time.time_ns()}-{index}", model_id=MODEL,
-                               messages=[{"role": "user", "content": content}], tick=1.0)
+            stream = open_task(
+                agent,
+                task_id=f"gw-{time.time_ns()}-{index}",
+                model_id=MODEL,
+                messages=[{"role": "user", "content": content}],
+                tick=1.0,
+            )
             first = None
             for event in stream:
                 if event is not None and event.type == "token" and first is None:
@@ -139,8 +165,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=20)
-    parser.add_argument("--profile-gateway", type=int, default=300,
-                        help="replies per protocol for the in-process gateway timing (0: skip)")
+    parser.add_argument(
+        "--profile-gateway",
+        type=int,
+        default=300,
+        help="replies per protocol for the in-process gateway timing (0: skip)",
+    )
     args = parser.parse_args()
     print(load_line("start"))
     content = f"Latency probe @@tokens={args.tokens} @@delay_ms=0 @@first_token_ms=0"
@@ -155,35 +185,47 @@ def main() -> int:
             same_process = stack.agent("ref-openai")["port"] == stack.agent(BACKEND)["port"]
             for rounds, keep in ((10, False), (args.samples, True)):  # warm-up first
                 for index in range(rounds):
-                    row = (direct_native(agent_http, base, content, index),
-                           direct_openai(agent_http, base, content, index),
-                           via(api, BACKEND, content), via(api, "ref-openai", content))
+                    row = (
+                        direct_native(agent_http, base, content, index),
+                        direct_openai(agent_http, base, content, index),
+                        via(api, BACKEND, content),
+                        via(api, "ref-openai", content),
+                    )
                     if keep:
                         for name, value in zip(paths, row):
                             results[name].append(value)
-            gateway = gateway_profile(stack.registry_path, content, args.profile_gateway) \
-                if args.profile_gateway else {}
+            gateway = (
+                gateway_profile(stack.registry_path, content, args.profile_gateway) if args.profile_gateway else {}
+            )
 
-    print(f"\nTime to first token, {args.samples} rounds, {args.tokens}-token replies, fast upstream "
-          f"(same agent process behind both entries: {same_process})")
+    print(
+        f"\nTime to first token, {args.samples} rounds, {args.tokens}-token replies, fast upstream "
+        f"(same agent process behind both entries: {same_process})"
+    )
     print(f"  {'path':28} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'tokens':>7}")
     stats = {}
     for name in paths:
         firsts = [f * 1000 for f, _ in results[name] if f is not None]
         stats[name] = p50_p95_max(firsts)
         tokens = sorted({t for _, t in results[name]})
-        print(f"  {name:28} {len(firsts):4d} {stats[name][0]:8.2f} {stats[name][1]:8.2f} {stats[name][2]:8.2f} "
-              f"{str(tokens):>7}")
+        print(
+            f"  {name:28} {len(firsts):4d} {stats[name][0]:8.2f} {stats[name][1]:8.2f} {stats[name][2]:8.2f} "
+            f"{str(tokens):>7}"
+        )
     print("\nOverheads (p50 / p95 differences, ms)")
-    for label, a, b in (("Switchboard over direct, native", "via Switchboard, native", "direct native"),
-                        ("Switchboard over direct, openai", "via Switchboard, openai", "direct openai"),
-                        ("openai vs native, direct", "direct openai", "direct native"),
-                        ("openai vs native, via Switchboard", "via Switchboard, openai", "via Switchboard, native")):
+    for label, a, b in (
+        ("Switchboard over direct, native", "via Switchboard, native", "direct native"),
+        ("Switchboard over direct, openai", "via Switchboard, openai", "direct openai"),
+        ("openai vs native, direct", "direct openai", "direct native"),
+        ("openai vs native, via Switchboard", "via Switchboard, openai", "via Switchboard, native"),
+    ):
         print(f"  {label:36} {stats[a][0] - stats[b][0]:+8.2f} {stats[a][1] - stats[b][1]:+8.2f}")
     for protocol, (firsts, profile) in gateway.items():
         p50, p95, top = p50_p95_max(firsts)
-        print(f"\nGateway alone (TaskStream in this process), {protocol}: first token p50 {p50:.2f} ms, "
-              f"p95 {p95:.2f} ms, max {top:.2f} ms over {len(firsts)} replies; top functions by own time:")
+        print(
+            f"\nGateway alone (TaskStream in this process), {protocol}: first token p50 {p50:.2f} ms, "
+            f"p95 {p95:.2f} ms, max {top:.2f} ms over {len(firsts)} replies; top functions by own time:"
+        )
         print("\n".join("    " + line for line in profile.strip().splitlines()[-16:]))
     print("\n" + load_line("end"))
     return 0

@@ -15,6 +15,7 @@ worker (psutil) from the POST until the reply is final in the database (polled f
 file directly, which costs the server nothing), minus an idle baseline measured first; per
 1,000 tokens. "page minus none" isolates the page stream's rendering. Prints figures only.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def article(html: str, message_id: str) -> str:
 
 
 def send(api, content):
-    return api.post("/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content},
-                    timeout=10).json()
+    return api.post(
+        "/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content}, timeout=10
+    ).json()
 
 
 def one_case(stack, api, pids, content, case, timeout):
@@ -75,8 +77,16 @@ def one_case(stack, api, pids, content, case, timeout):
                     break
     status = wait_final(stack.db_path, sent["message_id"], max(deadline - time.monotonic(), 1))
     cpu, wall = cpu_seconds(pids) - cpu0, time.monotonic() - t0
-    return {"case": case, "sent": sent, "bytes": received[0], "messages": messages, "cpu": cpu, "wall": wall,
-            "status": status, "last": last}
+    return {
+        "case": case,
+        "sent": sent,
+        "bytes": received[0],
+        "messages": messages,
+        "cpu": cpu,
+        "wall": wall,
+        "status": status,
+        "last": last,
+    }
 
 
 def main() -> int:
@@ -87,8 +97,9 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle baseline")
     args = parser.parse_args()
     print(load_line("start"))
-    content = (f"Design the billing export @@tokens={args.tokens} @@delay_ms={args.delay_ms:g} "
-               "@@first_token_ms=0 @@filler=doc")
+    content = (
+        f"Design the billing export @@tokens={args.tokens} @@delay_ms={args.delay_ms:g} @@first_token_ms=0 @@filler=doc"
+    )
     timeout = 60 + args.tokens * args.delay_ms / 1000 * 4
     with tempfile.TemporaryDirectory() as workdir:
         env = {"LOG_LEVEL": "WARNING", "HEARTBEAT_SECONDS": "15"}
@@ -110,12 +121,15 @@ def main() -> int:
             page_html = api.get(f"/chat/{probe['sent']['session_id']}", timeout=10).text
             reload_article = article(page_html, probe["sent"]["message_id"])
             final_article = article(probe["last"].data if probe["last"] else "", probe["sent"]["message_id"])
-            stored = db_rows(stack.db_path, "SELECT length(content) FROM messages WHERE id = ?",
-                             (probe["sent"]["message_id"],))[0][0]
+            stored = db_rows(
+                stack.db_path, "SELECT length(content) FROM messages WHERE id = ?", (probe["sent"]["message_id"],)
+            )[0][0]
             timeouts = stack.server_log().count("WORKER TIMEOUT")
 
-    print(f"\nReply: {args.tokens} tokens at {args.delay_ms:g} ms, markdown document repeated; "
-          f"stored text {stored:,} chars; idle worker CPU {idle_rate * 1000:.1f} ms/s")
+    print(
+        f"\nReply: {args.tokens} tokens at {args.delay_ms:g} ms, markdown document repeated; "
+        f"stored text {stored:,} chars; idle worker CPU {idle_rate * 1000:.1f} ms/s"
+    )
     print("\nBytes (page stream, last repetition)")
     print(f"  page stream received        {probe['bytes']:>10,} B in {probe['messages']} messages")
     print(f"  final stream message        {len(probe['last'].data.encode()) if probe['last'] else 0:>10,} B")
@@ -129,13 +143,18 @@ def main() -> int:
     print("\nServer CPU (gunicorn worker), ms per 1,000 tokens, idle baseline subtracted")
     print(f"  {'case':34} {'median':>8} {'runs':>30} {'wall s':>8}  status")
     per_k = {}
-    for case, label in (("page", "page stream subscriber"), ("json", "JSON stream subscriber"),
-                        ("none", "no subscriber")):
+    for case, label in (
+        ("page", "page stream subscriber"),
+        ("json", "JSON stream subscriber"),
+        ("none", "no subscriber"),
+    ):
         runs = [r for r in results if r["case"] == case]
         values = [(r["cpu"] - idle_rate * r["wall"]) * 1000 / (args.tokens / 1000) for r in runs]
         per_k[case] = statistics.median(values)
-        print(f"  {label:34} {per_k[case]:8.1f} {str([round(v, 1) for v in values]):>30} "
-              f"{statistics.median(r['wall'] for r in runs):8.2f}  {sorted({r['status'] for r in runs})}")
+        print(
+            f"  {label:34} {per_k[case]:8.1f} {str([round(v, 1) for v in values]):>30} "
+            f"{statistics.median(r['wall'] for r in runs):8.2f}  {sorted({r['status'] for r in runs})}"
+        )
     print(f"  {'page stream alone (page - none)':34} {per_k['page'] - per_k['none']:8.1f}")
     print(f"  {'JSON stream alone (json - none)':34} {per_k['json'] - per_k['none']:8.1f}")
     print(f"  gunicorn WORKER TIMEOUT lines: {timeouts}")

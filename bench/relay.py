@@ -6,6 +6,7 @@ concurrent streams one gunicorn worker holds with its heartbeats on time.
 Starts its own reference agents and gunicorn (gevent workers) on free loopback ports, with a
 throw-away SQLite file, and prints tables. Figures only: nothing here asserts.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,12 @@ def timed_stream(response, started):
 
 
 def direct_once(stack, session, content, model, index):
-    body = {"task_id": f"bench-{time.time_ns()}-{index}", "session_id": "bench", "model": model,
-            "messages": [{"role": "user", "content": content}]}
+    body = {
+        "task_id": f"bench-{time.time_ns()}-{index}",
+        "session_id": "bench",
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+    }
     started = time.perf_counter()
     response = session.post(f"{stack.agent_url(AGENT)}/tasks", json=body, stream=True, timeout=30)
     return timed_stream(response, started)
@@ -73,7 +78,9 @@ def through_once(api, content, model):
     response = api.post(
         "/api/chat/message",
         json={"agent_id": AGENT, "model_id": model, "content": content},
-        headers={"Accept": "text/event-stream"}, stream=True, timeout=30,
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=30,
     )
     return timed_stream(response, started)
 
@@ -103,8 +110,12 @@ def interleaved(stack, api, content, samples, model="ref-fast", two_requests=Tru
 def summarise(name, results):
     ttft = [r[0] * 1000 for r in results if r[0] is not None]
     rates = [r[2] / (r[1] - r[0]) for r in results if r[0] is not None and r[1] > r[0] and r[2] > 1]
-    return {"path": name, "ttft_p50": statistics.median(ttft), "ttft_p95": percentile(ttft, 95),
-            "tps_p50": statistics.median(rates) if rates else float("nan")}
+    return {
+        "path": name,
+        "ttft_p50": statistics.median(ttft),
+        "ttft_p95": percentile(ttft, 95),
+        "tps_p50": statistics.median(rates) if rates else float("nan"),
+    }
 
 
 def hold_streams(stack, api, count, hold, heartbeat):
@@ -118,8 +129,9 @@ def hold_streams(stack, api, count, hold, heartbeat):
 
     def watch(sent):
         try:
-            response = api.get(sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True,
-                               timeout=(10, heartbeat * 4))
+            response = api.get(
+                sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True, timeout=(10, heartbeat * 4)
+            )
         except requests.RequestException:
             failures[0] += 1
             return
@@ -150,9 +162,18 @@ def hold_streams(stack, api, count, hold, heartbeat):
     worker_cpu = (sum(sum(p.cpu_times()[:2]) for p in workers) - cpu_before) / (time.monotonic() - started)
     pool.map(lambda sent: api.post(f"/api/chat/sessions/{sent['session_id']}/cancel"), sessions)
     on_time = sum(1 for gap in gaps if gap <= heartbeat * 1.5)
-    return {"asked": count, "opened": opened[0], "held": len(gaps), "on_time": on_time, "failures": failures[0],
-            "gap_p50": percentile(gaps, 50), "gap_p95": percentile(gaps, 95), "gap_max": max(gaps or [0]),
-            "worker_rss_mb": worker_rss / 2**20, "worker_cpu_pct": round(worker_cpu * 100, 1)}
+    return {
+        "asked": count,
+        "opened": opened[0],
+        "held": len(gaps),
+        "on_time": on_time,
+        "failures": failures[0],
+        "gap_p50": percentile(gaps, 50),
+        "gap_p95": percentile(gaps, 95),
+        "gap_max": max(gaps or [0]),
+        "worker_rss_mb": worker_rss / 2**20,
+        "worker_cpu_pct": round(worker_cpu * 100, 1),
+    }
 
 
 def main() -> int:
@@ -187,12 +208,16 @@ def main() -> int:
             if not args.streams:
                 return 0
             held = hold_streams(stack, api, args.streams, args.hold, args.heartbeat)
-            print(f"\nConcurrent streams on one gunicorn worker (gevent), heartbeat {args.heartbeat:g} s, "
-                  f"held {args.hold:g} s")
+            print(
+                f"\nConcurrent streams on one gunicorn worker (gevent), heartbeat {args.heartbeat:g} s, "
+                f"held {args.hold:g} s"
+            )
             print(json.dumps(held, indent=2))
-            print(f"\n{held['on_time']} of {held['asked']} streams held with every heartbeat on time "
-                  f"(gap <= {args.heartbeat * 1.5:g} s); worker RSS {held['worker_rss_mb']:.0f} MiB, "
-                  f"worker CPU {held['worker_cpu_pct']:.0f} % while holding")
+            print(
+                f"\n{held['on_time']} of {held['asked']} streams held with every heartbeat on time "
+                f"(gap <= {args.heartbeat * 1.5:g} s); worker RSS {held['worker_rss_mb']:.0f} MiB, "
+                f"worker CPU {held['worker_cpu_pct']:.0f} % while holding"
+            )
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

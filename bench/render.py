@@ -6,6 +6,7 @@ Renders a pathological corpus (the inputs that are slowest per byte for markdown
 pygments) at several sizes and prints the median and worst wall time of `render_markdown` for
 each, and whether the result fell back to plain text. Figures only: nothing is asserted.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,9 @@ def main() -> None:
     for size in sizes:
         for name, text in corpus(size).items():
             median, worst, plain = measure(text)
-            print(f"{name:<16}{len(text):>9,}{median * 1000:>11.1f}{worst * 1000:>10.1f}  {'plain' if plain else 'markdown'}")
+            print(
+                f"{name:<16}{len(text):>9,}{median * 1000:>11.1f}{worst * 1000:>10.1f}  {'plain' if plain else 'markdown'}"
+            )
         print()
 
 

@@ -19,6 +19,7 @@ workers' connections (psutil). Stop: a subscriber on A follows a long reply; aft
 cancel is POSTed to B (to A in the memory profile); we time cancel-sent -> `done {cancelled}`.
 Prints tables and the machine's load at start and end; asserts nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -117,8 +118,12 @@ def first_token_samples(stack, api_a, api_b, a_pids, samples, first_ms):
         # connection and A's stream lands on whichever worker accepts it.
         headers = {"Connection": "close"} if index % 2 else {}
         started = time.perf_counter()
-        sent = api_a.post("/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content},
-                          headers=headers, timeout=10).json()
+        sent = api_a.post(
+            "/api/chat/message",
+            json={"agent_id": AGENT, "model_id": MODEL, "content": content},
+            headers=headers,
+            timeout=10,
+        ).json()
         deadline = time.monotonic() + 20
         a, b = {}, {}
         a_first, b_first = gevent.event.Event(), gevent.event.Event()
@@ -140,12 +145,13 @@ def cancel_samples(api_a, api_cancel, samples):
     content = "Stop probe @@tokens=3000 @@delay_ms=20 @@first_token_ms=0"
     latencies, http, statuses = [], [], {}
     for _ in range(samples):
-        sent = api_a.post("/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content},
-                          timeout=10).json()
+        sent = api_a.post(
+            "/api/chat/message", json={"agent_id": AGENT, "model_id": MODEL, "content": content}, timeout=10
+        ).json()
         result, seen = {}, gevent.event.Event()
         deadline = time.monotonic() + 30
 
-        def follow_until_done():
+        def follow_until_done(sent=sent, deadline=deadline, result=result, seen=seen):
             try:
                 response = api_a.get(sent["stream_url"], headers=SSE, stream=True, timeout=(5, 10))
                 count = 0
@@ -202,19 +208,29 @@ def report_first_tokens(title, rows, redis_profile):
         print(row("per token: sub 2 minus sub 1 (every token)", gaps))
         return None
     same = [s["a"]["first"] * 1000 for s in rows if "first" in s["a"] and s["a_pid"] and s["a_pid"] == s["owner"]]
-    other_worker = [s["a"]["first"] * 1000 for s in rows
-                    if "first" in s["a"] and s["a_pid"] and s["owner"] and s["a_pid"] != s["owner"]]
+    other_worker = [
+        s["a"]["first"] * 1000
+        for s in rows
+        if "first" in s["a"] and s["a_pid"] and s["owner"] and s["a_pid"] != s["owner"]
+    ]
     unknown = sum(1 for s in rows if not s["a_pid"] or not s["owner"])
     host_b = ms("b")
     print(row("A, served by the driving worker", same))
     print(row("A, served by another worker of A", other_worker))
     print(row("A, all (may or may not be driving)", ms("a")))
     print(row("B, another host (never driving)", host_b))
-    print(row("paired per sample: B minus A", [(s["b"]["first"] - s["a"]["first"]) * 1000 for s in rows
-                                                if "first" in s["a"] and "first" in s["b"]]))
+    print(
+        row(
+            "paired per sample: B minus A",
+            [(s["b"]["first"] - s["a"]["first"]) * 1000 for s in rows if "first" in s["a"] and "first" in s["b"]],
+        )
+    )
     print(row("per token: B minus A (every token)", per_token_gap(rows, "a", "b")))
-    on_driver = [(s["b"]["first"] - s["a"]["first"]) * 1000 for s in rows
-                 if "first" in s["a"] and "first" in s["b"] and s["a_pid"] and s["a_pid"] == s["owner"]]
+    on_driver = [
+        (s["b"]["first"] - s["a"]["first"]) * 1000
+        for s in rows
+        if "first" in s["a"] and "first" in s["b"] and s["a_pid"] and s["a_pid"] == s["owner"]
+    ]
     print(row("paired, A on driving worker: B minus A", on_driver))
     if unknown:
         print(f"  ({unknown} samples where the driving or serving worker could not be identified)")
@@ -222,8 +238,10 @@ def report_first_tokens(title, rows, redis_profile):
     if same and others:
         s50, s95, _ = p50_p95_max(same)
         o50, o95, _ = p50_p95_max(others)
-        print(f"  other worker/host vs driving worker: p50 {o50 - s50:+.1f} ms (target <= +5), "
-              f"p95 {o95 - s95:+.1f} ms (target <= +15)")
+        print(
+            f"  other worker/host vs driving worker: p50 {o50 - s50:+.1f} ms (target <= +5), "
+            f"p95 {o95 - s95:+.1f} ms (target <= +15)"
+        )
     return same, others
 
 
@@ -251,16 +269,21 @@ def run_profile(name, workdir, samples, cancels, first_ms, redis_url=None):
         label = f"{name} ({workers} worker{'s' if workers > 1 else ''}{' + server B' if redis_url else ''})"
         report_first_tokens(label, rows, bool(redis_url))
         latencies, http, statuses = cancel_samples(api_a, api_b, cancels)
-        report_cancels(f"{label}, stop sent to {'server B' if redis_url else 'the same worker'}",
-                       latencies, http, statuses)
+        report_cancels(
+            f"{label}, stop sent to {'server B' if redis_url else 'the same worker'}", latencies, http, statuses
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--cancels", type=int, default=30)
-    parser.add_argument("--first-token-ms", type=float, default=150.0,
-                        help="the agent's wait before its first token (both subscribers attach meanwhile)")
+    parser.add_argument(
+        "--first-token-ms",
+        type=float,
+        default=150.0,
+        help="the agent's wait before its first token (both subscribers attach meanwhile)",
+    )
     parser.add_argument("--profile", choices=("both", "memory", "redis"), default="both")
     args = parser.parse_args()
     print(load_line("start"))

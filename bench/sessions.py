@@ -11,6 +11,7 @@ Flask test client, so every figure includes routing, login, the queries and the 
 user is the heaviest seed user (the one with the most sessions), the admin lines list everyone's.
 Figures only: nothing here asserts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ from tests.support import free_port, write_registry  # noqa: E402
 HX = {"HX-Request": "true", "HX-Target": "div#sessions-results"}
 # What people type: common words, a two-word query, prefixes as typed, rare words, no match.
 SEARCHES = [
-    "database", "deployment rollback", "dat", "data", "deploy", "kubern", "error", "the",
-    "ptarmigan", "quokka zephyr", "ops 4821", "rollback deploym",
+    "database",
+    "deployment rollback",
+    "dat",
+    "data",
+    "deploy",
+    "kubern",
+    "error",
+    "the",
+    "ptarmigan",
+    "quokka zephyr",
+    "ops 4821",
+    "rollback deploym",
 ]
 AGENTS = [
     {"agent_id": "architect", "port": 1, "models": [("ref-standard", 32768), ("ref-fast", 8192)]},
@@ -103,27 +114,34 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="sessions-bench-"))
     registry = write_registry(workdir / "agents.toml", [{**a, "port": free_port()} for a in AGENTS])
-    app = create_app({
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(args.db).resolve()}",
-        "AGENTS_FILE": str(registry),
-        "SECRET_KEY": "bench-secret-key-0123456789",
-        "LOG_LEVEL": "WARNING",
-    })
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(args.db).resolve()}",
+            "AGENTS_FILE": str(registry),
+            "SECRET_KEY": "bench-secret-key-0123456789",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
     with app.app_context():
         upgrade()
         have = db.session.scalar(select(func.count()).select_from(ConversationSession))
         if have < args.sessions:
-            print(f"Seeding {args.sessions - have:,} sessions x {args.messages_per_session} messages "
-                  f"(as `flask dev seed --sessions {args.sessions - have} "
-                  f"--messages-per-session {args.messages_per_session}`) ...", flush=True)
+            print(
+                f"Seeding {args.sessions - have:,} sessions x {args.messages_per_session} messages "
+                f"(as `flask dev seed --sessions {args.sessions - have} "
+                f"--messages-per-session {args.messages_per_session}`) ...",
+                flush=True,
+            )
             started = time.monotonic()
             seed(args.sessions - have, args.messages_per_session, random_seed=have + 1)
             print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
         sessions = db.session.scalar(select(func.count()).select_from(ConversationSession))
         messages = db.session.scalar(select(func.count()).select_from(Message))
         user_id, user_sessions = db.session.execute(
-            select(ConversationSession.user_id, func.count()).group_by(ConversationSession.user_id)
-            .order_by(func.count().desc()).limit(1)
+            select(ConversationSession.user_id, func.count())
+            .group_by(ConversationSession.user_id)
+            .order_by(func.count().desc())
+            .limit(1)
         ).one()
         user = db.session.get(User, user_id)
         admin = db.session.scalar(select(User).where(User.role == "admin").limit(1))
@@ -133,47 +151,89 @@ def main() -> int:
             admin = create_user("bench-admin", "bench-admin-password", "admin")
         admin_id = admin.id
         review_ids = db.session.scalars(
-            select(ConversationSession.id).where(ConversationSession.user_id == user_id)
-            .order_by(func.random()).limit(200)
+            select(ConversationSession.id)
+            .where(ConversationSession.user_id == user_id)
+            .order_by(func.random())
+            .limit(200)
         ).all()
         deep = db.session.execute(
-            select(SORTS["updated"], ConversationSession.id).where(ConversationSession.user_id == user_id)
-            .order_by(SORTS["updated"].desc(), ConversationSession.id.desc()).offset(user_sessions // 2).limit(1)
+            select(SORTS["updated"], ConversationSession.id)
+            .where(ConversationSession.user_id == user_id)
+            .order_by(SORTS["updated"].desc(), ConversationSession.id.desc())
+            .offset(user_sessions // 2)
+            .limit(1)
         ).one()
         with app.test_request_context():
             deep_cursor = encode_cursor(Cursor("updated", deep[0], deep[1]))
-        print(f"Database {args.db}: {sessions:,} sessions, {messages:,} messages; "
-              f"benchmark user {user.username} owns {user_sessions:,} sessions.\n")
+        print(
+            f"Database {args.db}: {sessions:,} sessions, {messages:,} messages; "
+            f"benchmark user {user.username} owns {user_sessions:,} sessions.\n"
+        )
 
     client, admin_client = logged_in(app, user_id), logged_in(app, admin_id)
     report, samples = Report(), args.samples
     with app.app_context():
         report.measure("sidebar query (50 latest active sessions)", lambda i: sidebar_sessions(user_id), samples)
     report.measure("sessions page, first page (HTML)", lambda i: get(client, "/sessions"), samples, "50")
-    report.measure(f"sessions page, deep page (session {user_sessions // 2:,})",
-                   lambda i: get(client, f"/sessions?cursor={deep_cursor}"), samples, "50")
-    report.measure("sessions page, filtered (cancelled, archived)",
-                   lambda i: get(client, "/sessions?status=cancelled&archived=true"), samples, "50")
-    report.measure("sessions page, filtered (agent, model, dates)",
-                   lambda i: get(client, "/sessions?agent_id=dir-code&model_id=ref-standard&from=2026-01-01"),
-                   samples, "50")
+    report.measure(
+        f"sessions page, deep page (session {user_sessions // 2:,})",
+        lambda i: get(client, f"/sessions?cursor={deep_cursor}"),
+        samples,
+        "50",
+    )
+    report.measure(
+        "sessions page, filtered (cancelled, archived)",
+        lambda i: get(client, "/sessions?status=cancelled&archived=true"),
+        samples,
+        "50",
+    )
+    report.measure(
+        "sessions page, filtered (agent, model, dates)",
+        lambda i: get(client, "/sessions?agent_id=dir-code&model_id=ref-standard&from=2026-01-01"),
+        samples,
+        "50",
+    )
     report.measure("API list GET /api/chat/sessions", lambda i: get(client, "/api/chat/sessions"), samples, "50")
     every_search = []
     for query in SEARCHES:
-        every_search += report.measure(f"search {query!r} (as you type, HX)",
-                                       lambda i, q=query: get(client, f"/sessions?q={q}", HX), samples, "100")
+        every_search += report.measure(
+            f"search {query!r} (as you type, HX)",
+            lambda i, q=query: get(client, f"/sessions?q={q}", HX),
+            samples,
+            "100",
+        )
     report.rows.append(("search, all of the above together", every_search, "100"))
-    report.measure("search 'deploy' + status interrupted",
-                   lambda i: get(client, "/sessions?q=deploy&status=interrupted", HX), samples, "100")
-    report.measure("review page (random sessions of the user)",
-                   lambda i: get(client, f"/sessions/{review_ids[i % len(review_ids)]}"), samples, "50")
-    report.measure("review JSON GET /api/chat/sessions/<id>",
-                   lambda i: get(client, f"/api/chat/sessions/{review_ids[i % len(review_ids)]}"), samples, "50")
+    report.measure(
+        "search 'deploy' + status interrupted",
+        lambda i: get(client, "/sessions?q=deploy&status=interrupted", HX),
+        samples,
+        "100",
+    )
+    report.measure(
+        "review page (random sessions of the user)",
+        lambda i: get(client, f"/sessions/{review_ids[i % len(review_ids)]}"),
+        samples,
+        "50",
+    )
+    report.measure(
+        "review JSON GET /api/chat/sessions/<id>",
+        lambda i: get(client, f"/api/chat/sessions/{review_ids[i % len(review_ids)]}"),
+        samples,
+        "50",
+    )
     report.measure("admin: everyone's sessions page", lambda i: get(admin_client, "/sessions?user=all"), samples, "50")
-    report.measure("admin: search everyone's 'kubern'",
-                   lambda i: get(admin_client, "/sessions?user=all&q=kubern", HX), samples, "100")
-    report.measure("admin: search everyone's 'ptarmigan'",
-                   lambda i: get(admin_client, "/sessions?user=all&q=ptarmigan", HX), samples, "100")
+    report.measure(
+        "admin: search everyone's 'kubern'",
+        lambda i: get(admin_client, "/sessions?user=all&q=kubern", HX),
+        samples,
+        "100",
+    )
+    report.measure(
+        "admin: search everyone's 'ptarmigan'",
+        lambda i: get(admin_client, "/sessions?user=all&q=ptarmigan", HX),
+        samples,
+        "100",
+    )
     report.print()
     with app.app_context():
         db.engine.dispose()

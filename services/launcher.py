@@ -3,6 +3,7 @@
 Ctrl-C stops everything it started. Migrations and the first admin account are done first, so
 that a fresh clone is usable with one command.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 `make test` installs the package (`make chromium`); Playwright never downloads a browser here.
 The flags keep Chromium off the network (this machine has none) and let it run as root.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -12,8 +13,13 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 

@@ -3,6 +3,7 @@
 Each test gets its own SQLite file, copied from one database migrated to head once per run, so
 tests run against exactly the schema that migrations build.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,8 @@ from services.webui import create_app
 from services.webui.auth import create_user
 from services.webui.extensions import db
 
-
 from .support import UserClient, base_config, default_test_agents, write_registry
+
 
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory) -> Path:

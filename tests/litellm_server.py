@@ -4,6 +4,7 @@
 responses, so it needs no network and no provider key; its master key stands in for an agent's
 API key.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,14 +58,32 @@ def litellm_proxy(folder: Path):
         pytest.skip(f"{LITELLM} is missing; `make litellm` installs it.")
     (folder / "config.yaml").write_text(CONFIG)
     port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-           "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"}
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "NO_DOCS": "True",
+        "DISABLE_ADMIN_UI": "True",
+    }
     log_path = folder / "litellm.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(LITELLM), "--config", str(folder / "config.yaml"), "--host", "127.0.0.1",
-         "--port", str(port), "--num_workers", "1"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            str(LITELLM),
+            "--config",
+            str(folder / "config.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         _wait_until_live(port, process, log_path)

@@ -4,6 +4,7 @@ SWITCHBOARD_TEST_POSTGRES_URL names an existing server to use instead. Otherwise
 binaries of Debian's postgresql package (in the machine image) start a fresh cluster on a free
 loopback port, as the `postgres` user when the tests run as root (PostgreSQL refuses root).
 """
+
 from __future__ import annotations
 
 import glob
@@ -44,8 +45,17 @@ def postgres_server():
     run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)  # noqa: E731
     try:
         run(initdb, "-D", str(data), "-U", "switchboard", "--auth=trust", "--no-sync")
-        run(pg_ctl, "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
-            f"-p {port} -h 127.0.0.1 -k {folder} -c fsync=off", "start")
+        run(
+            pg_ctl,
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(folder / "server.log"),
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {folder} -c fsync=off",
+            "start",
+        )
         yield f"postgresql+psycopg2://switchboard@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").exists():

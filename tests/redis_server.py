@@ -3,6 +3,7 @@
 The scale-out profile's tests run a real Redis: several gunicorn servers share it, as several
 hosts would. Nothing is persisted (`--save "" --appendonly no`).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,9 +25,23 @@ def redis_server():
     folder = tempfile.mkdtemp(prefix="switchboard-redis-")
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", folder, "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:

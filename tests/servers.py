@@ -5,6 +5,7 @@ and serves the app with gunicorn's gevent workers: the same parts `make run` sta
 `redis_url` it is the scale-out profile: several workers, and `start_extra_server()` as a second
 host, sharing one Redis.
 """
+
 from __future__ import annotations
 
 import os
@@ -113,7 +114,10 @@ class LiveStack:
         self._logs.append(log)
         server = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env={**self.env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**self.env, "PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.servers.append(server)
         url = f"http://127.0.0.1:{port}/healthz"
@@ -157,7 +161,10 @@ class LiveStack:
     def add_user(self, username: str, password: str) -> None:
         subprocess.run(
             [str(BIN / "flask"), "users", "create", username, "--password", password],
-            cwd=ROOT, env=self.env, check=True, capture_output=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
 
 

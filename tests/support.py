@@ -1,4 +1,5 @@
 """Helpers shared by the test modules: registries on free ports, CSRF-aware logged-in clients."""
+
 from __future__ import annotations
 
 import re
@@ -16,23 +17,30 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
     Written as given, not validated: some tests need a registry that is wrong on purpose.
     `models` are (model_id, context_window) pairs.
     """
-    data = {"agents": [
-        {
-            "agent_id": agent["agent_id"],
-            "name": agent.get("name", agent["agent_id"].title()),
-            "parent_role": agent.get("parent_role", ""),
-            "host": agent.get("host", "127.0.0.1"),
-            "port": agent["port"],
-            "protocol": agent.get("protocol", "native"),
-            "api_key_env": agent.get("api_key_env"),
-            "models": [
-                {"model_id": model_id, "name": model_id, "context_window": window,
-                 "cost_per_1m_input": 1.0, "cost_per_1m_output": 2.0}
-                for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
-            ],
-        }
-        for agent in agents
-    ]}
+    data = {
+        "agents": [
+            {
+                "agent_id": agent["agent_id"],
+                "name": agent.get("name", agent["agent_id"].title()),
+                "parent_role": agent.get("parent_role", ""),
+                "host": agent.get("host", "127.0.0.1"),
+                "port": agent["port"],
+                "protocol": agent.get("protocol", "native"),
+                "api_key_env": agent.get("api_key_env"),
+                "models": [
+                    {
+                        "model_id": model_id,
+                        "name": model_id,
+                        "context_window": window,
+                        "cost_per_1m_input": 1.0,
+                        "cost_per_1m_output": 2.0,
+                    }
+                    for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+                ],
+            }
+            for agent in agents
+        ]
+    }
     path.write_text(registry_to_toml(data))
     return path
 

@@ -24,8 +24,9 @@ identical expression, so PostgreSQL keeps them in step by itself.
 Revision ID: 0002
 Revises: 0001
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
@@ -37,10 +38,16 @@ depends_on = None
 # agent, model and archived columns let a filtered walk test rows in the index without reading
 # the table. The messages index answers "status of the latest reply" with one covering seek.
 INDICES = [
-    ("ix_sessions_user_updated_id", "conversation_sessions",
-     ["user_id", "updated_at", "id", "agent_id", "model_id", "archived_at"]),
-    ("ix_sessions_user_created_id", "conversation_sessions",
-     ["user_id", "created_at", "id", "agent_id", "model_id", "archived_at"]),
+    (
+        "ix_sessions_user_updated_id",
+        "conversation_sessions",
+        ["user_id", "updated_at", "id", "agent_id", "model_id", "archived_at"],
+    ),
+    (
+        "ix_sessions_user_created_id",
+        "conversation_sessions",
+        ["user_id", "created_at", "id", "agent_id", "model_id", "archived_at"],
+    ),
     ("ix_sessions_updated_id", "conversation_sessions", ["updated_at", "id", "agent_id", "model_id", "archived_at"]),
     ("ix_sessions_created_id", "conversation_sessions", ["created_at", "id", "agent_id", "model_id", "archived_at"]),
     ("ix_sessions_archived_at", "conversation_sessions", ["archived_at"]),
@@ -174,13 +181,8 @@ def _sqlite_downgrade() -> None:
 
 
 def _postgresql_upgrade() -> None:
-    op.execute(
-        "CREATE INDEX ix_messages_content_tsv ON messages USING gin (to_tsvector('simple', content))"
-    )
-    op.execute(
-        "CREATE INDEX ix_sessions_title_tsv ON conversation_sessions "
-        "USING gin (to_tsvector('simple', title))"
-    )
+    op.execute("CREATE INDEX ix_messages_content_tsv ON messages USING gin (to_tsvector('simple', content))")
+    op.execute("CREATE INDEX ix_sessions_title_tsv ON conversation_sessions USING gin (to_tsvector('simple', title))")
 
 
 def _postgresql_downgrade() -> None:

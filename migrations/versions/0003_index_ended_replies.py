@@ -14,6 +14,7 @@ PostgreSQL: unchanged (its GIN index follows the column by itself).
 Revision ID: 0003
 Revises: 0002
 """
+
 from alembic import op
 
 revision = "0003"
@@ -39,7 +40,8 @@ def message_triggers(only_ended: bool) -> dict[str, str]:
     # ended message is), put in what should be (only if it has ended).
     update_of, changed = (
         ("content, status", "old.content IS NOT new.content OR old.status IS NOT new.status")
-        if only_ended else ("content", "old.content IS NOT new.content")
+        if only_ended
+        else ("content", "old.content IS NOT new.content")
     )
     delete_old = f"""
           INSERT INTO search_messages (search_messages, rowid, body)

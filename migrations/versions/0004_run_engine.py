@@ -11,8 +11,9 @@
 Revision ID: 0004
 Revises: 0003
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"
@@ -34,8 +35,10 @@ def upgrade():
             ["user_id"], ["users.id"], name=op.f("fk_idempotency_keys_user_id_users"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["session_id"], ["conversation_sessions.id"],
-            name=op.f("fk_idempotency_keys_session_id_conversation_sessions"), ondelete="CASCADE",
+            ["session_id"],
+            ["conversation_sessions.id"],
+            name=op.f("fk_idempotency_keys_session_id_conversation_sessions"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("user_id", "key", name=op.f("pk_idempotency_keys")),
     )

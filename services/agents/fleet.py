@@ -6,6 +6,7 @@ starts one process per agent, waits until each answers /health, prints one line 
 and stays in the foreground until SIGINT or SIGTERM, then stops them all. Tests and the
 app launcher use the `Fleet` class directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,9 @@ from pathlib import Path
 
 import requests
 
-from services.gateway.transport import SESSION
-from services.gateway.registry import (DEFAULT_REGISTRY_PATH, PROJECT_ROOT, Agent,
-                                       RegistryError, load_registry_file)
 from services.agents.registry_files import free_port, write_test_registry
+from services.gateway.registry import DEFAULT_REGISTRY_PATH, PROJECT_ROOT, Agent, RegistryError, load_registry_file
+from services.gateway.transport import SESSION
 
 __all__ = ["Fleet", "FleetError", "free_port", "write_test_registry", "is_local_native"]
 
@@ -49,8 +49,13 @@ def is_local_native(agent: Agent) -> bool:
 class Fleet:
     """Start, watch and stop reference-agent processes for one registry file."""
 
-    def __init__(self, registry_path: str | os.PathLike = DEFAULT_REGISTRY_PATH, *,
-                 log_dir: str | os.PathLike | None = None, python: str = sys.executable):
+    def __init__(
+        self,
+        registry_path: str | os.PathLike = DEFAULT_REGISTRY_PATH,
+        *,
+        log_dir: str | os.PathLike | None = None,
+        python: str = sys.executable,
+    ):
         self.registry_path = Path(registry_path)
         self.registry = load_registry_file(self.registry_path)
         self.agents = tuple(a for a in self.registry.agents if is_local_native(a))
@@ -66,9 +71,16 @@ class Fleet:
         for agent in self.agents:
             if agent.agent_id in self.processes:
                 continue
-            command = [self.python, "-m", "services.agents.reference",
-                       "--registry", str(self.registry_path.resolve()),
-                       "--agent-id", agent.agent_id, "--exit-with-parent"]
+            command = [
+                self.python,
+                "-m",
+                "services.agents.reference",
+                "--registry",
+                str(self.registry_path.resolve()),
+                "--agent-id",
+                agent.agent_id,
+                "--exit-with-parent",
+            ]
             if self.log_dir:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 log_file = open(self.log_path(agent.agent_id), "ab")
@@ -77,7 +89,11 @@ class Fleet:
                 log_file, stdout, stderr = None, subprocess.DEVNULL, None
             try:
                 self.processes[agent.agent_id] = subprocess.Popen(
-                    command, cwd=PROJECT_ROOT, env=env, stdout=stdout, stderr=stderr,
+                    command,
+                    cwd=PROJECT_ROOT,
+                    env=env,
+                    stdout=stdout,
+                    stderr=stderr,
                     stdin=subprocess.DEVNULL,
                 )
             finally:
@@ -92,7 +108,8 @@ class Fleet:
         """
         now = time.monotonic()
         dead = [
-            agent_id for agent_id, process in self.processes.items()
+            agent_id
+            for agent_id, process in self.processes.items()
             if process.poll() is not None and now - self._restarted_at.get(agent_id, -backoff) >= backoff
         ]
         for agent_id in dead:

@@ -10,6 +10,7 @@ The same process also speaks OpenAI's streaming `POST /v1/chat/completions` (sam
 same directives, taken from the last user message), so one process can stand behind both a
 native and an `openai` agent entry: the two paths can then be compared on equal terms.
 """
+
 if __name__ == "__main__":
     from gevent import monkey
 
@@ -34,8 +35,7 @@ from gevent.event import Event  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from services.agents.replies import parse_directives, reply_tokens  # noqa: E402
-from services.gateway.registry import (DEFAULT_REGISTRY_PATH, Agent, Model,  # noqa: E402
-                                       RegistryError, load_registry_file)
+from services.gateway.registry import DEFAULT_REGISTRY_PATH, Agent, Model, RegistryError, load_registry_file  # noqa: E402
 from services.gateway.sse import format_sse  # noqa: E402
 
 MAX_BODY_BYTES = 1_000_000
@@ -44,9 +44,9 @@ _TASK_PATH = re.compile(r"^/tasks/([^/]+)(/cancel)?$")
 _ROLES = ("system", "user", "assistant", "tool")
 _MALFORMED = (
     "event: token\ndata: {this is not json\n\n",
-    "event: mystery\ndata: {\"text\": \"an event type nobody knows\"}\n\n",
-    "data: {\"text\": \"a message without an event name\"}\n\n",
-    "event: token\ndata: [\"not\", \"an\", \"object\"]\n\n",
+    'event: mystery\ndata: {"text": "an event type nobody knows"}\n\n',
+    'data: {"text": "a message without an event name"}\n\n',
+    'event: token\ndata: ["not", "an", "object"]\n\n',
     ": a comment line, which every client must ignore\n\n",
 )
 DEFAULT_MODELS = (
@@ -76,9 +76,15 @@ class Task:
             self.status, self.stopped_at = status, _iso_now()
 
     def to_dict(self) -> dict:
-        return {"task_id": self.task_id, "session_id": self.session_id, "model": self.model,
-                "status": self.status, "tokens_sent": self.tokens_sent,
-                "started_at": self.started_at, "stopped_at": self.stopped_at}
+        return {
+            "task_id": self.task_id,
+            "session_id": self.session_id,
+            "model": self.model,
+            "status": self.status,
+            "tokens_sent": self.tokens_sent,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+        }
 
 
 class _Crash(Exception):
@@ -98,11 +104,17 @@ class ReferenceAgent:
         if path == "/health":
             if method != "GET":
                 return _json(start_response, 405, {"error": "use GET"})
-            return _json(start_response, 200, {
-                "status": "ok", "agent_id": self.agent.agent_id, "name": self.agent.name,
-                "models": [m.model_id for m in self.agent.models],
-                "running_tasks": sum(t.status == "running" for t in self.tasks.values()),
-            })
+            return _json(
+                start_response,
+                200,
+                {
+                    "status": "ok",
+                    "agent_id": self.agent.agent_id,
+                    "name": self.agent.name,
+                    "models": [m.model_id for m in self.agent.models],
+                    "running_tasks": sum(t.status == "running" for t in self.tasks.values()),
+                },
+            )
         if path == "/tasks":
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"})
@@ -143,8 +155,14 @@ class ReferenceAgent:
             return _json(start_response, 409, {"error": f"task '{body['task_id']}' already exists"})
         task = Task(body["task_id"], body["session_id"], model.model_id)
         self._remember(task)
-        start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
-                                  ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/event-stream; charset=utf-8"),
+                ("Cache-Control", "no-cache"),
+                ("X-Accel-Buffering", "no"),
+            ],
+        )
         return self._stream(task, model, body["messages"], environ.get("switchboard.socket"))
 
     def _remember(self, task: Task) -> None:
@@ -163,11 +181,15 @@ class ReferenceAgent:
         prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
 
         def usage(completion: int) -> bytes:
-            return _event("usage", {
-                "prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion,
-                "cost_usd": model.cost_usd(prompt_tokens, completion),
-            })
+            return _event(
+                "usage",
+                {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                    "cost_usd": model.cost_usd(prompt_tokens, completion),
+                },
+            )
 
         def cancelled(wait_ms: float) -> bool:
             return wait_ms > 0 and task.cancel.wait(wait_ms / 1000.0) or task.cancel.is_set()
@@ -175,17 +197,16 @@ class ReferenceAgent:
         try:
             if task.cancel.is_set():
                 raise _Cancelled
-            yield _event("status_update", {"status": "planning",
-                                           "detail": f"{self.agent.name} is reading the request."})
+            yield _event(
+                "status_update", {"status": "planning", "detail": f"{self.agent.name} is reading the request."}
+            )
             if knobs.usage == "early":
                 yield usage(len(tokens))
             if cancelled(knobs.first_token_ms / 2):
                 raise _Cancelled
-            yield _event("status_update", {"status": "executing",
-                                           "detail": f"{self.agent.name} is writing the reply."})
+            yield _event("status_update", {"status": "executing", "detail": f"{self.agent.name} is writing the reply."})
             if knobs.status:
-                yield _event("status_update", {"status": knobs.status,
-                                               "detail": "Requested by a test directive."})
+                yield _event("status_update", {"status": knobs.status, "detail": "Requested by a test directive."})
             if cancelled(knobs.first_token_ms / 2):
                 raise _Cancelled
             for index, text in enumerate(tokens):
@@ -230,18 +251,24 @@ class ReferenceAgent:
             return _openai_error(start_response, 413 if "too large" in problem else 400, problem)
         model = self.agent.model(body["model"])
         if model is None:
-            return _openai_error(start_response, 404, f"The model '{body['model']}' does not exist.",
-                                 "model_not_found")
+            return _openai_error(start_response, 404, f"The model '{body['model']}' does not exist.", "model_not_found")
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         task = Task(completion_id, "", model.model_id)
         self._remember(task)
         if not body.get("stream"):
             return self._whole_completion(task, model, body["messages"], start_response)
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
-        start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
-                                  ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
-        return self._completion_stream(task, model, body["messages"], bool(options.get("include_usage")),
-                                       environ.get("switchboard.socket"))
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/event-stream; charset=utf-8"),
+                ("Cache-Control", "no-cache"),
+                ("X-Accel-Buffering", "no"),
+            ],
+        )
+        return self._completion_stream(
+            task, model, body["messages"], bool(options.get("include_usage")), environ.get("switchboard.socket")
+        )
 
     def _completion_stream(self, task: Task, model: Model, messages: list[dict], include_usage: bool, sock):
         """chat.completion.chunk messages paced like the native stream; a closed connection is
@@ -253,16 +280,23 @@ class ReferenceAgent:
         created = int(time.time())
 
         def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
-            body = {"id": task.task_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model.model_id,
-                    "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            body = {
+                "id": task.task_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model.model_id,
+                "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             if usage is not None:
                 body["usage"] = usage
             return _data(body)
 
         def usage(completion: int) -> dict:
-            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                    "total_tokens": prompt_tokens + completion}
+            return {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            }
 
         try:
             yield chunk({"role": "assistant", "content": ""})
@@ -304,13 +338,22 @@ class ReferenceAgent:
         prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
         task.tokens_sent = len(tokens)
         task.stop("complete")
-        body = json.dumps({
-            "id": task.task_id, "object": "chat.completion", "created": int(time.time()), "model": model.model_id,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens)},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-                      "total_tokens": prompt_tokens + len(tokens)},
-        }).encode("utf-8")
+        body = json.dumps(
+            {
+                "id": task.task_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model.model_id,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "".join(tokens)}, "finish_reason": "stop"}
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(tokens),
+                    "total_tokens": prompt_tokens + len(tokens),
+                },
+            }
+        ).encode("utf-8")
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
 
@@ -328,8 +371,7 @@ def _data(payload: dict) -> bytes:
 
 
 def _openai_error(start_response, status: int, message: str, code: str | None = None):
-    return _json(start_response, status, {"error": {"message": message, "type": "invalid_request_error",
-                                                    "code": code}})
+    return _json(start_response, status, {"error": {"message": message, "type": "invalid_request_error", "code": code}})
 
 
 def _completion_problem(body) -> str | None:
@@ -341,18 +383,28 @@ def _completion_problem(body) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for index, message in enumerate(messages):
-        if (not isinstance(message, dict) or message.get("role") not in _ROLES
-                or not isinstance(message.get("content"), str)):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in _ROLES
+            or not isinstance(message.get("content"), str)
+        ):
             return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content"
     return None
 
 
 def _json(start_response, status: int, payload: dict):
-    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-               409: "Conflict", 413: "Payload Too Large"}
+    reasons = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        409: "Conflict",
+        413: "Payload Too Large",
+    }
     body = json.dumps(payload).encode("utf-8")
-    start_response(f"{status} {reasons[status]}", [("Content-Type", "application/json"),
-                                                    ("Content-Length", str(len(body)))])
+    start_response(
+        f"{status} {reasons[status]}", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -384,8 +436,11 @@ def _task_problem(body) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for index, message in enumerate(messages):
-        if (not isinstance(message, dict) or message.get("role") not in _ROLES
-                or not isinstance(message.get("content"), str)):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in _ROLES
+            or not isinstance(message.get("content"), str)
+        ):
             return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content"
     return None
 
@@ -414,6 +469,7 @@ def _raise_fd_limit() -> None:
     # A thousand concurrent streams need more than the usual 1024 descriptors.
     try:
         import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         wanted = hard if hard != resource.RLIM_INFINITY else 65536
         if soft < wanted:
@@ -442,8 +498,7 @@ def resolve_agent(args) -> tuple[Agent, str | None]:
     if agent is None:
         if args.port is None:
             raise RegistryError(f"{args.registry}: there is no agent '{args.agent_id}' and no --port was given.")
-        agent = Agent(agent_id=args.agent_id, name=args.agent_id, parent_role="", port=args.port,
-                      models=DEFAULT_MODELS)
+        agent = Agent(agent_id=args.agent_id, name=args.agent_id, parent_role="", port=args.port, models=DEFAULT_MODELS)
     overrides = {}
     if args.port is not None:
         overrides["port"] = args.port
@@ -461,8 +516,9 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--host")
     parser.add_argument("--registry", default=str(DEFAULT_REGISTRY_PATH))
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="stop when the process that started this one goes away")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the process that started this one goes away"
+    )
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -472,14 +528,14 @@ def main(argv=None) -> int:
         return 2
     _raise_fd_limit()
     app = ReferenceAgent(agent, parent_name)
-    server = WSGIServer((agent.host, agent.port), app, handler_class=_Handler, backlog=2048,
-                        log=sys.stderr if args.access_log else None)
+    server = WSGIServer(
+        (agent.host, agent.port), app, handler_class=_Handler, backlog=2048, log=sys.stderr if args.access_log else None
+    )
     try:
         server.init_socket()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            print(f"Agent {agent.agent_id} cannot start: port {agent.port} is already in use.",
-                  file=sys.stderr)
+            print(f"Agent {agent.agent_id} cannot start: port {agent.port} is already in use.", file=sys.stderr)
             return 3
         raise
     if args.exit_with_parent:

@@ -4,6 +4,7 @@ Tests must never use the fixed 611x ports of config/agents.toml: a developer's o
 may be running there. `write_test_registry` copies a registry (by default the real one)
 and gives every agent a free port.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,20 @@ from typing import Any, Iterable
 from services.gateway.registry import DEFAULT_REGISTRY_PATH, Registry, load_registry_file
 
 _DEFAULT_MODELS = [
-    {"model_id": "ref-standard", "name": "Reference Standard", "context_window": 32768,
-     "cost_per_1m_input": 3.0, "cost_per_1m_output": 15.0},
-    {"model_id": "ref-fast", "name": "Reference Fast", "context_window": 8192,
-     "cost_per_1m_input": 0.25, "cost_per_1m_output": 1.25},
+    {
+        "model_id": "ref-standard",
+        "name": "Reference Standard",
+        "context_window": 32768,
+        "cost_per_1m_input": 3.0,
+        "cost_per_1m_output": 15.0,
+    },
+    {
+        "model_id": "ref-fast",
+        "name": "Reference Fast",
+        "context_window": 8192,
+        "cost_per_1m_input": 0.25,
+        "cost_per_1m_output": 1.25,
+    },
 ]
 
 
@@ -57,8 +68,9 @@ def registry_to_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_test_registry(path: str | os.PathLike, agents: Iterable[dict] | None = None,
-                        base: str | os.PathLike = DEFAULT_REGISTRY_PATH) -> Path:
+def write_test_registry(
+    path: str | os.PathLike, agents: Iterable[dict] | None = None, base: str | os.PathLike = DEFAULT_REGISTRY_PATH
+) -> Path:
     """Write a registry TOML to `path` and return it.
 
     `agents` are dicts in the registry's shape; each may leave out port (a free one is

@@ -12,6 +12,7 @@ A reply longer than the document is padded with a short paragraph repeated; `@@f
 repeats the whole document instead (headings, lists, code blocks), which is what a long,
 realistic markdown reply looks like to the renderer.
 """
+
 from __future__ import annotations
 
 import re
@@ -96,21 +97,24 @@ def topic_of(text: str) -> str:
 
 
 _FOCUS = {
-    "code": ("the code paths it touches", "tests that pin the behaviour first",
-             "a small, reviewable change set"),
-    "data": ("the shape and volume of the data", "where the numbers come from",
-             "a migration that can run twice safely"),
-    "ops": ("how it is deployed and rolled back", "the alerts that would page someone",
-            "capacity on a two-core box"),
+    "code": ("the code paths it touches", "tests that pin the behaviour first", "a small, reviewable change set"),
+    "data": (
+        "the shape and volume of the data",
+        "where the numbers come from",
+        "a migration that can run twice safely",
+    ),
+    "ops": ("how it is deployed and rolled back", "the alerts that would page someone", "capacity on a two-core box"),
 }
-_DEFAULT_FOCUS = ("what each director owns", "the order the work can land in",
-                  "the risks worth a spike first")
+_DEFAULT_FOCUS = ("what each director owns", "the order the work can land in", "the risks worth a spike first")
 
 
 def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic: str) -> str:
     focus = next((v for k, v in _FOCUS.items() if k in agent_id), _DEFAULT_FOCUS)
-    role = f"the {agent_name}, reporting to the {parent_name}" if parent_name else \
-        f"the {agent_name}, at the head of this fleet"
+    role = (
+        f"the {agent_name}, reporting to the {parent_name}"
+        if parent_name
+        else f"the {agent_name}, at the head of this fleet"
+    )
     slug = re.sub(r"[^a-z0-9]+", "_", topic.lower()).strip("_")[:30] or "request"
     return (
         f"## {agent_name}: {topic}\n\n"
@@ -123,28 +127,29 @@ def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic
         "```python\n"
         f"def plan_{slug}(steps: list[str]) -> dict[str, str]:\n"
         "    # Each step gets an owner before anyone starts.\n"
-        f"    return {{step: \"{agent_id}\" for step in steps}}\n"
+        f'    return {{step: "{agent_id}" for step in steps}}\n'
         "```\n\n"
         "If this matches what you had in mind, tell me which step to start with; "
         "otherwise say what I missed and I will revise the plan.\n"
     )
 
 
-def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str,
-                 parent_name: str | None) -> list[str]:
+def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str, parent_name: str | None) -> list[str]:
     if knobs.echo:
         return tokenize(cleaned_text)
     tokens = tokenize(compose_reply(agent_name, agent_id, parent_name, topic_of(cleaned_text)))
     if knobs.tokens is None:
         return tokens
     if knobs.tokens <= len(tokens):
-        return tokens[:knobs.tokens]
+        return tokens[: knobs.tokens]
     if knobs.filler == "doc":
         # Each copy starts a new top-level block, so the markdown stays well-formed.
         filler = ["\n\n" + tokens[0], *tokens[1:]]
     else:
-        filler = tokenize("\n\nMore detail, since you asked for a longer answer: "
-                          "each step above can be split again until it fits in a day.")
+        filler = tokenize(
+            "\n\nMore detail, since you asked for a longer answer: "
+            "each step above can be split again until it fits in a day."
+        )
     while len(tokens) < knobs.tokens:
         tokens.extend(filler)
-    return tokens[:knobs.tokens]
+    return tokens[: knobs.tokens]

@@ -6,6 +6,7 @@ TaskStream yields tokens and status updates in order, then exactly one `usage`, 
 exactly one `done`. A reader thread does the blocking reads and feeds a queue; under
 gevent's monkey-patching that thread and queue are greenlets, and the same code works.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,7 @@ import requests
 import urllib3
 
 from . import transport
-from .events import (AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage,
-                     NativeTranslator)
+from .events import AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage, NativeTranslator
 from .openai_adapter import OpenAITranslator, chat_completions_request
 from .registry import Agent
 from .sse import SSEParser
@@ -35,6 +35,7 @@ log = logging.getLogger("switchboard.gateway")
 @dataclass(frozen=True)
 class _End:
     """The reader's last word: how the upstream reply ended."""
+
     status: str
     error: str | None = None
 
@@ -57,9 +58,18 @@ def _count(value) -> int | None:
 class TaskStream:
     """An iterator of AgentEvents; `next()` gives None when `tick` seconds pass quietly."""
 
-    def __init__(self, agent: Agent, *, task_id: str, session_id: str, model_id: str,
-                 messages: list[dict], connect_timeout: float, idle_timeout: float,
-                 tick: float | None):
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        task_id: str,
+        session_id: str,
+        model_id: str,
+        messages: list[dict],
+        connect_timeout: float,
+        idle_timeout: float,
+        tick: float | None,
+    ):
         self.agent = agent
         self.task_id = task_id
         self.session_id = session_id
@@ -81,9 +91,7 @@ class TaskStream:
         self._final: deque[AgentEvent] = deque()
         self._finished = False
         self._sent = threading.Event()
-        self._reader = threading.Thread(
-            target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True)
 
     # --- consumer side ------------------------------------------------------------------
 
@@ -175,8 +183,7 @@ class TaskStream:
         estimated = prompt is None or completion is None
         if estimated:
             if self._agent_usage is not None:
-                log.warning("Agent %s sent usage without token counts; estimating it.",
-                            self.agent.agent_id)
+                log.warning("Agent %s sent usage without token counts; estimating it.", self.agent.agent_id)
             prompt = _estimate_tokens(sum(len(str(m.get("content", ""))) for m in self.messages))
             completion = _estimate_tokens(self._text_chars)
         total = _count(reported.get("total_tokens")) if not estimated else None
@@ -229,8 +236,12 @@ class TaskStream:
             # Connection: close, so a task's connection never goes back to the pool: no
             # other request can be on the socket that close() shuts, and no POST can be
             # sent on a keep-alive connection the agent is just closing.
-            headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity",
-                       "Connection": "close", **transport.auth_headers(agent)}
+            headers = {
+                "Accept": "text/event-stream",
+                "Accept-Encoding": "identity",
+                "Connection": "close",
+                **transport.auth_headers(agent),
+            }
         except transport.MissingApiKey as exc:
             self._put_end("error", str(exc))
             return
@@ -239,8 +250,12 @@ class TaskStream:
             translator = OpenAITranslator()
         else:
             url = f"{agent.base_url}/tasks"
-            body = {"task_id": self.task_id, "session_id": self.session_id,
-                    "model": self.model_id, "messages": self.messages}
+            body = {
+                "task_id": self.task_id,
+                "session_id": self.session_id,
+                "model": self.model_id,
+                "messages": self.messages,
+            }
             translator = NativeTranslator()
         try:
             response = transport.post_for_stream(
@@ -291,8 +306,11 @@ class TaskStream:
             return
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "text/event-stream":
-            self._put_end("error", f"Agent {agent.agent_id} answered with content type "
-                                   f"'{content_type or 'none'}' instead of an event stream.")
+            self._put_end(
+                "error",
+                f"Agent {agent.agent_id} answered with content type "
+                f"'{content_type or 'none'}' instead of an event stream.",
+            )
             return
         parser = SSEParser()
         try:
@@ -301,8 +319,7 @@ class TaskStream:
                     try:
                         events = translator.translate(message)
                     except MalformedMessage as exc:
-                        log.warning("Agent %s sent a malformed event (%s); skipping it.",
-                                    agent.agent_id, exc)
+                        log.warning("Agent %s sent a malformed event (%s); skipping it.", agent.agent_id, exc)
                         continue
                     for event in events:
                         if event.type == "done":
@@ -369,13 +386,27 @@ def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
     response.close()
 
 
-def open_task(agent: Agent, *, task_id: str | None = None, session_id: str = "",
-              model_id: str, messages: list[dict], connect_timeout: float = 3.0,
-              idle_timeout: float = 120.0, tick: float | None = 0.25) -> TaskStream:
+def open_task(
+    agent: Agent,
+    *,
+    task_id: str | None = None,
+    session_id: str = "",
+    model_id: str,
+    messages: list[dict],
+    connect_timeout: float = 3.0,
+    idle_timeout: float = 120.0,
+    tick: float | None = 0.25,
+) -> TaskStream:
     """Start a task on `agent` and return its stream at once; the request runs in the reader."""
     stream = TaskStream(
-        agent, task_id=task_id or uuid.uuid4().hex, session_id=session_id, model_id=model_id,
-        messages=messages, connect_timeout=connect_timeout, idle_timeout=idle_timeout, tick=tick,
+        agent,
+        task_id=task_id or uuid.uuid4().hex,
+        session_id=session_id,
+        model_id=model_id,
+        messages=messages,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        tick=tick,
     )
     return stream.start()
 
@@ -388,11 +419,12 @@ def cancel_task(agent: Agent, task_id: str, timeout: float = 2.0) -> bool:
         headers = transport.auth_headers(agent)
         response = transport.SESSION.post(
             f"{agent.base_url}/tasks/{quote(task_id, safe='')}/cancel",
-            headers=headers, timeout=timeout, allow_redirects=False,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
         )
     except (requests.RequestException, transport.MissingApiKey) as exc:
-        log.warning("Could not ask agent %s to cancel task %s (%s).",
-                    agent.agent_id, task_id, type(exc).__name__)
+        log.warning("Could not ask agent %s to cancel task %s (%s).", agent.agent_id, task_id, type(exc).__name__)
         return False
     with response:
         return response.status_code == 200

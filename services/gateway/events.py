@@ -1,4 +1,5 @@
 """The events a TaskStream yields, and how native agents' SSE messages become them."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Native agents are probed with GET /health (and must say they are the agent we expect, so a
 stray process on the port is not mistaken for it); OpenAI-compatible ones with GET /v1/models.
 """
+
 from __future__ import annotations
 
 import threading
@@ -70,7 +71,9 @@ class HealthChecker:
         try:
             headers = transport.auth_headers(agent)
             response = transport.SESSION.get(
-                f"{agent.base_url}{path}", headers=headers, timeout=self.timeout,
+                f"{agent.base_url}{path}",
+                headers=headers,
+                timeout=self.timeout,
                 allow_redirects=False,
             )
         except transport.MissingApiKey as exc:
@@ -81,7 +84,11 @@ class HealthChecker:
             return down(f"Agent {agent.agent_id} did not answer its health check in time.")
         with response:
             if response.status_code != 200:
-                return down(transport.http_status_sentence(agent, response.status_code, response.content[: transport.ERROR_BODY_BYTES]))
+                return down(
+                    transport.http_status_sentence(
+                        agent, response.status_code, response.content[: transport.ERROR_BODY_BYTES]
+                    )
+                )
             if agent.protocol == "native":
                 try:
                     body = response.json()
@@ -91,8 +98,5 @@ class HealthChecker:
                     return down(f"Agent {agent.agent_id} did not report status ok.")
                 answered_as = body.get("agent_id")
                 if answered_as != agent.agent_id:
-                    return down(
-                        f"Port {agent.port} answers as agent {answered_as!r}, "
-                        f"not {agent.agent_id!r}."
-                    )
+                    return down(f"Port {agent.port} answers as agent {answered_as!r}, not {agent.agent_id!r}.")
         return HealthResult("up", None, time.monotonic())

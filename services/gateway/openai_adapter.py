@@ -5,6 +5,7 @@ chunk becomes native events: content deltas are tokens, the usage chunk is usage
 `data: [DONE]` is done. A finish_reason is not the end: the usage chunk comes after it.
 Stopping is closing the upstream connection; there is no cancel endpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,11 @@ class OpenAITranslator:
         events = [AgentEvent("token", {"text": text}) for text in _content_deltas(chunk)]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            events.append(AgentEvent("usage", {
-                key: usage.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-            }))
+            events.append(
+                AgentEvent(
+                    "usage", {key: usage.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+                )
+            )
         return events
 
 

@@ -4,6 +4,7 @@ A registry comes from a TOML file (config/agents.toml) or from a registry servic
 answers GET {REGISTRY_URL}/agents with the same shape as JSON. Every problem is reported
 as a RegistryError whose message is one sentence naming the entry and what is wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,7 @@ class Model:
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return round(
-            (prompt_tokens * self.cost_per_1m_input + completion_tokens * self.cost_per_1m_output)
-            / 1_000_000,
+            (prompt_tokens * self.cost_per_1m_input + completion_tokens * self.cost_per_1m_output) / 1_000_000,
             8,
         )
 
@@ -156,9 +156,7 @@ def _parse_agents(data: Any, source: str) -> tuple[Agent, ...]:
     for index, raw in enumerate(raw_agents, start=1):
         agent = _parse_agent(raw, index, source)
         if agent.agent_id in seen:
-            raise RegistryError(
-                f"{source}: agent '{agent.agent_id}' is listed more than once."
-            )
+            raise RegistryError(f"{source}: agent '{agent.agent_id}' is listed more than once.")
         seen.add(agent.agent_id)
         agents.append(agent)
     _check_parents(agents, source)
@@ -173,8 +171,7 @@ def _parse_agent(raw: Any, index: int, source: str) -> Agent:
         raise RegistryError(f"{source}: agent #{index} has no agent_id.")
     if not _AGENT_ID_PATTERN.match(agent_id):
         raise RegistryError(
-            f"{source}: agent #{index} has agent_id {agent_id!r}, which may only use letters, "
-            "digits, '-', '_' and '.'."
+            f"{source}: agent #{index} has agent_id {agent_id!r}, which may only use letters, digits, '-', '_' and '.'."
         )
     where = f"{source}: agent '{agent_id}'"
     name = _optional_str(raw, "name", where) or agent_id
@@ -183,9 +180,7 @@ def _parse_agent(raw: Any, index: int, source: str) -> Agent:
     port = _parse_port(raw.get("port"), where)
     protocol = raw.get("protocol", "native")
     if protocol not in PROTOCOLS:
-        raise RegistryError(
-            f"{where} has protocol {protocol!r}, which is not one of 'native' or 'openai'."
-        )
+        raise RegistryError(f"{where} has protocol {protocol!r}, which is not one of 'native' or 'openai'.")
     api_key_env = _optional_str(raw, "api_key_env", where) or None
     models = _parse_models(raw.get("models"), where, f"agent '{agent_id}'", source)
     return Agent(
@@ -240,8 +235,7 @@ def _parse_models(raw_models: Any, where: str, owner: str, source: str) -> tuple
             raise RegistryError(f"{model_where} has no context_window.")
         if isinstance(context_window, bool) or not isinstance(context_window, int) or context_window < 1:
             raise RegistryError(
-                f"{model_where} has context_window {context_window!r}, which is not a positive "
-                "whole number."
+                f"{model_where} has context_window {context_window!r}, which is not a positive whole number."
             )
         models.append(
             Model(
@@ -277,9 +271,7 @@ def _check_parents(agents: list[Agent], source: str) -> None:
             current = by_id[current.parent_role]
             steps += 1
             if steps > len(agents):
-                raise RegistryError(
-                    f"{source}: agent '{agent.agent_id}' is its own ancestor through parent_role."
-                )
+                raise RegistryError(f"{source}: agent '{agent.agent_id}' is its own ancestor through parent_role.")
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -308,8 +300,13 @@ class RegistrySource:
     RegistryError is raised only while there has never been a good one.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, url: str | None = None,
-                 ttl: float = 10.0, timeout: tuple[float, float] = (1.0, 2.0)):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        url: str | None = None,
+        ttl: float = 10.0,
+        timeout: tuple[float, float] = (1.0, 2.0),
+    ):
         if path is None and url is None:
             path = DEFAULT_REGISTRY_PATH
         self.path = Path(path) if path is not None else None
@@ -362,14 +359,10 @@ class RegistrySource:
         try:
             response = _HTTP.get(endpoint, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            raise RegistryError(
-                f"Registry service {endpoint} cannot be reached ({type(exc).__name__})."
-            ) from None
+            raise RegistryError(f"Registry service {endpoint} cannot be reached ({type(exc).__name__}).") from None
         with response:
             if response.status_code != 200:
-                raise RegistryError(
-                    f"Registry service {endpoint} answered HTTP {response.status_code}."
-                )
+                raise RegistryError(f"Registry service {endpoint} answered HTTP {response.status_code}.")
             try:
                 data = response.json()
             except (ValueError, json.JSONDecodeError):

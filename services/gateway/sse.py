@@ -6,6 +6,7 @@ a colon has an empty value, one space after the colon is dropped, several data l
 with LF, and an event is dispatched by an empty line. Bytes are decoded as UTF-8
 incrementally, so a character split across chunks is kept whole.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -66,7 +67,7 @@ class SSEParser:
             # It ends the line now (no waiting), and a leading LF of the next chunk is skipped.
             if match.group() == "\r" and match.end() == len(buffer):
                 self._skip_lf = True
-            message = self._process_line(buffer[position:match.start()])
+            message = self._process_line(buffer[position : match.start()])
             if message is not None:
                 messages.append(message)
             position = match.end()
@@ -107,8 +108,7 @@ def _single_line(name: str, value: str) -> str:
     return value
 
 
-def format_sse(data: str, event: str | None = None, id: str | None = None,
-               retry: int | None = None) -> str:
+def format_sse(data: str, event: str | None = None, id: str | None = None, retry: int | None = None) -> str:
     """One complete event; data with line breaks becomes several data: lines."""
     lines = []
     if event is not None:

@@ -3,6 +3,7 @@
 Agent faults become one-sentence messages here, in one place, so the web app shows the same
 words whichever code path met the fault. Nothing here ever puts an API key into a message.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -24,8 +25,9 @@ from .registry import Agent
 # Set by a TaskStream's reader (in its own thread or greenlet, hence its own context) so the
 # connection carrying its request hands over the socket: close() can then shut it even
 # while the reader is still waiting for the response headers.
-socket_watcher: contextvars.ContextVar[Callable[[socket.socket], None] | None] = \
-    contextvars.ContextVar("switchboard_socket_watcher", default=None)
+socket_watcher: contextvars.ContextVar[Callable[[socket.socket], None] | None] = contextvars.ContextVar(
+    "switchboard_socket_watcher", default=None
+)
 
 
 class _WatchedConnection(HTTPConnection):
@@ -58,16 +60,21 @@ STREAM_POOLS = urllib3.PoolManager(
 STREAM_POOLS.pool_classes_by_scheme = {**STREAM_POOLS.pool_classes_by_scheme, "http": _WatchedPool}
 
 
-def post_for_stream(url: str, body: dict, headers: dict[str, str], *, connect_timeout: float,
-                    read_timeout: float) -> urllib3.BaseHTTPResponse:
+def post_for_stream(
+    url: str, body: dict, headers: dict[str, str], *, connect_timeout: float, read_timeout: float
+) -> urllib3.BaseHTTPResponse:
     """POST JSON and return the response once its headers are in; its body is left unread.
 
     Redirects are returned, never followed. Raises urllib3's errors (or OSError).
     """
     return STREAM_POOLS.urlopen(
-        "POST", url, body=json.dumps(body).encode("utf-8"),
+        "POST",
+        url,
+        body=json.dumps(body).encode("utf-8"),
         headers={"Content-Type": "application/json", **headers},
-        preload_content=False, redirect=False, retries=False,
+        preload_content=False,
+        redirect=False,
+        retries=False,
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
     )
 
@@ -90,8 +97,7 @@ def auth_headers(agent: Agent) -> dict[str, str]:
     key = os.environ.get(agent.api_key_env)
     if not key:
         raise MissingApiKey(
-            f"Agent {agent.agent_id} needs the environment variable {agent.api_key_env}, "
-            "which is not set."
+            f"Agent {agent.agent_id} needs the environment variable {agent.api_key_env}, which is not set."
         )
     return {"Authorization": f"Bearer {key}"}
 
@@ -123,16 +129,12 @@ def _chain(exc: BaseException):
 def is_connect_failure(exc: BaseException) -> bool:
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    return any(
-        isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError))
-        for e in _chain(exc)
-    )
+    return any(isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)) for e in _chain(exc))
 
 
 def is_read_timeout(exc: BaseException) -> bool:
     return any(
-        isinstance(e, (requests.ReadTimeout, ReadTimeoutError, socket.timeout, TimeoutError))
-        for e in _chain(exc)
+        isinstance(e, (requests.ReadTimeout, ReadTimeoutError, socket.timeout, TimeoutError)) for e in _chain(exc)
     )
 
 
@@ -157,10 +159,7 @@ ERROR_BODY_BYTES = 4096
 def http_status_sentence(agent: Agent, status: int, body: bytes = b"") -> str:
     """What an HTTP error answer means, from its status and the first bytes of its body."""
     if 300 <= status < 400:
-        return (
-            f"Agent {agent.agent_id} answered HTTP {status}; "
-            "Switchboard does not follow redirects from agents."
-        )
+        return f"Agent {agent.agent_id} answered HTTP {status}; Switchboard does not follow redirects from agents."
     detail = _error_detail(agent, body)
     if detail:
         return f"Agent {agent.agent_id} answered HTTP {status} ({detail})."

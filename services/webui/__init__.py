@@ -1,4 +1,5 @@
 """The Switchboard web app: `create_app` builds it (Flask's application-factory pattern)."""
+
 from __future__ import annotations
 
 from .config import PROJECT_ROOT, ConfigError, load_config

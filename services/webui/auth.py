@@ -5,6 +5,7 @@ token kept in the signed session cookie; the user loader accepts a cookie only w
 exists and has not expired. So logout ends that login for every copy of the cookie, and a
 password change or `flask users logout-all` ends every login of the user at once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,10 +89,14 @@ def start_login(user: User) -> None:
     now = utcnow()
     token = secrets.token_urlsafe(32)
     db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id, LoginSession.expires_at <= now))
-    db.session.add(LoginSession(
-        id=_token_hash(token), user_id=user.id, created_at=now,
-        expires_at=now + current_app.config["PERMANENT_SESSION_LIFETIME"],
-    ))
+    db.session.add(
+        LoginSession(
+            id=_token_hash(token),
+            user_id=user.id,
+            created_at=now,
+            expires_at=now + current_app.config["PERMANENT_SESSION_LIFETIME"],
+        )
+    )
     db.session.commit()
     session.clear()
     g.pop("csrf_token", None)  # Flask-WTF caches the request's token here
@@ -162,11 +167,14 @@ def _after_login() -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(
-    lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"],
+    lambda: current_app.config["LOGIN_RATE_LIMIT"],
+    methods=["POST"],
     error_message="Too many attempts. Wait a minute and try again.",
 )
 @limiter.limit(
-    lambda: current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"], methods=["POST"], key_func=_account_key,
+    lambda: current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"],
+    methods=["POST"],
+    key_func=_account_key,
     deduct_when=lambda response: response.status_code == 401,
     error_message="Too many attempts for this account. Wait a few minutes and try again.",
 )
@@ -209,7 +217,11 @@ class ChangePasswordForm(FlaskForm):
 
 def _password_change_error(form: ChangePasswordForm) -> str | None:
     """The first thing wrong with the form, as a sentence; checked in the order a person fills it."""
-    current, new, again = form.current_password.data or "", form.new_password.data or "", form.new_password_again.data or ""
+    current, new, again = (
+        form.current_password.data or "",
+        form.new_password.data or "",
+        form.new_password_again.data or "",
+    )
     if not current or len(current) > 256:
         return "Enter your current password."
     if len(new) < MIN_PASSWORD_CHARS:
@@ -255,15 +267,19 @@ def _require_admin() -> None:
 @bp.get("/account/users")
 def users_page():
     _require_admin()
-    logins = dict(db.session.execute(
-        select(LoginSession.user_id, func.count())
-        .where(LoginSession.expires_at > utcnow())
-        .group_by(LoginSession.user_id)
-    ).all())
+    logins = dict(
+        db.session.execute(
+            select(LoginSession.user_id, func.count())
+            .where(LoginSession.expires_at > utcnow())
+            .group_by(LoginSession.user_id)
+        ).all()
+    )
     users = db.session.scalars(select(User).order_by(User.username)).all()
     ended = request.args.get("ended")
     return render_template(
-        "account/users.html", users=users, logins=logins,
+        "account/users.html",
+        users=users,
+        logins=logins,
         ended=ended if any(user.username == ended for user in users) else None,
     )
 

@@ -3,6 +3,7 @@
 Every setting has one place here. A bad value stops start-up with one sentence that names the
 setting, raised as ConfigError; the launcher, the CLI and wsgi.py print it and exit.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,23 +79,19 @@ def _secret_key(env: dict, instance_path: Path) -> str:
     except FileExistsError:
         return key_file.read_text().strip()
     except OSError as exc:
-        raise ConfigError(
-            f"SECRET_KEY is not set and cannot be stored in {key_file}: {exc.strerror}."
-        ) from None
+        raise ConfigError(f"SECRET_KEY is not set and cannot be stored in {key_file}: {exc.strerror}.") from None
 
 
 def _database_url(env: dict) -> str:
     url = env.get("DATABASE_URL")
     if url:
         if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
-            raise ConfigError(
-                f"DATABASE_URL must start with sqlite: or postgresql:, not {url.split(':')[0]!r}."
-            )
+            raise ConfigError(f"DATABASE_URL must start with sqlite: or postgresql:, not {url.split(':')[0]!r}.")
         # Heroku-style URLs say postgres://, which SQLAlchemy no longer accepts; a URL without a
         # driver gets psycopg2, the driver the `postgres` extra installs.
         for bare in ("postgres://", "postgresql://"):
             if url.startswith(bare):
-                return "postgresql+psycopg2://" + url[len(bare):]
+                return "postgresql+psycopg2://" + url[len(bare) :]
         return url
     DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)  # database.secure_data_files tightens it
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"

@@ -1,5 +1,6 @@
 """Database plumbing: SQLite pragmas on every connection, writers that never hold the serving
 thread while they wait, and a clear failure when the database cannot open or cannot write."""
+
 from __future__ import annotations
 
 import os

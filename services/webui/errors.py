@@ -5,6 +5,7 @@ file) passes `check_request` or `parse_json` before a view uses it, and the boun
 (`parse_datetime`, `bounded_number`) are what the areas build their own validation on. Whatever
 these refuse is a 400/422 with a sentence, never a 500 further down.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,7 +93,7 @@ class InputRequest(Request):
                 (key, value) for key, value in self.__dict__[name].items(multi=True) if key is not None
             )
         if nameless:
-            raise RequestError(400, "A part of the form has no name. Send each field as form-data; name=\"…\".")
+            raise RequestError(400, 'A part of the form has no name. Send each field as form-data; name="…".')
 
 
 def check_request() -> None:
@@ -257,9 +258,18 @@ def error_response(status: int, message: str, code: str | None = None):
 
 
 CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-    422: "unprocessable", 429: "rate_limited", 500: "internal_error", 503: "unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
 }
 
 

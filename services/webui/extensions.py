@@ -1,4 +1,5 @@
 """Flask extension objects, created unbound and initialised by the app factory."""
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager

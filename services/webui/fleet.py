@@ -1,4 +1,5 @@
 """The web app's view of the agent fleet: the registry and cached health, shared per process."""
+
 from __future__ import annotations
 
 from flask import current_app

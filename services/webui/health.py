@@ -4,6 +4,7 @@ loaded, which agents are up.
 Anyone (a load balancer, a probe) gets the overall status and its HTTP code; the details, which
 name the fleet's agents, are for logged-in users only.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -31,10 +32,12 @@ def healthz():
     body = {"status": "ok" if ok else "degraded"}
     if current_user.is_authenticated:
         checker = health()
-        body.update({
-            "database": "ok" if writable else ("read-only" if database_ok else "unreachable"),
-            "events": {"bus": runs["bus"], "ok": runs["bus_ok"], "live_runs": runs["live_runs"]},
-            "registry": {"loaded": registry_ok, "agents": len(agents)},
-            "agents": {agent.agent_id: checker.status(agent) for agent in agents},
-        })
+        body.update(
+            {
+                "database": "ok" if writable else ("read-only" if database_ok else "unreachable"),
+                "events": {"bus": runs["bus"], "ok": runs["bus_ok"], "live_runs": runs["live_runs"]},
+                "registry": {"loaded": registry_ok, "agents": len(agents)},
+                "agents": {agent.agent_id: checker.status(agent) for agent in agents},
+            }
+        )
     return jsonify(body), 200 if ok else 503

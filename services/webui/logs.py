@@ -3,6 +3,7 @@
 Redaction happens in the formatter, on the final text, so a secret is caught whichever logger,
 argument or exception carried it (werkzeug's request line, gunicorn's error log, our own).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ import uuid
 from flask import g, has_request_context, request
 
 REDACTED = "[redacted]"
-_SECRET_NAMES = r"password|passwd|secret|secret_key|token|api[_-]?key|master_key|authorization|cookie|switchboard_session"
+_SECRET_NAMES = (
+    r"password|passwd|secret|secret_key|token|api[_-]?key|master_key|authorization|cookie|switchboard_session"
+)
 _PATTERNS = [
     # key=value and key: value (query strings, form bodies, headers, repr of dicts)
     re.compile(rf"(?i)(\b(?:[\w-]*[_-])?(?:{_SECRET_NAMES})['\"]?\s*[=:]\s*['\"]?)(Bearer\s+)?[^\s&'\",;}}]+"),

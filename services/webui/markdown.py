@@ -18,6 +18,7 @@ with a note. Code is highlighted only when the budget left covers it.
 prints the highlighting stylesheet (light, and dark under prefers-color-scheme); `make assets`
 generates it, so it is never committed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,33 @@ _TABLE_SCAN_CHARS = 20_000
 _CHECK_EVERY = 32  # rule calls between two looks at the clock (a look costs more than a call)
 
 ALLOWED_TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
-    "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "span",
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "strong",
+    "em",
+    "del",
+    "s",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "span",
 }
 # The contents of these go too, not just the tags (markdown-it escapes raw HTML anyway; this is
 # for defence in depth should the renderer ever let a tag through).
@@ -313,8 +339,11 @@ class GrowingText:
         except (RenderBudgetExceeded, RecursionError):
             self._plain = True
             return
-        starts = [i for i, token in enumerate(self._tokens)
-                  if token.level == 0 and token.nesting >= 0 and token.map is not None]
+        starts = [
+            i
+            for i, token in enumerate(self._tokens)
+            if token.level == 0 and token.nesting >= 0 and token.map is not None
+        ]
         if len(starts) < 2 or self._tokens[starts[-1]].map[0] == 0:
             return
         line = self._tokens[starts[-1]].map[0]
@@ -333,16 +362,18 @@ class GrowingText:
             return render_plain(self.text)
         if not self._tokens:
             return Markup("")
-        return _render_tokens(self._tokens[self._split:], self._env, self._budget)
+        return _render_tokens(self._tokens[self._split :], self._env, self._budget)
 
 
 def pygments_css() -> str:
     light = HtmlFormatter(style=LIGHT_STYLE).get_style_defs(CSS_SCOPE)
     dark = HtmlFormatter(style=DARK_STYLE).get_style_defs(CSS_SCOPE)
+
     # Background and line-number rules come from app.css; keep only token colours.
     def tokens_only(css: str) -> str:
         return "\n".join(
-            line for line in css.splitlines()
+            line
+            for line in css.splitlines()
             if line.startswith(CSS_SCOPE + " .") and not line.startswith(CSS_SCOPE + " .hll")
         )
 

@@ -3,6 +3,7 @@
 Portable by construction: UUIDs are made in Python and stored as text, JSON is stored as TEXT,
 times are naive UTC. The same models and migrations run on SQLite and PostgreSQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -143,9 +144,7 @@ class Message(db.Model):
     __tablename__ = "messages"
 
     id = db.Column(db.String(36), primary_key=True, default=new_id)
-    session_id = db.Column(
-        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
-    )
+    session_id = db.Column(db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False)
     role = db.Column(db.String(16), nullable=False)
     message_type = db.Column(db.String(32), nullable=False, default="chat")
     agent_id = db.Column(db.String(64), nullable=True)
@@ -182,12 +181,8 @@ class Run(db.Model):
 
     __tablename__ = "runs"
 
-    message_id = db.Column(
-        db.String(36), db.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
-    )
-    session_id = db.Column(
-        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
-    )
+    message_id = db.Column(db.String(36), db.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    session_id = db.Column(db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False)
     agent_id = db.Column(db.String(64), nullable=False)
     model_id = db.Column(db.String(128), nullable=False)
     # "hostname:pid" of the process reading the agent's stream.
@@ -214,9 +209,7 @@ class IdempotencyKey(db.Model):
 
     user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     key = db.Column(db.String(128), primary_key=True)
-    session_id = db.Column(
-        db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False
-    )
+    session_id = db.Column(db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False)
     user_message_id = db.Column(db.String(36), nullable=False)
     reply_id = db.Column(db.String(36), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)

@@ -2,6 +2,7 @@
 
 404, never 403, so that a foreign session id is indistinguishable from one that does not exist.
 """
+
 from __future__ import annotations
 
 from flask import abort

@@ -5,6 +5,7 @@ applies to a Location header (WHATWG URL parsing): ASCII tab, CR and LF removed 
 controls and spaces trimmed from both ends, and backslashes read as slashes. The percent-decoded
 form must pass too, so that no decoding step further along can turn it into another host.
 """
+
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit

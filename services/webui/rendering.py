@@ -8,6 +8,7 @@ filling and invalidating when the renderer changes, and would double the size of
 disk. The price: each worker renders a final reply once, and that render is bounded by the
 budget (markdown.render_markdown). A live reply changes at every update, so it is never cached.
 """
+
 from __future__ import annotations
 
 import hashlib

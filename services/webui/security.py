@@ -1,4 +1,5 @@
 """The security baseline: login required by default, a strict CSP, and cookies done right."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -44,9 +45,7 @@ def require_login():
         return error_response(401, "Your login has expired. Log in again to continue.", "login_required")
     if request.headers.get("HX-Request"):
         # htmx follows HX-Redirect with a full page load, which is what an expired login needs.
-        response = make_response(
-            error_response(401, "Your login has expired. Log in again to continue.")
-        )
+        response = make_response(error_response(401, "Your login has expired. Log in again to continue."))
         # Back to the page the person was on (htmx names it), never to another site.
         response.headers["HX-Redirect"] = url_for("auth.login", next=safe_next(page_to_return_to(), None))
         return response

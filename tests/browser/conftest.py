@@ -4,6 +4,7 @@ with real reference agents (tests/servers.py LiveStack), started once for this p
 Package scope, not session: Playwright's sync API cannot nest, so its loop must be stopped before
 other suites that start their own (tests/webui/test_sessions_browser.py) run.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,8 @@ new MutationObserver(record).observe(document, {subtree: true, childList: true, 
 def stack(tmp_path_factory):
     down = {"agent_id": "dir-ops", "parent_role": "architect", "name": "Ops Director", "port": free_port()}
     with LiveStack(
-        tmp_path_factory.mktemp("browser"), extra_agents=[down],
+        tmp_path_factory.mktemp("browser"),
+        extra_agents=[down],
         env_overrides={"MAX_MESSAGE_CHARS": str(MAX_MESSAGE_CHARS)},
     ) as stack:
         yield stack
@@ -73,7 +75,9 @@ def login(page, stack):
 
 @pytest.fixture
 def context(browser, stack, logged_in_state):
-    context = browser.new_context(base_url=stack.base_url, storage_state=logged_in_state, viewport={"width": 1280, "height": 800})
+    context = browser.new_context(
+        base_url=stack.base_url, storage_state=logged_in_state, viewport={"width": 1280, "height": 800}
+    )
     context.add_init_script(PROBE)
     yield context
     context.close()

@@ -1,4 +1,5 @@
 """The chat page in Chromium against gunicorn and real reference agents: issue 4's acceptance."""
+
 from __future__ import annotations
 
 import re
@@ -83,7 +84,11 @@ def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, st
         states = [s.split("|") for s in page.evaluate("() => window.__states") if s.startswith(f"msg-{rid}|")]
         intermediate = {int(length) for _, status, length in states if status not in FINAL and int(length) > 0}
         assert len(intermediate) >= 2, states  # the reply was seen growing before it completed
-        assert page.locator(".turn-user").last.inner_text().endswith("Plan the release\nsecond line @@tokens=140 @@delay_ms=12")
+        assert (
+            page.locator(".turn-user")
+            .last.inner_text()
+            .endswith("Plan the release\nsecond line @@tokens=140 @@delay_ms=12")
+        )
 
         expect(reply.locator(".chip")).to_have_text("Complete")
         usage = reply.locator(".usage").inner_text()
@@ -213,21 +218,23 @@ def test_choosing_another_agent_opens_a_new_session_with_a_new_url(page):
     expect(last_reply(page).locator(".turn-author")).to_have_text("Architect")
 
 
-XSS = "\n\n".join([
-    "<script>window.__pwned = 'script'; alert('script')</script>",
-    "<img src=x onerror=\"window.__pwned='img'; alert('img')\">",
-    "<svg onload=\"alert('svg')\"><circle r=5 onclick=\"alert('circle')\"/></svg>",
-    "[click me](javascript:alert('link')) and [again](JaVaScRiPt:alert('case'))",
-    "<javascript:alert('autolink')> and <https://example.com/safe>",
-    "<a href=\"javascript:alert('raw')\">raw link</a>",
-    "<div hx-get=\"/chat/gauge?agent_id=architect&xss=hx\" hx-trigger=\"load\">hx</div>",
-    "<div data-hx-get=\"/chat/gauge?agent_id=architect&xss=data\" data-hx-trigger=\"load\">data-hx</div>",
-    "<b hx-swap-oob=\"true\" id=\"composer-actions\">PWNED-OOB</b>",
-    "<hx-partial hx-target=\"#composer-actions\">PWNED-PARTIAL</hx-partial>",
-    "[title](https://example.com/t \"<hx-partial hx-target='#chat'>PWNED-TITLE</hx-partial>\")",
-    "<iframe src=\"javascript:alert('iframe')\"></iframe>",
-    "![pixel](https://example.com/p.png?leak=1)",
-])
+XSS = "\n\n".join(
+    [
+        "<script>window.__pwned = 'script'; alert('script')</script>",
+        "<img src=x onerror=\"window.__pwned='img'; alert('img')\">",
+        "<svg onload=\"alert('svg')\"><circle r=5 onclick=\"alert('circle')\"/></svg>",
+        "[click me](javascript:alert('link')) and [again](JaVaScRiPt:alert('case'))",
+        "<javascript:alert('autolink')> and <https://example.com/safe>",
+        "<a href=\"javascript:alert('raw')\">raw link</a>",
+        '<div hx-get="/chat/gauge?agent_id=architect&xss=hx" hx-trigger="load">hx</div>',
+        '<div data-hx-get="/chat/gauge?agent_id=architect&xss=data" data-hx-trigger="load">data-hx</div>',
+        '<b hx-swap-oob="true" id="composer-actions">PWNED-OOB</b>',
+        '<hx-partial hx-target="#composer-actions">PWNED-PARTIAL</hx-partial>',
+        "[title](https://example.com/t \"<hx-partial hx-target='#chat'>PWNED-TITLE</hx-partial>\")",
+        "<iframe src=\"javascript:alert('iframe')\"></iframe>",
+        "![pixel](https://example.com/p.png?leak=1)",
+    ]
+)
 
 
 def test_agent_output_with_xss_payloads_executes_nothing_and_renders_inert(page):
@@ -310,7 +317,10 @@ def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_st
     send(page, "Compare the rollout options @@tokens=120 @@delay_ms=2")
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=15_000)
     table = "| Option | Cost | Risk |\n|:--|--:|:-:|\n| Blue/green | $120 | low |\n| Canary | $80 | medium |"
-    send(page, f"{table}\n\n```python\ndef rollout(step: int) -> str:\n    return f\"stage {{step}}\"\n```\n@@echo @@delay_ms=2")
+    send(
+        page,
+        f'{table}\n\n```python\ndef rollout(step: int) -> str:\n    return f"stage {{step}}"\n```\n@@echo @@delay_ms=2',
+    )
     expect(page.locator("#messages .turn-assistant.status-complete")).to_have_count(2)
     send(page, "And a live one @@tokens=400 @@delay_ms=60")
     wait_for_text(last_reply(page), 60)
@@ -319,7 +329,9 @@ def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_st
     for width, height in ((1280, 800), (375, 740)):
         for scheme in ("light", "dark"):
             context = browser.new_context(
-                base_url=stack.base_url, storage_state=logged_in_state, color_scheme=scheme,
+                base_url=stack.base_url,
+                storage_state=logged_in_state,
+                color_scheme=scheme,
                 viewport={"width": width, "height": height},
             )
             shot = context.new_page()

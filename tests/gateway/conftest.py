@@ -1,4 +1,5 @@
 """Fixtures for the gateway tests: a reference-agent fleet on free loopback ports."""
+
 from __future__ import annotations
 
 import uuid

@@ -2,6 +2,7 @@
 
 Prints one JSON object describing what happened; the test makes the assertions.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -17,15 +18,26 @@ from tests.gateway.helpers import LocalHTTPServer, sse  # noqa: E402
 
 
 def run_one(agent, index):
-    stream = open_task(agent, task_id=f"gevent-{index}", session_id="g", model_id="ref-fast",
-                       messages=[{"role": "user", "content": "hi @@tokens=20 @@delay_ms=20 @@first_token_ms=0"}])
+    stream = open_task(
+        agent,
+        task_id=f"gevent-{index}",
+        session_id="g",
+        model_id="ref-fast",
+        messages=[{"role": "user", "content": "hi @@tokens=20 @@delay_ms=20 @@first_token_ms=0"}],
+    )
     events = [event for event in stream if event is not None]
     return {"kinds": [event.type for event in events], "done": events[-1].data}
 
 
 def stalled_then_closed(agent):
-    stream = open_task(agent, task_id="gevent-stall", session_id="g", model_id="ref-fast",
-                       messages=[{"role": "user", "content": "x @@first_token_ms=60000"}], tick=0.05)
+    stream = open_task(
+        agent,
+        task_id="gevent-stall",
+        session_id="g",
+        model_id="ref-fast",
+        messages=[{"role": "user", "content": "x @@first_token_ms=60000"}],
+        tick=0.05,
+    )
     kinds, ticks, last = [], 0, None
     # Closed while the fifty other streams are still running: only this one may stop.
     gevent.spawn_later(0.1, stream.close)
@@ -36,8 +48,7 @@ def stalled_then_closed(agent):
             kinds.append(event.type)
             last = event.data
     stream._reader.join(timeout=5)
-    return {"kinds": kinds, "ticks": ticks, "reader_alive": stream._reader.is_alive(),
-            "done": last}
+    return {"kinds": kinds, "ticks": ticks, "reader_alive": stream._reader.is_alive(), "done": last}
 
 
 def burst(agent):
@@ -45,8 +56,13 @@ def burst(agent):
     body = b"".join(sse("token", {"text": f"t{i} "}) for i in range(200)) + sse("done", {"status": "complete"})
     with LocalHTTPServer() as server:
         server.stream("/tasks", [body])
-        stream = open_task(replace(agent, port=server.port), task_id="gevent-burst", session_id="g",
-                           model_id="ref-fast", messages=[{"role": "user", "content": "x"}])
+        stream = open_task(
+            replace(agent, port=server.port),
+            task_id="gevent-burst",
+            session_id="g",
+            model_id="ref-fast",
+            messages=[{"role": "user", "content": "x"}],
+        )
         queued, tokens = None, 0
         for event in stream:
             if event is not None and event.type == "token":

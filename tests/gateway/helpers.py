@@ -1,4 +1,5 @@
 """Test helpers: a tiny scriptable HTTP server, event collection, task inspection."""
+
 from __future__ import annotations
 
 import json
@@ -108,11 +109,9 @@ class LocalHTTPServer:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def respond(self, path: str, status: int, body: bytes, content_type: str) -> None:
-        self.routes[path] = (status, [("Content-Type", content_type),
-                                      ("Content-Length", str(len(body)))], [body], 0)
+        self.routes[path] = (status, [("Content-Type", content_type), ("Content-Length", str(len(body)))], [body], 0)
 
-    def stream(self, path: str, chunks: list[bytes], content_type="text/event-stream",
-               pause: float = 0.0) -> None:
+    def stream(self, path: str, chunks: list[bytes], content_type="text/event-stream", pause: float = 0.0) -> None:
         """No Content-Length and no chunking: the body runs until the connection closes."""
         self.routes[path] = (200, [("Content-Type", content_type)], chunks, pause)
 

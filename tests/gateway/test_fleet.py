@@ -1,4 +1,5 @@
 """The fleet: its CLI runs and stops the agents; a busy port is reported by name."""
+
 import os
 import signal
 import socket
@@ -33,16 +34,22 @@ def test_busy_port_is_reported_with_the_agent_name(tmp_path):
 
 
 def test_cli_prints_one_line_per_agent_and_stops_them_on_sigterm(tmp_path):
-    path = write_test_registry(tmp_path / "agents.toml", [
-        {"agent_id": "cli-root", "name": "CLI Root"},
-        {"agent_id": "cli-child", "name": "CLI Child", "parent_role": "cli-root"},
-        # Not started: the fleet only plays native agents on loopback addresses.
-        {"agent_id": "cli-remote", "protocol": "openai", "port": free_port()},
-    ])
+    path = write_test_registry(
+        tmp_path / "agents.toml",
+        [
+            {"agent_id": "cli-root", "name": "CLI Root"},
+            {"agent_id": "cli-child", "name": "CLI Child", "parent_role": "cli-root"},
+            # Not started: the fleet only plays native agents on loopback addresses.
+            {"agent_id": "cli-remote", "protocol": "openai", "port": free_port()},
+        ],
+    )
     agents = load_registry_file(path)
     process = subprocess.Popen(
         [sys.executable, "-m", "services.agents.fleet", "--registry", str(path)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
     try:

@@ -1,4 +1,5 @@
 """The gateway under gevent monkey-patching (as the web app runs), in a fresh interpreter."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,14 @@ def test_streams_ticks_and_close_work_with_greenlets(reference_fleet, test_regis
     """Also: a reply that arrives in one piece reaches the consumer event by event, so its first
     token is not held back until the reader has parsed all of it."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    result = subprocess.run([sys.executable, str(PROBE), str(test_registry_path)], cwd=PROJECT_ROOT,
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(PROBE), str(test_registry_path)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["streams"]) == 50

@@ -1,4 +1,5 @@
 """HealthChecker: up, down with a reason, caching, and an impostor on the port."""
+
 import json
 import threading
 from dataclasses import replace
@@ -29,13 +30,13 @@ def test_nobody_on_the_port_is_down_with_a_sentence(agent):
 
 def test_results_are_cached_for_ttl_and_shared_by_concurrent_callers(agent):
     with LocalHTTPServer() as server:
-        server.respond("/health", 200, json.dumps({"status": "ok", "agent_id": "ref-child"}).encode(),
-                       "application/json")
+        server.respond(
+            "/health", 200, json.dumps({"status": "ok", "agent_id": "ref-child"}).encode(), "application/json"
+        )
         local = replace(agent, port=server.port)
         checker = HealthChecker(ttl=3600)
         results = []
-        threads = [threading.Thread(target=lambda: results.append(checker.status(local)))
-                   for _ in range(8)]
+        threads = [threading.Thread(target=lambda: results.append(checker.status(local))) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:

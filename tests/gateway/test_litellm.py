@@ -1,4 +1,5 @@
 """The gateway against a real third-party OpenAI-compatible server: LiteLLM's proxy, offline."""
+
 import threading
 
 import pytest
@@ -15,11 +16,17 @@ pytestmark = pytest.mark.slow
 def litellm_agent(tmp_path_factory):
     with litellm_proxy(tmp_path_factory.mktemp("litellm")) as port:
         yield Agent(
-            agent_id="litellm", name="LiteLLM mock", parent_role="", port=port, protocol="openai",
+            agent_id="litellm",
+            name="LiteLLM mock",
+            parent_role="",
+            port=port,
+            protocol="openai",
             api_key_env=KEY_ENV,
-            models=(Model("mock-small", "Mock small", 8192, 1.0, 2.0),
-                    Model("mock-long", "Mock long", 8192, 1.0, 2.0),
-                    Model("mock-slow-start", "Mock slow start", 8192, 1.0, 2.0)),
+            models=(
+                Model("mock-small", "Mock small", 8192, 1.0, 2.0),
+                Model("mock-long", "Mock long", 8192, 1.0, 2.0),
+                Model("mock-slow-start", "Mock slow start", 8192, 1.0, 2.0),
+            ),
         )
 
 
@@ -29,8 +36,9 @@ def with_key(monkeypatch):
 
 
 def start(agent, model, **options):
-    return open_task(agent, task_id="litellm-task", session_id="s", model_id=model,
-                     messages=user("Say hello."), **options)
+    return open_task(
+        agent, task_id="litellm-task", session_id="s", model_id=model, messages=user("Say hello."), **options
+    )
 
 
 def test_streams_tokens_then_one_usage_then_done(litellm_agent, with_key):
@@ -42,7 +50,8 @@ def test_streams_tokens_then_one_usage_then_done(litellm_agent, with_key):
     assert usage["estimated"] is False
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["cost_usd"] == litellm_agent.model("mock-small").cost_usd(
-        usage["prompt_tokens"], usage["completion_tokens"])
+        usage["prompt_tokens"], usage["completion_tokens"]
+    )
     assert events[-1].data == {"status": "complete"}
 
 
@@ -83,7 +92,7 @@ def test_close_mid_stream_ends_it(litellm_agent, with_key):
             stream.close()
     assert_grammar(events)
     assert events[-1].data == {"status": "cancelled"}
-    assert text_of(events) == LONG_REPLY[:len(text_of(events))]
+    assert text_of(events) == LONG_REPLY[: len(text_of(events))]
     assert len(text_of(events)) < len(LONG_REPLY)
     stream._reader.join(timeout=5)
     assert not stream._reader.is_alive()

@@ -1,4 +1,5 @@
 """The OpenAI-compatible path with canned upstream streams, and secrets staying secret."""
+
 import json
 import logging
 import threading
@@ -12,14 +13,20 @@ MODEL = Model("canned-1", "Canned", 4096, cost_per_1m_input=2.0, cost_per_1m_out
 
 
 def openai_agent(port: int, api_key_env: str | None = "SWITCHBOARD_TEST_KEY") -> Agent:
-    return Agent(agent_id="canned", name="Canned", parent_role="", port=port,
-                 protocol="openai", api_key_env=api_key_env, models=(MODEL,))
+    return Agent(
+        agent_id="canned",
+        name="Canned",
+        parent_role="",
+        port=port,
+        protocol="openai",
+        api_key_env=api_key_env,
+        models=(MODEL,),
+    )
 
 
 def chunk(content=None, finish=None, usage=None) -> dict:
     delta = {"content": content} if content is not None else {}
-    body = {"object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     if usage is not None:
         body["choices"] = []
         body["usage"] = usage
@@ -27,19 +34,22 @@ def chunk(content=None, finish=None, usage=None) -> dict:
 
 
 def start(agent, **options):
-    return open_task(agent, task_id="t-1", session_id="s", model_id="canned-1",
-                     messages=user("hi"), **options)
+    return open_task(agent, task_id="t-1", session_id="s", model_id="canned-1", messages=user("hi"), **options)
 
 
 def test_chunks_become_tokens_usage_and_done(monkeypatch):
     monkeypatch.setenv("SWITCHBOARD_TEST_KEY", SECRET)
-    body = b"".join([
-        sse(None, {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
-        sse(None, chunk("Hel")), sse(None, chunk("lo, ")), sse(None, chunk("wörld")),
-        sse(None, chunk(finish="stop")),
-        sse(None, chunk(usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})),
-        b"data: [DONE]\n\n",
-    ]).replace(b"\n", b"\r\n")
+    body = b"".join(
+        [
+            sse(None, {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
+            sse(None, chunk("Hel")),
+            sse(None, chunk("lo, ")),
+            sse(None, chunk("wörld")),
+            sse(None, chunk(finish="stop")),
+            sse(None, chunk(usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})),
+            b"data: [DONE]\n\n",
+        ]
+    ).replace(b"\n", b"\r\n")
     # Cut mid-CRLF and mid-UTF-8, and send the pieces apart, over a body that runs to EOF.
     cuts = [body.index(b"\r\n") + 1, body.index("ö".encode()) + 1, len(body) - 3]
     pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
@@ -65,18 +75,20 @@ def test_stream_without_done_marker_is_interrupted():
         events, _ = collect(start(openai_agent(server.port, api_key_env=None)))
     assert_grammar(events)
     assert text_of(events) == "partial"
-    assert events[-1].data == {"status": "interrupted",
-                               "error": "Agent canned stopped in the middle of its reply."}
+    assert events[-1].data == {"status": "interrupted", "error": "Agent canned stopped in the middle of its reply."}
 
 
 def test_error_chunk_ends_with_error():
     with LocalHTTPServer() as server:
-        server.stream("/v1/chat/completions", [
-            sse(None, chunk("a")), sse(None, {"error": {"message": "model overloaded"}}),
-        ])
+        server.stream(
+            "/v1/chat/completions",
+            [
+                sse(None, chunk("a")),
+                sse(None, {"error": {"message": "model overloaded"}}),
+            ],
+        )
         events, _ = collect(start(openai_agent(server.port, api_key_env=None)))
-    assert events[-1].data == {"status": "error",
-                               "error": "Agent canned reported an error: model overloaded."}
+    assert events[-1].data == {"status": "error", "error": "Agent canned reported an error: model overloaded."}
 
 
 def test_missing_key_variable_is_named_and_nothing_is_sent(monkeypatch):

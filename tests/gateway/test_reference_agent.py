@@ -1,4 +1,5 @@
 """The reference agent over plain HTTP, read with an independent SSE client (sseclient-py)."""
+
 import json
 import time
 from dataclasses import replace
@@ -61,7 +62,7 @@ def test_echo_is_verbatim_and_directives_are_removed(agent, task_id):
 
 
 def test_token_count_status_and_error_directives(agent, task_id):
-    text = "x @@tokens=7 @@delay_ms=0 @@first_token_ms=0 @@status=awaiting_approval @@error=\"disk full\""
+    text = 'x @@tokens=7 @@delay_ms=0 @@first_token_ms=0 @@status=awaiting_approval @@error="disk full"'
     with post_task(agent, task_id, text) as response:
         events = read_events(response)
     assert [kind for kind, _ in events].count("token") == 7
@@ -77,17 +78,30 @@ def test_early_usage_directive_sends_usage_before_tokens(agent, task_id):
     assert kinds[-1] == "done"
 
 
-@pytest.mark.parametrize("body, status", [
-    (b"not json", 400),
-    (json.dumps({"task_id": "x", "session_id": "s", "model": "ref-fast", "messages": []}).encode(), 400),
-    (json.dumps({"task_id": "x", "session_id": "s", "model": "ref-fast",
-                 "messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400),
-    (json.dumps({"session_id": "s", "model": "ref-fast", "messages": user("hi")}).encode(), 400),
-    (json.dumps({"task_id": "x", "session_id": "s", "model": "gpt-9", "messages": user("hi")}).encode(), 404),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"not json", 400),
+        (json.dumps({"task_id": "x", "session_id": "s", "model": "ref-fast", "messages": []}).encode(), 400),
+        (
+            json.dumps(
+                {
+                    "task_id": "x",
+                    "session_id": "s",
+                    "model": "ref-fast",
+                    "messages": [{"role": "wizard", "content": "hi"}],
+                }
+            ).encode(),
+            400,
+        ),
+        (json.dumps({"session_id": "s", "model": "ref-fast", "messages": user("hi")}).encode(), 400),
+        (json.dumps({"task_id": "x", "session_id": "s", "model": "gpt-9", "messages": user("hi")}).encode(), 404),
+    ],
+)
 def test_bad_requests_get_json_errors(agent, body, status):
-    response = requests.post(f"{agent.base_url}/tasks", data=body, timeout=2,
-                             headers={"Content-Type": "application/json"})
+    response = requests.post(
+        f"{agent.base_url}/tasks", data=body, timeout=2, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status
     assert isinstance(response.json()["error"], str)
 
@@ -133,8 +147,11 @@ def test_openai_endpoint_streams_what_the_gateway_reads(agent):
     """The same process behind an `openai` entry: OpenAITranslator and TaskStream read its
     chat.completion.chunk stream as tokens, one usage with the agent's counts, and done complete."""
     as_openai = replace(agent, protocol="openai")
-    stream = open_task(as_openai, model_id="ref-fast",
-                       messages=user("Plan the billing export @@tokens=25 @@delay_ms=1 @@first_token_ms=0"))
+    stream = open_task(
+        as_openai,
+        model_id="ref-fast",
+        messages=user("Plan the billing export @@tokens=25 @@delay_ms=1 @@first_token_ms=0"),
+    )
     events, _ = collect(stream)
     assert_grammar(events)
     tokens = [e for e in events if e.type == "token"]
@@ -147,8 +164,12 @@ def test_openai_endpoint_streams_what_the_gateway_reads(agent):
 
 
 def test_openai_endpoint_wire_format_and_errors(agent):
-    body = {"model": "ref-fast", "stream": True, "stream_options": {"include_usage": True},
-            "messages": user("x @@tokens=3 @@delay_ms=0 @@first_token_ms=0")}
+    body = {
+        "model": "ref-fast",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": user("x @@tokens=3 @@delay_ms=0 @@first_token_ms=0"),
+    }
     with requests.post(f"{agent.base_url}/v1/chat/completions", json=body, stream=True, timeout=(2, 10)) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         datas = [event.data for event in sseclient.SSEClient(response).events()]
@@ -158,8 +179,11 @@ def test_openai_endpoint_wire_format_and_errors(agent):
     assert sum(1 for c in chunks for ch in c["choices"] if ch["delta"].get("content")) == 3
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    unknown = requests.post(f"{agent.base_url}/v1/chat/completions", timeout=2,
-                            json={"model": "gpt-9", "stream": True, "messages": user("hi")})
+    unknown = requests.post(
+        f"{agent.base_url}/v1/chat/completions",
+        timeout=2,
+        json={"model": "gpt-9", "stream": True, "messages": user("hi")},
+    )
     assert unknown.status_code == 404 and isinstance(unknown.json()["error"]["message"], str)
 
 

@@ -1,12 +1,12 @@
 """Registry loading: the shipped file, each error sentence, and the remote source."""
+
 import json
 import textwrap
 
 import pytest
 
 from services.agents.registry_files import registry_to_toml, write_test_registry
-from services.gateway.registry import (DEFAULT_REGISTRY_PATH, Registry, RegistryError,
-                                       RegistrySource, load_registry_file)
+from services.gateway.registry import DEFAULT_REGISTRY_PATH, Registry, RegistryError, RegistrySource, load_registry_file
 
 from .helpers import LocalHTTPServer
 
@@ -78,12 +78,15 @@ def test_duplicate_agent_id(tmp_path):
     assert_one_sentence_naming(error.value, "agents.toml", "'twin'", "more than once")
 
 
-@pytest.mark.parametrize("port, words", [
-    ("70000", ["70000", "not between 1 and 65535"]),
-    ("0", ["port 0", "not between 1 and 65535"]),
-    ('"6111"', ["'6111'", "not a whole number"]),
-    ("true", ["True", "not a whole number"]),
-])
+@pytest.mark.parametrize(
+    "port, words",
+    [
+        ("70000", ["70000", "not between 1 and 65535"]),
+        ("0", ["port 0", "not between 1 and 65535"]),
+        ('"6111"', ["'6111'", "not a whole number"]),
+        ("true", ["True", "not a whole number"]),
+    ],
+)
 def test_bad_port(tmp_path, port, words):
     with pytest.raises(RegistryError) as error:
         load_text(tmp_path, agent_toml("dir-code", port))
@@ -147,8 +150,7 @@ def test_toml_syntax_error(tmp_path):
 
 def test_from_dict_names_its_source():
     with pytest.raises(RegistryError) as error:
-        Registry.from_dict({"agents": [{"agent_id": "x", "port": 99999, "models": []}]},
-                           "http://registry.test/agents")
+        Registry.from_dict({"agents": [{"agent_id": "x", "port": 99999, "models": []}]}, "http://registry.test/agents")
     assert str(error.value).startswith("http://registry.test/agents: agent 'x'")
 
 
@@ -156,10 +158,20 @@ def test_from_dict_names_its_source():
 
 
 def registry_json(port: int) -> bytes:
-    return json.dumps({"agents": [{
-        "agent_id": "remote-1", "name": "Remote", "parent_role": "", "port": port,
-        "protocol": "native", "models": [{"model_id": "m", "context_window": 100}],
-    }]}).encode()
+    return json.dumps(
+        {
+            "agents": [
+                {
+                    "agent_id": "remote-1",
+                    "name": "Remote",
+                    "parent_role": "",
+                    "port": port,
+                    "protocol": "native",
+                    "models": [{"model_id": "m", "context_window": 100}],
+                }
+            ]
+        }
+    ).encode()
 
 
 def test_remote_registry_is_cached_and_keeps_last_good_copy():

@@ -1,4 +1,5 @@
 """The SSE parser against the WHATWG rules, and the writers the web app uses."""
+
 import pytest
 
 from services.gateway.sse import SSEMessage, SSEParser, format_comment, format_sse
@@ -62,16 +63,17 @@ def test_utf8_character_split_across_chunks():
     cut_inside_emoji = encoded.index("🎉".encode("utf-8")) + 2
     cut_inside_e_acute = encoded.index("é".encode("utf-8")) + 1
     messages = parse_in_pieces(
-        encoded[:cut_inside_e_acute], encoded[cut_inside_e_acute:cut_inside_emoji],
+        encoded[:cut_inside_e_acute],
+        encoded[cut_inside_e_acute:cut_inside_emoji],
         encoded[cut_inside_emoji:],
     )
     assert messages == [SSEMessage(None, "héllo → 🎉")]
 
 
 def test_byte_by_byte_feeding_gives_the_same_result():
-    stream = "event: token\r\ndata: {\"text\": \"ü\"}\r\n\r\nevent: done\rdata: {}\r\r".encode()
+    stream = 'event: token\r\ndata: {"text": "ü"}\r\n\r\nevent: done\rdata: {}\r\r'.encode()
     whole = parse_in_pieces(stream)
-    pieces = parse_in_pieces(*[stream[i:i + 1] for i in range(len(stream))])
+    pieces = parse_in_pieces(*[stream[i : i + 1] for i in range(len(stream))])
     assert whole == pieces
     assert [m.event for m in whole] == ["token", "done"]
 
@@ -99,9 +101,7 @@ def test_format_sse_round_trips_through_the_parser():
     written = format_sse(text, event="token", id="42")
     assert written.startswith("event: token\nid: 42\n")
     assert written.count("data: ") == 4
-    assert parse_in_pieces(written.encode()) == [
-        SSEMessage("token", "line one\nline two\nline three\nend", "42")
-    ]
+    assert parse_in_pieces(written.encode()) == [SSEMessage("token", "line one\nline two\nline three\nend", "42")]
 
 
 def test_format_sse_refuses_line_breaks_in_event_and_id():

@@ -1,4 +1,5 @@
 """TaskStream against a real reference agent: grammar, cancel, crash, stall, faults."""
+
 import logging
 import math
 import threading
@@ -11,8 +12,7 @@ import requests
 from services.agents.fleet import free_port
 from services.gateway import Model, TaskStream, cancel_task, open_task
 
-from .helpers import (LocalHTTPServer, assert_grammar, collect, task_state, text_of, types,
-                      user)
+from .helpers import LocalHTTPServer, assert_grammar, collect, task_state, text_of, types, user
 
 FAST = "@@delay_ms=1 @@first_token_ms=0"
 
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.slow  # starts real agent processes
 
 
 def start(agent, task_id, text, model="ref-fast", **options):
-    return open_task(agent, task_id=task_id, session_id="s-1", model_id=model,
-                     messages=user(text), **options)
+    return open_task(agent, task_id=task_id, session_id="s-1", model_id=model, messages=user(text), **options)
 
 
 def test_complete_reply_keeps_the_grammar(agent, task_id):
@@ -58,8 +57,7 @@ def test_missing_usage_is_estimated_from_the_text(agent, task_id):
 def test_agent_error_becomes_a_sentence(agent, task_id):
     events, _ = collect(start(agent, task_id, f'x @@tokens=2 @@error="quota exceeded" {FAST}'))
     assert_grammar(events)
-    assert events[-1].data == {"status": "error",
-                               "error": "Agent ref-child reported an error: quota exceeded."}
+    assert events[-1].data == {"status": "error", "error": "Agent ref-child reported an error: quota exceeded."}
 
 
 def test_cancel_mid_stream(agent, task_id):
@@ -106,8 +104,7 @@ def test_crash_is_interrupted(agent, task_id):
     events, _ = collect(start(agent, task_id, f"x @@crash_after=5 {FAST}"))
     assert_grammar(events)
     assert types(events).count("token") == 5
-    assert events[-1].data == {"status": "interrupted",
-                               "error": "Agent ref-child stopped in the middle of its reply."}
+    assert events[-1].data == {"status": "interrupted", "error": "Agent ref-child stopped in the middle of its reply."}
     assert events[-2].data["estimated"] is True
     assert task_state(agent, task_id)["status"] == "crashed"
 
@@ -117,13 +114,11 @@ def test_agent_down_names_agent_and_port(agent, task_id):
     down = replace(agent, port=port)
     events, _ = collect(start(down, task_id, "hello", connect_timeout=1.0))
     assert_grammar(events)
-    assert events[-1].data == {"status": "error",
-                               "error": f"Agent ref-child is not answering on its port {port}."}
+    assert events[-1].data == {"status": "error", "error": f"Agent ref-child is not answering on its port {port}."}
 
 
 def test_stall_longer_than_idle_timeout_is_an_error_and_ticks_come_meanwhile(agent, task_id):
-    stream = start(agent, task_id, f"x @@stall_after=3 @@stall_ms=30000 {FAST}",
-                   idle_timeout=0.5, tick=0.05)
+    stream = start(agent, task_id, f"x @@stall_after=3 @@stall_ms=30000 {FAST}", idle_timeout=0.5, tick=0.05)
     sequence = []
     for event in stream:
         sequence.append(event.type if event else None)
@@ -138,19 +133,19 @@ def test_stall_longer_than_idle_timeout_is_an_error_and_ticks_come_meanwhile(age
 
 
 def test_stall_error_sentence(agent, task_id):
-    events, _ = collect(start(agent, task_id, f"x @@stall_after=1 @@stall_ms=30000 {FAST}",
-                              idle_timeout=0.3, tick=0.05))
+    events, _ = collect(
+        start(agent, task_id, f"x @@stall_after=1 @@stall_ms=30000 {FAST}", idle_timeout=0.3, tick=0.05)
+    )
     assert_grammar(events)
     assert events[-1].data == {"status": "error", "error": "Agent ref-child sent nothing for 0.3 seconds."}
 
 
 def test_short_stall_produces_ticks_and_then_completes(agent, task_id):
-    stream = start(agent, task_id, f"x @@tokens=6 @@stall_after=2 @@stall_ms=400 {FAST}",
-                   idle_timeout=10, tick=0.05)
+    stream = start(agent, task_id, f"x @@tokens=6 @@stall_after=2 @@stall_ms=400 {FAST}", idle_timeout=10, tick=0.05)
     sequence = [event.type if event else None for event in stream]
     tokens_at = [i for i, kind in enumerate(sequence) if kind == "token"]
     assert len(tokens_at) == 6
-    assert None in sequence[tokens_at[1]:tokens_at[2]], "no idle tick during the stall"
+    assert None in sequence[tokens_at[1] : tokens_at[2]], "no idle tick during the stall"
     assert sequence[-2:] == ["usage", "done"]
 
 
@@ -170,14 +165,12 @@ def test_unknown_model_on_the_agent_reports_the_http_status(agent, task_id):
     ghost = replace(agent, models=agent.models + (Model("ghost", "Ghost", 10, 0.0, 0.0),))
     events, _ = collect(start(ghost, task_id, "hi", model="ghost"))
     assert_grammar(events)
-    assert events[-1].data == {"status": "error",
-                               "error": "Agent ref-child answered HTTP 404 (unknown model 'ghost')."}
+    assert events[-1].data == {"status": "error", "error": "Agent ref-child answered HTTP 404 (unknown model 'ghost')."}
 
 
 def test_model_missing_from_the_registry_never_reaches_the_agent(agent, task_id):
     events, _ = collect(start(agent, task_id, "hi", model="not-listed"))
-    assert events[-1].data == {"status": "error",
-                               "error": "Agent ref-child does not offer model 'not-listed'."}
+    assert events[-1].data == {"status": "error", "error": "Agent ref-child does not offer model 'not-listed'."}
     assert requests.get(f"{agent.base_url}/tasks/{task_id}", timeout=2).status_code == 404
 
 
@@ -235,9 +228,16 @@ def test_cancel_task_reports_failure_without_raising(agent):
 def test_wait_sent_returns_once_the_request_is_out_not_when_answered(agent, task_id):
     with LocalHTTPServer() as server:
         server.hang("/tasks")  # takes the whole request, never answers
-        stream = TaskStream(replace(agent, port=server.port), task_id=task_id, session_id="s-1",
-                            model_id="ref-fast", messages=user("hi"), connect_timeout=3.0,
-                            idle_timeout=30.0, tick=0.05)
+        stream = TaskStream(
+            replace(agent, port=server.port),
+            task_id=task_id,
+            session_id="s-1",
+            model_id="ref-fast",
+            messages=user("hi"),
+            connect_timeout=3.0,
+            idle_timeout=30.0,
+            tick=0.05,
+        )
         assert stream.wait_sent(0.1) is False  # nothing started: nothing sent
         stream.start()
         assert stream.wait_sent(5.0) is True

@@ -5,6 +5,7 @@ layer and the contract in depth; this checks the two things only a real worker c
 JSON depth bound holds on a greenlet's stack, and that Schemathesis finds no 5xx or contract
 breach when replies really stream from agents.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -58,8 +59,14 @@ def test_schemathesis_finds_nothing_against_gunicorn(stack, api):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case):
             case.call_and_validate(session=api, base_url=stack.base_url, timeout=STREAM_SECONDS, checks=CHECKS)
 

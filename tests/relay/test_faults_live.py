@@ -1,6 +1,7 @@
 """Faults from outside, against real processes: workers SIGKILLed mid-reply, SQLite's write lock
 held by another process. What a client was shown must equal what is stored, event ids must only
 increase for it, and no run may outlive its driver."""
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,9 @@ def test_a_killed_worker_leaves_the_client_with_exactly_the_stored_reply(default
     assert client.text == row["content"]  # what the client holds is what is stored
     assert client.ids == sorted(client.ids) and len(set(client.ids)) == len(client.ids)
     # Recovery stopped the agent's task: the work does not go on unseen.
-    task = wait_for(lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t)
+    task = wait_for(
+        lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t
+    )
     assert task["tokens_sent"] < 400
 
 
@@ -93,11 +96,15 @@ def test_sends_get_503_and_streams_keep_flowing_while_another_process_holds_the_
     client = Client(api, sent["stream_url"])
     client.follow(tokens=10)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys, time\n"
-         f"c = sqlite3.connect({str(default_stack.db_path)!r}, isolation_level=None)\n"
-         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(7); c.execute('ROLLBACK')"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(default_stack.db_path)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(7); c.execute('ROLLBACK')",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
     during = []
@@ -117,8 +124,11 @@ def test_sends_get_503_and_streams_keep_flowing_while_another_process_holds_the_
     other = requests.Session()
     other.cookies.update(api.cookies)
     other.headers.update(api.headers)
-    refused = other.post(f"{default_stack.base_url}/api/chat/message",
-                         json={"agent_id": "architect", "content": "Sent while locked"}, timeout=30)
+    refused = other.post(
+        f"{default_stack.base_url}/api/chat/message",
+        json={"agent_id": "architect", "content": "Sent while locked"},
+        timeout=30,
+    )
     health = other.get(f"{default_stack.base_url}/healthz", timeout=10)  # details for a logged-in user
     holder_still_locked = holder.poll() is None
     reader.join(30)
@@ -138,8 +148,9 @@ def test_sends_get_503_and_streams_keep_flowing_while_another_process_holds_the_
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory):
     with redis_server() as redis_url:
-        stack = LiveStack(tmp_path_factory.mktemp("faults-redis"), redis_url=redis_url,
-                          env_overrides={"RUN_STALE_SECONDS": "3"})
+        stack = LiveStack(
+            tmp_path_factory.mktemp("faults-redis"), redis_url=redis_url, env_overrides={"RUN_STALE_SECONDS": "3"}
+        )
         with stack:
             stack.other_url = stack.start_extra_server()
             yield stack
@@ -154,8 +165,9 @@ def test_a_dead_host_s_run_is_ended_by_another_host_with_every_token_kept(two_ho
     for pid in [host_a.pid, *worker_pids(host_a)]:
         os.kill(pid, signal.SIGKILL)  # host A is gone, master and all
     # Nobody subscribes now: host B's housekeeping must end it on its own.
-    row = wait_for(lambda: (r := db_row(two_hosts, sent["message_id"])) and r["status"] == "interrupted" and r,
-                   timeout=15)
+    row = wait_for(
+        lambda: (r := db_row(two_hosts, sent["message_id"])) and r["status"] == "interrupted" and r, timeout=15
+    )
     client.follow(base=two_hosts.other_url)
     assert client.done["status"] == "interrupted"
     assert client.text == row["content"] and len(row["content"]) > 0
@@ -171,5 +183,7 @@ def test_a_reply_past_the_length_cap_is_stopped_with_its_text_kept(default_stack
     assert client.done["status"] == "error" and "5,000 characters" in client.done["error"]
     row = wait_for(lambda: (r := db_row(default_stack, sent["message_id"])) and r["status"] == "error" and r)
     assert 5000 < len(row["content"]) < 6000 and row["content"] == client.text
-    task = wait_for(lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t)
+    task = wait_for(
+        lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t
+    )
     assert task["tokens_sent"] < 5000

@@ -1,6 +1,7 @@
 """`make run` as a person starts it (services/launcher.py: migrations, admin, fleet, gunicorn with
 the shipped defaults), then faults from outside: a reference agent crashes, the launcher is
 stopped with SIGTERM while a reply is being written."""
+
 from __future__ import annotations
 
 import os
@@ -44,14 +45,20 @@ def launched(tmp_path):
     registry = write_registry(tmp_path / "agents.toml", agents)
     port = free_port()
     env = {
-        **os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'switchboard.db'}",
-        "AGENTS_FILE": str(registry), "ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": PASSWORD,
-        "SECRET_KEY": "launcher-test-secret-0123456789", "HEARTBEAT_SECONDS": "0.5",
+        **os.environ,
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'switchboard.db'}",
+        "AGENTS_FILE": str(registry),
+        "ADMIN_USERNAME": "admin",
+        "ADMIN_PASSWORD": PASSWORD,
+        "SECRET_KEY": "launcher-test-secret-0123456789",
+        "HEARTBEAT_SECONDS": "0.5",
     }
     env.pop("WEB_WORKERS", None)  # the shipped default
     log = open(tmp_path / "launcher.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(base + "/healthz", timeout=2).status_code == 200, timeout=60)
@@ -84,18 +91,30 @@ def test_a_crashed_reference_agent_is_restarted(launched):
 def test_sigterm_ends_live_replies_with_their_text_and_stops_the_agents_tasks(launched):
     process, base, agents, folder = launched
     api = ApiSession(base, "admin", PASSWORD)
-    sent = api.post("/api/chat/message", json={"agent_id": "dir-code", "content": "Long one @@tokens=2000 @@delay_ms=20"}).json()
+    sent = api.post(
+        "/api/chat/message", json={"agent_id": "dir-code", "content": "Long one @@tokens=2000 @@delay_ms=20"}
+    ).json()
     agent_url = f"http://127.0.0.1:{agents[1]['port']}"
-    wait_for(lambda: requests.get(f"{agent_url}/tasks/{sent['message_id']}", timeout=2).json().get("tokens_sent", 0) > 20)
+    wait_for(
+        lambda: requests.get(f"{agent_url}/tasks/{sent['message_id']}", timeout=2).json().get("tokens_sent", 0) > 20
+    )
     process.send_signal(signal.SIGTERM)
-    task = wait_for(lambda: (t := requests.get(f"{agent_url}/tasks/{sent['message_id']}", timeout=2).json())
-                    ["status"] == "cancelled" and t, timeout=15)
+    task = wait_for(
+        lambda: (
+            (t := requests.get(f"{agent_url}/tasks/{sent['message_id']}", timeout=2).json())["status"] == "cancelled"
+            and t
+        ),
+        timeout=15,
+    )
     assert task["tokens_sent"] < 2000
     assert process.wait(timeout=30) == 0
     with sqlite3.connect(folder / "switchboard.db") as conn:
         status, content, error = conn.execute(
-            "SELECT status, content, error FROM messages WHERE id = ?", (sent["message_id"],)).fetchone()
+            "SELECT status, content, error FROM messages WHERE id = ?", (sent["message_id"],)
+        ).fetchone()
         ended = conn.execute("SELECT ended_at FROM runs WHERE message_id = ?", (sent["message_id"],)).fetchone()[0]
-        active = conn.execute("SELECT active_run_id FROM conversation_sessions WHERE id = ?", (sent["session_id"],)).fetchone()[0]
+        active = conn.execute(
+            "SELECT active_run_id FROM conversation_sessions WHERE id = ?", (sent["session_id"],)
+        ).fetchone()[0]
     assert status == "interrupted" and "stopped" in error and ended is not None and active is None
     assert content and len(content) >= 20  # the text so far is kept

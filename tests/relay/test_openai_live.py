@@ -4,6 +4,7 @@ Stop here cannot call an agent's cancel endpoint (there is none); the run closes
 stop handled by another server only sets the database flag, so this also proves the watcher of
 the worker that drives the run acts on that flag.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with litellm_proxy(tmp_path_factory.mktemp("litellm")) as port, redis_server() as redis_url:
-        agent = {"agent_id": "litellm", "name": "LiteLLM", "parent_role": "architect", "port": port,
-                 "protocol": "openai", "api_key_env": KEY_ENV,
-                 "models": [("mock-small", 8192), ("mock-long", 8192)]}
-        live = LiveStack(tmp_path_factory.mktemp("openai"), extra_agents=[agent],
-                         env_overrides={KEY_ENV: MASTER_KEY}, redis_url=redis_url)
+        agent = {
+            "agent_id": "litellm",
+            "name": "LiteLLM",
+            "parent_role": "architect",
+            "port": port,
+            "protocol": "openai",
+            "api_key_env": KEY_ENV,
+            "models": [("mock-small", 8192), ("mock-long", 8192)],
+        }
+        live = LiveStack(
+            tmp_path_factory.mktemp("openai"),
+            extra_agents=[agent],
+            env_overrides={KEY_ENV: MASTER_KEY},
+            redis_url=redis_url,
+        )
         with live:
             live.other_url = live.start_extra_server()
             yield live
@@ -38,8 +49,9 @@ def api(stack):
 
 
 def send(api, model_id):
-    response = api.post("/api/chat/message",
-                        json={"agent_id": "litellm", "model_id": model_id, "content": "Say hello."})
+    response = api.post(
+        "/api/chat/message", json={"agent_id": "litellm", "model_id": model_id, "content": "Say hello."}
+    )
     assert response.status_code == 202, response.text
     return response.json()
 

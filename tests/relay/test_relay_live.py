@@ -6,6 +6,7 @@ The stream is read with sseclient-py, an SSE client independent of ours. "Anothe
 deterministic by the second gunicorn: a request there can never land on the process that drives
 the run, so its events must come through Redis.
 """
+
 from __future__ import annotations
 
 import json
@@ -165,8 +166,10 @@ def test_two_subscribers_see_the_same_events(stack, api):
     def subscribe(name, base):
         results[name] = read_events(api, sent["stream_url"], base=base)
 
-    threads = [threading.Thread(target=subscribe, args=("a", None)),
-               threading.Thread(target=subscribe, args=("b", stack.other_url))]
+    threads = [
+        threading.Thread(target=subscribe, args=("a", None)),
+        threading.Thread(target=subscribe, args=("b", stack.other_url)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -300,5 +303,7 @@ def test_a_retried_send_with_an_idempotency_key_is_answered_once(stack, api):
     second = again.post(f"{stack.other_url}/api/chat/message", json=body, headers={"Idempotency-Key": "two-hosts-1"})
     assert first.status_code == second.status_code == 202 and first.json() == second.json()
     with sqlite3.connect(stack.db_path) as conn:
-        count = conn.execute("SELECT count(*) FROM messages WHERE session_id = ?", (first.json()["session_id"],)).fetchone()[0]
+        count = conn.execute(
+            "SELECT count(*) FROM messages WHERE session_id = ?", (first.json()["session_id"],)
+        ).fetchone()[0]
     assert count == 2  # one question, one reply

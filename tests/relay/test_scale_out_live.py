@@ -1,6 +1,7 @@
 """The scale-out profile as the README tells an operator to run it: PostgreSQL (DATABASE_URL) and
 Redis (REDIS_URL) shared by two gunicorn servers of two workers each, with real reference agents.
 A reply sent to one server is followed, resumed and stopped through the other."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ def stack(tmp_path_factory):
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = admin.url.set(database=name).render_as_string(hide_password=False)
         try:
-            with LiveStack(tmp_path_factory.mktemp("scale-out"), workers=2, redis_url=redis_url,
-                           env_overrides={"DATABASE_URL": url}) as live:
+            with LiveStack(
+                tmp_path_factory.mktemp("scale-out"),
+                workers=2,
+                redis_url=redis_url,
+                env_overrides={"DATABASE_URL": url},
+            ) as live:
                 live.other_url = live.start_extra_server()
                 live.database = create_engine(url)
                 yield live

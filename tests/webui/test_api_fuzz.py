@@ -11,6 +11,7 @@ whose lazy loader does not run under pytest 9. The description is the one the ap
 own here (the replies they follow have ended or never reach an agent), and STREAM_SECONDS bounds
 how long one is read if a future change makes one stay open.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """The chat API's rules, with the Flask test client: validation, the agent lock, one run at a time,
 ownership, and recovery of runs left live by a dead process. (Streaming against real agents and
 gunicorn is in tests/relay/.)"""
+
 from __future__ import annotations
 
 import json
@@ -142,8 +143,9 @@ def test_start_up_marks_runs_of_dead_processes_interrupted(app, alice, app_confi
 
 def test_live_runs_of_this_process_are_not_taken_for_orphans(app):
     owner = run_manager(app).owner
-    row = type("Row", (), {"ended_at": None, "owner": owner, "message_id": "m1",
-                           "beat_at": utcnow(), "created_at": utcnow()})
+    row = type(
+        "Row", (), {"ended_at": None, "owner": owner, "message_id": "m1", "beat_at": utcnow(), "created_at": utcnow()}
+    )
     assert not recovery.is_orphan(row, owner, {"m1"}, 30)
     assert recovery.is_orphan(row, owner, set(), 30)  # same process, not driving it: the driver died
     row.owner, row.beat_at = "other-host:1", utcnow() - timedelta(seconds=31)
@@ -195,7 +197,12 @@ def test_an_orphan_is_ended_with_ids_above_anything_a_client_was_sent(app, alice
         reply = db.session.get(Message, sent["message_id"])
         reply.status, reply.content, reply.error, reply.completed_at = "streaming", "Stored part", None, None
         run = db.session.get(Run, sent["message_id"])
-        run.ended_at, run.owner, run.beat_at, run.last_seq = None, "other-host:1", utcnow() - timedelta(hours=1), SEQ_HEADROOM + 40
+        run.ended_at, run.owner, run.beat_at, run.last_seq = (
+            None,
+            "other-host:1",
+            utcnow() - timedelta(hours=1),
+            SEQ_HEADROOM + 40,
+        )
         db.session.get(ConversationSession, sent["session_id"]).active_run_id = sent["message_id"]
         db.session.commit()
     run_manager(app).bus.drop(sent["message_id"])  # the process that drove it (and its memory) is gone
@@ -248,8 +255,11 @@ def test_a_failed_store_of_the_end_is_retried_and_the_grammar_kept(app, alice, m
 
 def test_a_repeated_send_with_the_same_idempotency_key_answers_the_first_time(app, alice, bob):
     first = send(alice, idempotency_key="retry-1")
-    again = alice.post("/api/chat/message", json={"agent_id": "architect", "content": "Hello there"},
-                       headers={"Idempotency-Key": "retry-1"})
+    again = alice.post(
+        "/api/chat/message",
+        json={"agent_id": "architect", "content": "Hello there"},
+        headers={"Idempotency-Key": "retry-1"},
+    )
     assert first.status_code == again.status_code == 202
     assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
     other = send(bob, idempotency_key="retry-1")  # keys are per user
@@ -348,8 +358,14 @@ def test_more_than_one_worker_without_redis_is_refused_with_a_sentence():
     assert web_workers({}) == 1 and web_workers({"WEB_WORKERS": "4", "REDIS_URL": "redis://127.0.0.1:6379/0"}) == 4
     root = Path(__file__).resolve().parents[2]
     env = {"PATH": "", "WEB_WORKERS": "2", "PORT": "0"}
-    result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "wsgi:app"],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "WEB_WORKERS=2 needs REDIS_URL" in result.stderr and "one worker" in result.stderr
     try:

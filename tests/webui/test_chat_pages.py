@@ -3,6 +3,7 @@
 No agent listens in these tests (health is faked where a test needs agents up); streams are fed
 from rows in the database or from an in-process run the test drives itself.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,29 +34,51 @@ def agents_up(app, monkeypatch):
     def check(agent):
         if agent.agent_id in up:
             return HealthResult("up", None, time.monotonic())
-        return HealthResult("down", f"Agent {agent.agent_id} is not answering on its port {agent.port}.", time.monotonic())
+        return HealthResult(
+            "down", f"Agent {agent.agent_id} is not answering on its port {agent.port}.", time.monotonic()
+        )
 
     monkeypatch.setattr(checker, "check", check)
     return up
 
 
-def make_session(app, username, *, agent_id="architect", title="Hello there", archived=False,
-                 turns=(("user", "hi", "complete"), ("assistant", "**bold** reply", "complete")),
-                 usage=None, updated_minutes_ago=0):
+def make_session(
+    app,
+    username,
+    *,
+    agent_id="architect",
+    title="Hello there",
+    archived=False,
+    turns=(("user", "hi", "complete"), ("assistant", "**bold** reply", "complete")),
+    usage=None,
+    updated_minutes_ago=0,
+):
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
         now = utcnow() - timedelta(minutes=updated_minutes_ago)
         session = ConversationSession(
-            id=new_id(), user_id=user.id, agent_id=agent_id, agent_name=agent_id.title(), parent_role="",
-            model_id="ref-standard", title=title, created_at=now, updated_at=now,
+            id=new_id(),
+            user_id=user.id,
+            agent_id=agent_id,
+            agent_name=agent_id.title(),
+            parent_role="",
+            model_id="ref-standard",
+            title=title,
+            created_at=now,
+            updated_at=now,
             archived_at=now if archived else None,
         )
         db.session.add(session)
         ids = []
         for index, (role, content, status) in enumerate(turns):
             message = Message(
-                id=new_id(), session_id=session.id, role=role, agent_id=agent_id, content=content,
-                status=status, created_at=now + timedelta(microseconds=index),
+                id=new_id(),
+                session_id=session.id,
+                role=role,
+                agent_id=agent_id,
+                content=content,
+                status=status,
+                created_at=now + timedelta(microseconds=index),
             )
             if role == "assistant" and usage:
                 message.usage = usage
@@ -72,11 +95,19 @@ def add_run(app, session_id, message_id, events, *, ended=True):
         state.apply(StreamEvent(seq, type_, data))
     with app.app_context():
         now = utcnow()
-        db.session.add(Run(
-            message_id=message_id, session_id=session_id, agent_id="architect", model_id="ref-standard",
-            owner=run_manager(app).owner, beat_at=now, created_at=now, last_seq=len(events) if ended else 10_000,
-            ended_at=now if ended else None,
-        ))
+        db.session.add(
+            Run(
+                message_id=message_id,
+                session_id=session_id,
+                agent_id="architect",
+                model_id="ref-standard",
+                owner=run_manager(app).owner,
+                beat_at=now,
+                created_at=now,
+                last_seq=len(events) if ended else 10_000,
+                ended_at=now if ended else None,
+            )
+        )
         if ended and events:
             message = db.session.get(Message, message_id)
             message.content, message.status, message.usage = state.text, state.status, state.usage
@@ -103,7 +134,9 @@ def sse_messages(response, limit=None, timeout=10.0):
 
 
 def text_of(html: str) -> str:
-    body = re.search(r'<div class="turn-body md"[^>]*>(.*?)</div>\s*(?:<p class="turn-note|<footer|</article>)', html, re.S)
+    body = re.search(
+        r'<div class="turn-body md"[^>]*>(.*?)</div>\s*(?:<p class="turn-note|<footer|</article>)', html, re.S
+    )
     return re.sub(r"<[^>]+>", "", body.group(1)) if body else ""
 
 
@@ -114,7 +147,7 @@ def test_home_is_a_new_chat_with_the_agent_hierarchy_and_models(alice, agents_up
     page = alice.get("/")
     assert page.status_code == 200
     html = page.text
-    assert "<optgroup label=\"Architect’s team\">" in html
+    assert '<optgroup label="Architect’s team">' in html
     assert re.search(r'<option value="architect" selected>Architect · root</option>', html)
     assert re.search(r'<option value="dir-code">\s*(\xa0){3}↳ Dir-Code · reports to Architect</option>', html)
     # only the chosen agent's models, with context window and price
@@ -166,7 +199,9 @@ def test_gauge_fragment_follows_the_model(alice, agents_up):
 
 
 def test_session_page_shows_the_conversation(app, alice, agents_up):
-    sid, (user_id, reply_id) = make_session(app, "alice", usage={"prompt_tokens": 1200, "completion_tokens": 34, "total_tokens": 1234, "cost_usd": 0.0042})
+    sid, (user_id, reply_id) = make_session(
+        app, "alice", usage={"prompt_tokens": 1200, "completion_tokens": 34, "total_tokens": 1234, "cost_usd": 0.0042}
+    )
     page = alice.get(f"/chat/{sid}")
     assert page.status_code == 200
     html = page.text
@@ -185,7 +220,9 @@ def test_session_page_shows_the_conversation(app, alice, agents_up):
 def test_session_page_is_a_fragment_for_htmx_and_a_page_otherwise(app, alice, agents_up):
     sid, _ = make_session(app, "alice")
     fragment = alice.get(f"/chat/{sid}", headers=HX)
-    assert "<html" not in fragment.text and fragment.text.lstrip().startswith("<title>Hello there · Switchboard</title>")
+    assert "<html" not in fragment.text and fragment.text.lstrip().startswith(
+        "<title>Hello there · Switchboard</title>"
+    )
     assert re.search(r'<nav [^>]*id="session-list"[^>]*hx-swap-oob="true"', fragment.text)
     restore = alice.get(f"/chat/{sid}", headers={**HX, "HX-History-Restore-Request": "true"})
     assert "<html" in restore.text
@@ -214,7 +251,7 @@ def test_sidebar_lists_recent_unarchived_sessions_of_the_user(app, alice, bob, a
     make_session(app, "alice", title="Archived chat", archived=True)
     make_session(app, "bob", title="Bob's chat")
     html = alice.get("/").text
-    sidebar = html[html.index('id="session-list"'):]
+    sidebar = html[html.index('id="session-list"') :]
     assert sidebar.index("Newest chat") < sidebar.index("Older chat")
     assert "Archived chat" not in sidebar and "Bob's chat" not in sidebar
     assert "Dir-Code · <time" in sidebar and "1 h ago" in sidebar and "New chat" in sidebar
@@ -234,7 +271,9 @@ def runs_held(app, monkeypatch):
 
 
 def test_sending_on_a_new_chat_creates_the_session_and_pushes_its_url(app, alice, agents_up, runs_held):
-    response = alice.post("/chat/send", data={"agent_id": "dir-code", "model_id": "ref-fast", "content": "Plan it"}, headers=HX)
+    response = alice.post(
+        "/chat/send", data={"agent_id": "dir-code", "model_id": "ref-fast", "content": "Plan it"}, headers=HX
+    )
     assert response.status_code == 200
     with app.app_context():
         session = db.session.scalar(select(ConversationSession))
@@ -254,7 +293,11 @@ def test_sending_without_htmx_redirects_to_the_session(app, alice, agents_up):
 
 def test_sending_in_a_session_appends_both_turns_and_the_stream(app, alice, agents_up, runs_held):
     sid, _ = make_session(app, "alice")
-    response = alice.post("/chat/send", data={"session_id": sid, "agent_id": "architect", "model_id": "ref-standard", "content": "Next"}, headers=HX)
+    response = alice.post(
+        "/chat/send",
+        data={"session_id": sid, "agent_id": "architect", "model_id": "ref-standard", "content": "Next"},
+        headers=HX,
+    )
     assert response.status_code == 200
     html = response.text
     assert html.count("<article ") == 2 and ">Next</div>" in html
@@ -264,11 +307,14 @@ def test_sending_in_a_session_appends_both_turns_and_the_stream(app, alice, agen
     assert 'id="session-watch" class="session-watch" hidden hx-swap-oob="true"' in html
 
 
-@pytest.mark.parametrize("content, status, sentence", [
-    ("", 422, "Write a message before sending."),
-    ("   \n ", 422, "Write a message before sending."),
-    ("x" * 40, 422, "The message is 40 characters long; the limit is 30."),
-])
+@pytest.mark.parametrize(
+    "content, status, sentence",
+    [
+        ("", 422, "Write a message before sending."),
+        ("   \n ", 422, "Write a message before sending."),
+        ("x" * 40, 422, "The message is 40 characters long; the limit is 30."),
+    ],
+)
 def test_bad_messages_get_a_sentence_for_the_composer(app, alice, agents_up, content, status, sentence):
     app.config["MAX_MESSAGE_CHARS"] = 30
     response = alice.post("/chat/send", data={"agent_id": "architect", "content": content}, headers=HX)
@@ -311,18 +357,29 @@ def test_a_down_agent_on_a_session_page_says_what_to_do(app, alice, agents_up):
 
 
 def test_error_and_interrupted_replies_say_what_to_do(app, alice, agents_up):
-    sid, _ = make_session(app, "alice", turns=(
-        ("user", "a", "complete"), ("assistant", "partial", "interrupted"),
-        ("user", "b", "complete"), ("assistant", "", "error"),
-    ))
+    sid, _ = make_session(
+        app,
+        "alice",
+        turns=(
+            ("user", "a", "complete"),
+            ("assistant", "partial", "interrupted"),
+            ("user", "b", "complete"),
+            ("assistant", "", "error"),
+        ),
+    )
     with app.app_context():
         db.session.execute(
-            Message.__table__.update().where(Message.status == "error").values(error="Agent architect is not answering on its port 1.")
+            Message.__table__.update()
+            .where(Message.status == "error")
+            .values(error="Agent architect is not answering on its port 1.")
         )
         db.session.commit()
     html = alice.get(f"/chat/{sid}").text
     assert "The reply stream broke off. The text so far is kept; send your message again to continue." in html
-    assert "Agent architect is not answering on its port 1. Try again in a moment, or start a new chat with another agent." in html
+    assert (
+        "Agent architect is not answering on its port 1. Try again in a moment, or start a new chat with another agent."
+        in html
+    )
 
 
 # ---- the page's reply stream ----------------------------------------------------------------------
@@ -330,11 +387,18 @@ def test_error_and_interrupted_replies_say_what_to_do(app, alice, agents_up):
 
 def test_stream_of_a_finished_reply_is_one_final_render(app, alice, agents_up):
     sid, (_, reply_id) = make_session(app, "alice", turns=(("user", "hi", "complete"), ("assistant", "", "complete")))
-    add_run(app, sid, reply_id, [
-        ("status_update", {"status": "planning"}), ("token", {"text": "Hello "}), ("token", {"text": "**world**"}),
-        ("usage", {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost_usd": 0.001}),
-        ("done", {"status": "complete", "message_id": reply_id}),
-    ])
+    add_run(
+        app,
+        sid,
+        reply_id,
+        [
+            ("status_update", {"status": "planning"}),
+            ("token", {"text": "Hello "}),
+            ("token", {"text": "**world**"}),
+            ("usage", {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost_usd": 0.001}),
+            ("done", {"status": "complete", "message_id": reply_id}),
+        ],
+    )
     response = alice.get(f"/chat/{sid}/stream?message_id={reply_id}", headers=HX, buffered=False)
     assert response.mimetype == "text/event-stream" and response.headers["Cache-Control"] == "no-cache"
     messages, raw = sse_messages(response)
@@ -380,7 +444,9 @@ class FakeRun:
         for word in self.words:
             self._publish("token", {"text": word})
             time.sleep(self.delay)
-        self._publish("usage", {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)})
+        self._publish(
+            "usage", {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)}
+        )
         self._publish("done", {"status": "complete", "message_id": self.live.run_id})
 
     def start(self):
@@ -399,7 +465,11 @@ class PageReply:
         self.id, self.blocks, self.tail, self.appended = message_id, "", "", []
 
     def apply(self, html):
-        whole = re.search(rf'<div class="md-blocks" id="msg-{self.id}-blocks">(.*?)</div><div class="md-tail" id="msg-{self.id}-tail">(.*?)</div></div>', html, re.S)
+        whole = re.search(
+            rf'<div class="md-blocks" id="msg-{self.id}-blocks">(.*?)</div><div class="md-tail" id="msg-{self.id}-tail">(.*?)</div></div>',
+            html,
+            re.S,
+        )
         if whole:
             self.blocks, self.tail = whole.group(1), whole.group(2)
             return "whole"
@@ -468,10 +538,14 @@ def test_heartbeats_are_comments(app, alice, agents_up):
 
 
 def test_watch_resends_the_conversation_when_a_reply_starts_elsewhere(app, alice, agents_up):
-    sid, (first_id, _) = make_session(app, "alice", turns=(("user", "hi", "complete"), ("assistant", "live", "streaming")))
+    sid, (first_id, _) = make_session(
+        app, "alice", turns=(("user", "hi", "complete"), ("assistant", "live", "streaming"))
+    )
     messages, _ = sse_messages(alice.get(f"/chat/{sid}/watch?after={first_id}", buffered=False), limit=1)
     html = messages[0].data
-    assert html.lstrip().startswith('<section id="messages" class="messages" aria-label="Conversation" hx-swap-oob="outerMorph">')
+    assert html.lstrip().startswith(
+        '<section id="messages" class="messages" aria-label="Conversation" hx-swap-oob="outerMorph">'
+    )
     assert html.count("<article ") == 2 and "hx-sse:connect" in html
     assert 'id="composer-actions" hx-swap-oob="true"' in html and 'data-action="stop"' in html
 
@@ -510,17 +584,31 @@ def test_htmx_and_its_sse_extension_load_before_the_page_is_processed(alice):
 def test_gauge_colour_thresholds_and_status_chips():
     from services.webui.chat.display import Gauge, MessageView
 
-    assert [Gauge(used, 1000).level for used in (0, 599, 600, 849, 850, 5000)] == ["ok", "ok", "warn", "warn", "full", "full"]
+    assert [Gauge(used, 1000).level for used in (0, 599, 600, 849, 850, 5000)] == [
+        "ok",
+        "ok",
+        "warn",
+        "warn",
+        "full",
+        "full",
+    ]
     assert Gauge(5000, 1000).percent == 100 and Gauge(123, 1000).percent == 12
     state = ReplyState()
     labels = []
-    for seq, (type_, data) in enumerate([
-        ("status_update", {"status": "planning"}), ("status_update", {"status": "executing"}),
-        ("status_update", {"status": "awaiting_approval"}), ("token", {"text": "x"}),
-        ("done", {"status": "complete"}),
-    ], start=1):
+    for seq, (type_, data) in enumerate(
+        [
+            ("status_update", {"status": "planning"}),
+            ("status_update", {"status": "executing"}),
+            ("status_update", {"status": "awaiting_approval"}),
+            ("token", {"text": "x"}),
+            ("done", {"status": "complete"}),
+        ],
+        start=1,
+    ):
         state.apply(StreamEvent(seq, type_, data))
         labels.append(MessageView(id="m", role="assistant", content="", status=state.status).status_label)
     assert labels == ["Planning", "Executing", "Awaiting approval", "Awaiting approval", "Complete"]
-    assert [MessageView(id="m", role="assistant", content="", status=s).status_label for s in ("cancelled", "error", "interrupted", "pending", "streaming")] == [
-        "Cancelled", "Error", "Interrupted", "Waiting", "Writing"]
+    assert [
+        MessageView(id="m", role="assistant", content="", status=s).status_label
+        for s in ("cancelled", "error", "interrupted", "pending", "streaming")
+    ] == ["Cancelled", "Error", "Interrupted", "Waiting", "Writing"]

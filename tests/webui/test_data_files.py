@@ -1,4 +1,5 @@
 """Issue #10, finding 4: the database and its -wal/-shm are 0600, in 0700 folders we own."""
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,9 @@ def test_a_new_database_and_its_wal_and_shm_are_0600(tmp_path, agents_file, loos
     assert_private_while_open(app, db_path)
 
 
-def test_an_existing_database_made_readable_by_others_is_tightened(tmp_path, migrated_template, agents_file, loose_umask):
+def test_an_existing_database_made_readable_by_others_is_tightened(
+    tmp_path, migrated_template, agents_file, loose_umask
+):
     db_path = tmp_path / "old.db"
     shutil.copy(migrated_template, db_path)
     os.chmod(db_path, 0o644)
@@ -78,5 +81,5 @@ def test_a_folder_we_do_not_own_is_left_alone(tmp_path, agents_file, loose_umask
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o755)
-    app = create_app(base_config(tmp_path, shared / "app.db", agents_file))
+    create_app(base_config(tmp_path, shared / "app.db", agents_file))
     assert mode(shared) == 0o755 and mode(shared / "app.db") == 0o600

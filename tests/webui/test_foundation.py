@@ -1,4 +1,5 @@
 """The foundation's promises: migrations, pragmas, login everywhere, CSRF, CSP, logs, bad input."""
+
 from __future__ import annotations
 
 import io
@@ -293,9 +294,10 @@ def test_ensure_admin_generates_a_password_once(app, runner, monkeypatch):
     assert password not in second.output and "no account created" in second.output
     client = app.test_client()
     token = csrf_from(client.get("/login").text)
-    assert client.post(
-        "/login", data={"username": "root-admin", "password": password, "csrf_token": token}
-    ).status_code == 302
+    assert (
+        client.post("/login", data={"username": "root-admin", "password": password, "csrf_token": token}).status_code
+        == 302
+    )
 
 
 def test_every_setting_is_documented_in_the_readme():

@@ -6,6 +6,7 @@ and NUL bytes, dates beyond the calendar, numbers beyond any real usage, a malfo
 a multipart part without a name, a limit that is not a small number; then a sweep of every route
 with all of it at once.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,9 @@ def test_deeply_nested_json_is_400_on_every_api_write_route(app, alice):
     session_id = add_session(app, "alice", messages=conversation())
     checked = 0
     for method, url in api_write_routes(app, session_id):
-        response = alice.open(url, method=method, data=deep_json(), content_type="application/json",
-                              headers={"X-CSRFToken": alice.csrf})
+        response = alice.open(
+            url, method=method, data=deep_json(), content_type="application/json", headers={"X-CSRFToken": alice.csrf}
+        )
         assert response.status_code == 400, f"{method} {url} -> {response.status_code}"
         assert "nested" in response.json["message"], response.json
         checked += 1
@@ -81,12 +83,15 @@ def test_a_deeply_nested_import_file_is_refused(app, alice):
     assert count(app, ConversationSession) == 0
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ('{"content": NaN}', "not valid JSON"),
-    ('{"content": 1e400}', "too large"),
-    ('{"content": ' + "9" * 400 + "}", "too large"),
-    ('{"content": ' + "9" * 5000 + "}", "too large"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ('{"content": NaN}', "not valid JSON"),
+        ('{"content": 1e400}', "too large"),
+        ('{"content": ' + "9" * 400 + "}", "too large"),
+        ('{"content": ' + "9" * 5000 + "}", "too large"),
+    ],
+)
 def test_json_numbers_json_cannot_carry_are_400(alice, raw, fragment):
     response = alice.post("/api/chat/message", data=raw, content_type="application/json")
     assert response.status_code == 400 and fragment in response.json["message"], response.json
@@ -109,7 +114,7 @@ def test_a_paired_surrogate_is_ordinary_text(app, alice):
     session_id = add_session(app, "alice")
     raw = '{"title": "smile \\ud83d\\ude00"}'
     response = alice.patch(f"/api/chat/sessions/{session_id}", data=raw, content_type="application/json")
-    assert response.status_code == 200 and response.json["title"] == "smile \U0001F600"
+    assert response.status_code == 200 and response.json["title"] == "smile \U0001f600"
 
 
 def test_a_lone_surrogate_in_a_title_is_400(app, alice):
@@ -136,17 +141,20 @@ def test_a_lone_surrogate_in_an_import_is_refused(app, alice):
     assert count(app, ConversationSession) == 1
 
 
-@pytest.mark.parametrize("send", [
-    lambda c, sid: c.post("/api/chat/message", json={"agent_id": "architect", "content": "a\x00b"}),
-    lambda c, sid: c.patch(f"/api/chat/sessions/{sid}", json={"title": "a\x00b"}),
-    lambda c, sid: c.post(f"/sessions/{sid}/rename", data={"title": "a\x00b"}),
-    lambda c, sid: c.post("/chat/send", data={"agent_id": "architect", "content": "a\x00b"}),
-    lambda c, sid: c.get("/api/chat/sessions", query_string={"q": "a\x00b"}),
-    lambda c, sid: c.get("/sessions", query_string={"q": "a\x00b"}),
-    lambda c, sid: c.get("/api/models", query_string={"agent_id": "a\x00b"}),
-    lambda c, sid: c.get("/api/chat/sessions/abc%00def"),
-], ids=["api-message", "api-title", "form-title", "form-message", "api-query", "page-query",
-        "models-query", "path"])
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda c, sid: c.post("/api/chat/message", json={"agent_id": "architect", "content": "a\x00b"}),
+        lambda c, sid: c.patch(f"/api/chat/sessions/{sid}", json={"title": "a\x00b"}),
+        lambda c, sid: c.post(f"/sessions/{sid}/rename", data={"title": "a\x00b"}),
+        lambda c, sid: c.post("/chat/send", data={"agent_id": "architect", "content": "a\x00b"}),
+        lambda c, sid: c.get("/api/chat/sessions", query_string={"q": "a\x00b"}),
+        lambda c, sid: c.get("/sessions", query_string={"q": "a\x00b"}),
+        lambda c, sid: c.get("/api/models", query_string={"agent_id": "a\x00b"}),
+        lambda c, sid: c.get("/api/chat/sessions/abc%00def"),
+    ],
+    ids=["api-message", "api-title", "form-title", "form-message", "api-query", "page-query", "models-query", "path"],
+)
 def test_a_nul_byte_anywhere_in_the_input_is_400(app, alice, send):
     session_id = add_session(app, "alice", title="Before")
     response = send(alice, session_id)
@@ -159,12 +167,15 @@ def test_a_nul_byte_anywhere_in_the_input_is_400(app, alice, send):
 # ---- dates beyond the calendar -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [
-    {"from": "0001-01-01T00:00:00+05:00"},
-    {"to": "0001-01-01"},
-    {"from": "9999-12-31T23:00:00-05:00"},
-    {"from": "1969-12-31"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "0001-01-01T00:00:00+05:00"},
+        {"to": "0001-01-01"},
+        {"from": "9999-12-31T23:00:00-05:00"},
+        {"from": "1969-12-31"},
+    ],
+)
 def test_dates_beyond_the_calendar_are_400_on_the_api_and_the_page(alice, params):
     response = alice.get("/api/chat/sessions", query_string=params)
     assert response.status_code == 400 and "1970" in response.json["message"], response.json
@@ -181,11 +192,14 @@ def test_the_last_day_of_the_calendar_is_a_valid_end(app, alice):
         assert alice.get("/sessions", query_string=params).status_code == 200
 
 
-@pytest.mark.parametrize("stamp", [
-    "0001-01-01T00:00:00+05:00",
-    "9999-12-31T23:59:59-05:00",
-    "1969-07-20T20:17:00Z",
-])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-05:00",
+        "1969-07-20T20:17:00Z",
+    ],
+)
 def test_an_import_with_timestamps_beyond_the_calendar_is_refused(app, alice, stamp):
     session_id = add_session(app, "alice", messages=conversation())
     document = document_for(alice, session_id)
@@ -211,11 +225,15 @@ def test_an_import_with_absurd_usage_numbers_is_refused(app, alice):
     assert count(app, ConversationSession) == 1
 
 
-@pytest.mark.parametrize("usage", [
-    {"prompt_tokens": 10**400, "completion_tokens": 3, "total_tokens": 10**400, "cost_usd": 1e308 * 10},
-    {"prompt_tokens": "lots", "completion_tokens": 3, "total_tokens": [1, 2], "cost_usd": {"usd": 1}},
-    {"prompt_tokens": -10, "completion_tokens": 3, "total_tokens": True, "cost_usd": float("nan")},
-], ids=["huge", "not-numbers", "negative-bool-nan"])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 10**400, "completion_tokens": 3, "total_tokens": 10**400, "cost_usd": 1e308 * 10},
+        {"prompt_tokens": "lots", "completion_tokens": 3, "total_tokens": [1, 2], "cost_usd": {"usd": 1}},
+        {"prompt_tokens": -10, "completion_tokens": 3, "total_tokens": True, "cost_usd": float("nan")},
+    ],
+    ids=["huge", "not-numbers", "negative-bool-nan"],
+)
 def test_stored_usage_numbers_that_are_not_sane_do_not_break_any_page(app, alice, usage):
     """Rows written before the bounds existed (or by a misbehaving agent) still render."""
     session_id = add_session(app, "alice", messages=conversation())
@@ -223,9 +241,14 @@ def test_stored_usage_numbers_that_are_not_sane_do_not_break_any_page(app, alice
         reply = db.session.query(Message).filter_by(session_id=session_id, role="assistant").one()
         reply.usage_json = json.dumps(usage)
         db.session.commit()
-    for url in (f"/chat/{session_id}", f"/sessions/{session_id}", f"/api/chat/sessions/{session_id}",
-                f"/api/chat/sessions/{session_id}/export?format=json",
-                f"/api/chat/sessions/{session_id}/export?format=md", f"/sessions/{session_id}/delete"):
+    for url in (
+        f"/chat/{session_id}",
+        f"/sessions/{session_id}",
+        f"/api/chat/sessions/{session_id}",
+        f"/api/chat/sessions/{session_id}/export?format=json",
+        f"/api/chat/sessions/{session_id}/export?format=md",
+        f"/sessions/{session_id}/delete",
+    ):
         response = alice.get(url)
         assert response.status_code == 200, f"{url} -> {response.status_code}"
     detail = alice.get(f"/api/chat/sessions/{session_id}").json
@@ -245,8 +268,9 @@ def test_a_malformed_hx_current_url_is_a_plain_401(client, caplog, current):
 
 
 def test_a_well_formed_hx_current_url_still_comes_back_after_login(client):
-    response = client.get("/chat/gauge", headers={"HX-Request": "true",
-                                                  "HX-Current-URL": "http://localhost/sessions?q=x"})
+    response = client.get(
+        "/chat/gauge", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/sessions?q=x"}
+    )
     assert response.status_code == 401 and "next=/sessions?q%3Dx" in response.headers["HX-Redirect"]
 
 
@@ -261,8 +285,7 @@ HOSTILE_ARGS = [
     {"agent_id": "architect", "model_id": "x" * 10_000, "session_id": "\x00", "format": "\x00"},
     {"next": "//[", "title": "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")},
 ]
-HOSTILE_HEADERS = {"HX-Request": "true", "HX-Current-URL": "http://[", "Last-Event-ID": "1" * 5000,
-                   "HX-Target": "\x00"}
+HOSTILE_HEADERS = {"HX-Request": "true", "HX-Current-URL": "http://[", "Last-Event-ID": "1" * 5000, "HX-Target": "\x00"}
 
 
 def every_route(app):
@@ -319,17 +342,23 @@ def test_a_refusal_is_logged_in_and_carries_the_request_id(client, alice):
 
 @pytest.mark.parametrize("url", ["/api/chat/sessions/import", "/sessions/import", "/chat/send"])
 def test_a_multipart_part_without_a_name_is_400(app, alice, url):
-    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nhello\r\n'
-            b'--b\r\nContent-Disposition: form-data; name="content"\r\n\r\nhi\r\n--b--\r\n')
+    body = (
+        b"--b\r\nContent-Disposition: form-data\r\n\r\nhello\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="content"\r\n\r\nhi\r\n--b--\r\n'
+    )
     response = alice.post(url, data=body, content_type="multipart/form-data; boundary=b")
     assert response.status_code == 400 and "has no name" in response.text
     assert count(app, ConversationSession) == 0
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (deep_json(), "nested"),
-    ('{"format": "switchboard.session", "version": 1, "session": {"title": "\\ud800"}}', "surrogate"),
-], ids=["deep", "surrogate"])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (deep_json(), "nested"),
+        ('{"format": "switchboard.session", "version": 1, "session": {"title": "\\ud800"}}', "surrogate"),
+    ],
+    ids=["deep", "surrogate"],
+)
 def test_the_cli_import_refuses_with_a_sentence_not_a_traceback(app, runner, alice, tmp_path, content, fragment):
     path = tmp_path / "export.json"
     path.write_text(content)

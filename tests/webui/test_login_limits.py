@@ -1,4 +1,5 @@
 """Issue #10, findings 6 and 7: unknown usernames are never logged verbatim; failures back off per account."""
+
 from __future__ import annotations
 
 import io

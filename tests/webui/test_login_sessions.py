@@ -1,4 +1,5 @@
 """Issue #10, finding 3: logins can end (logout, password change, admin), CSRF tokens rotate and expire."""
+
 from __future__ import annotations
 
 import threading
@@ -10,7 +11,7 @@ from sqlalchemy import select, update
 
 from services.webui import auth
 from services.webui.extensions import db
-from services.webui.models import LoginSession, User, utcnow
+from services.webui.models import LoginSession, utcnow
 
 from ..support import UserClient, csrf_from
 
@@ -90,8 +91,12 @@ def test_logging_in_clears_expired_logins_of_the_user(app, alice):
 def change(user: UserClient, current: str, new: str, again: str | None = None, **kwargs):
     page = user.client.get("/account/password")
     assert page.status_code == 200
-    data = {"current_password": current, "new_password": new, "new_password_again": new if again is None else again,
-            "csrf_token": csrf_from(page.text)}
+    data = {
+        "current_password": current,
+        "new_password": new,
+        "new_password_again": new if again is None else again,
+        "csrf_token": csrf_from(page.text),
+    }
     return user.client.post("/account/password", data=data, **kwargs)
 
 
@@ -110,13 +115,16 @@ def test_changing_the_password_ends_the_other_logins_only(app, alice):
         UserClient(app, "alice", PASSWORD)
 
 
-@pytest.mark.parametrize("current, new, again, sentence", [
-    ("wrong password", "brand new password", None, "Your current password is not right."),
-    (PASSWORD, "brand new password", "something else", "The new passwords do not match."),
-    (PASSWORD, "short", None, "at least 8 characters"),
-    (PASSWORD, PASSWORD, None, "different from the current one"),
-    ("", "brand new password", None, "Enter your current password"),
-])
+@pytest.mark.parametrize(
+    "current, new, again, sentence",
+    [
+        ("wrong password", "brand new password", None, "Your current password is not right."),
+        (PASSWORD, "brand new password", "something else", "The new passwords do not match."),
+        (PASSWORD, "short", None, "at least 8 characters"),
+        (PASSWORD, PASSWORD, None, "different from the current one"),
+        ("", "brand new password", None, "Enter your current password"),
+    ],
+)
 def test_a_refused_change_says_why_and_changes_nothing(app, alice, current, new, again, sentence):
     other = UserClient(app, "alice", PASSWORD)
     response = change(alice, current, new, again)
@@ -126,9 +134,14 @@ def test_a_refused_change_says_why_and_changes_nothing(app, alice, current, new,
 
 
 def test_changing_the_password_needs_a_csrf_token(alice):
-    response = alice.client.post("/account/password", data={
-        "current_password": PASSWORD, "new_password": "brand new password", "new_password_again": "brand new password",
-    })
+    response = alice.client.post(
+        "/account/password",
+        data={
+            "current_password": PASSWORD,
+            "new_password": "brand new password",
+            "new_password_again": "brand new password",
+        },
+    )
     assert response.status_code == 400 and "security token" in response.text
 
 

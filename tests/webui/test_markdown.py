@@ -1,4 +1,5 @@
 """Markdown of untrusted agent output: rendered, highlighted, and inert after sanitizing."""
+
 from __future__ import annotations
 
 from html.parser import HTMLParser
@@ -64,7 +65,7 @@ PAYLOADS = [
     '<div data-hx-get="/logout" data-hx-trigger="load">x</div>',
     '<b hx-swap-oob="true" id="composer-actions">pwned</b>',
     '<hx-partial hx-target="#main">pwned</hx-partial>',
-    '[t](https://ok.example "<hx-partial hx-target=\'#main\'>")',
+    "[t](https://ok.example \"<hx-partial hx-target='#main'>\")",
     "```<hx-partial\ncode\n```",
     "<iframe src=https://evil.example></iframe>",
     '<style>body{display:none}</style><p style="color:red">x</p>',
@@ -98,7 +99,9 @@ def test_javascript_links_lose_their_link():
 
 
 def test_links_open_safely_and_autolinks_work():
-    tree = assert_inert(render_markdown("See <https://example.com/a?b=1> and [docs](https://docs.example) or [me](mailto:a@b.c)"))
+    tree = assert_inert(
+        render_markdown("See <https://example.com/a?b=1> and [docs](https://docs.example) or [me](mailto:a@b.c)")
+    )
     links = [attrs for tag, attrs in tree.elements if tag == "a"]
     assert [link["href"] for link in links] == ["https://example.com/a?b=1", "https://docs.example", "mailto:a@b.c"]
     for link in links:
@@ -112,13 +115,16 @@ def test_relative_links_are_dropped():
 
 def test_images_become_links_never_img():
     tree = assert_inert(render_markdown("![chart](https://img.example/c.png)"))
-    assert ("a", {"href": "https://img.example/c.png", "target": "_blank", "rel": "noopener noreferrer nofollow"}) in tree.elements
+    assert (
+        "a",
+        {"href": "https://img.example/c.png", "target": "_blank", "rel": "noopener noreferrer nofollow"},
+    ) in tree.elements
     assert "image: chart" in "".join(tree.text)
 
 
 def test_attribute_values_carry_no_markup_for_htmx_to_rewrite():
     # htmx rewrites "<hx-…" in the raw response text before parsing; a title must not carry one.
-    html = render_markdown('[t](https://ok.example "<hx-partial hx-target=\'#main\'>x</hx-partial>")')
+    html = render_markdown("[t](https://ok.example \"<hx-partial hx-target='#main'>x</hx-partial>\")")
     assert "<hx-" not in html and "</hx-" not in html
     assert_inert(html)
 
@@ -176,7 +182,7 @@ def test_sanitizer_on_raw_html_defence_in_depth():
     raw = (
         '<p onclick="x()" style="color:red" data-x="1" hx-get="/a" data-hx-post="/b" class="evil">'
         '<a href="javascript:alert(1)">j</a><a href="/rel">r</a><a href="https://ok.example">ok</a>'
-        '<img src=x onerror=alert(1)><svg onload=alert(1)></svg><script>alert(1)</script>'
+        "<img src=x onerror=alert(1)><svg onload=alert(1)></svg><script>alert(1)</script>"
         '<span class="k evil">k</span></p>'
     )
     clean = sanitize_html(raw)

@@ -1,4 +1,5 @@
 """The OpenAPI description is served, valid, and in step with the URL map."""
+
 from __future__ import annotations
 
 import re
@@ -23,12 +24,7 @@ def json_routes(app) -> set[tuple[str, str]]:
 
 
 def described(spec: dict) -> set[tuple[str, str]]:
-    return {
-        (method.upper(), path)
-        for path, item in spec["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
-    }
+    return {(method.upper(), path) for path, item in spec["paths"].items() for method in item if method in HTTP_METHODS}
 
 
 def test_every_json_route_is_described_and_nothing_else(app):

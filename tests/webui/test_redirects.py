@@ -1,4 +1,5 @@
 """Issue #10, finding 2: every `next` goes through one helper that only allows same-site paths."""
+
 from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
@@ -13,11 +14,31 @@ DEFAULT = "/home"
 # Each of these is somewhere else once a browser has normalised it (WHATWG URL parsing strips
 # tab/CR/LF anywhere and C0/space at the ends, and reads "\" as "/"), or is no path at all.
 OFFSITE = [
-    "//evil.example", "/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "\t//evil.example",
-    " //evil.example", "\x00//evil.example", "//evil.example\x1f", "/\\evil.example", "\\\\evil.example",
-    "\\/evil.example", "/%09/evil.example", "/%2F/evil.example", "%2F%2Fevil.example", "/%5Cevil.example",
-    "https://evil.example/", "javascript:alert(1)", "JaVaScRiPt:alert(1)", "http:/evil.example",
-    "evil.example", "", None, "/\x7f", "/a\x00b", "/%0d%0aSet-Cookie:x=1",
+    "//evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r/evil.example",
+    "\t//evil.example",
+    " //evil.example",
+    "\x00//evil.example",
+    "//evil.example\x1f",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "\\/evil.example",
+    "/%09/evil.example",
+    "/%2F/evil.example",
+    "%2F%2Fevil.example",
+    "/%5Cevil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "http:/evil.example",
+    "evil.example",
+    "",
+    None,
+    "/\x7f",
+    "/a\x00b",
+    "/%0d%0aSet-Cookie:x=1",
 ]
 LOCAL = ["/", "/sessions", "/sessions/abc?x=1&y=2", "/chat/abc#part", "/search?q=a%20b"]
 

@@ -1,4 +1,5 @@
 """Issue #10, finding 1: markdown rendering has a budget, and a final reply is rendered once."""
+
 from __future__ import annotations
 
 import gc
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 
 from services.webui import markdown, rendering
 from services.webui.markdown import (
-    ALLOWED_ATTRIBUTES, ALLOWED_CLASSES, ALLOWED_TAGS, CHROME_MARKUP, PLAIN_CLASS, render_markdown,
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_CLASSES,
+    ALLOWED_TAGS,
+    CHROME_MARKUP,
+    PLAIN_CLASS,
+    render_markdown,
 )
 from services.webui.rendering import RenderCache
 
@@ -121,10 +127,47 @@ def assert_allowed(html: str) -> None:
 
 
 FRAGMENTS = [
-    "[", "]", "(", ")", "*", "_", "`", "```", "~~", "#", "> ", "- ", "1. ", "|", "|---|", "\n", "\n\n",
-    " ", "a", "<", ">", "&", "&amp;", "\\", "!", "[x](https://example.com)", "![i](https://e.x/i.png)",
-    "<script>", 'onerror="x"', "javascript:", "<a@b.c>", "<https://e.x>", "```python\n", "    ",
-    'hx-get="/x"', "data-x=1", '<p title="t">', "\t", ":", "\"", "'",
+    "[",
+    "]",
+    "(",
+    ")",
+    "*",
+    "_",
+    "`",
+    "```",
+    "~~",
+    "#",
+    "> ",
+    "- ",
+    "1. ",
+    "|",
+    "|---|",
+    "\n",
+    "\n\n",
+    " ",
+    "a",
+    "<",
+    ">",
+    "&",
+    "&amp;",
+    "\\",
+    "!",
+    "[x](https://example.com)",
+    "![i](https://e.x/i.png)",
+    "<script>",
+    'onerror="x"',
+    "javascript:",
+    "<a@b.c>",
+    "<https://e.x>",
+    "```python\n",
+    "    ",
+    'hx-get="/x"',
+    "data-x=1",
+    '<p title="t">',
+    "\t",
+    ":",
+    '"',
+    "'",
 ]
 markdownish = st.one_of(
     st.text(max_size=400),
@@ -158,7 +201,9 @@ def render_count(monkeypatch):
 
 
 def test_a_final_reply_is_rendered_once_not_per_view(app, alice, render_count):
-    sid, (_, reply_id) = make_session(app, "alice", turns=(("user", "hi", "complete"), ("assistant", "**once**", "complete")))
+    sid, (_, reply_id) = make_session(
+        app, "alice", turns=(("user", "hi", "complete"), ("assistant", "**once**", "complete"))
+    )
     for _ in range(3):
         page = alice.get(f"/chat/{sid}")
         assert "<strong>once</strong>" in page.text

@@ -1,5 +1,6 @@
 """The run engine's parts on their own: the one reducer, the memory bus's bounded log, the store's
 coalescing and retries, incremental block splitting."""
+
 from __future__ import annotations
 
 import time
@@ -24,20 +25,36 @@ def reduce(events) -> ReplyState:
 
 
 def test_the_reducer_builds_text_status_usage_and_end():
-    state = reduce([
-        StreamEvent(1, "status_update", {"status": "planning"}),
-        *tokens(["Hel", "lo"], start=2),
-        StreamEvent(4, "status_update", {"status": "awaiting_approval"}),
-        StreamEvent(5, "status_update", {"status": "no-such-status"}),
-        StreamEvent(6, "usage", {"total_tokens": 7}),
-        StreamEvent(7, "done", {"status": "complete"}),
-    ])
-    assert (state.text, state.status, state.usage, state.seq, state.done) == ("Hello", "complete", {"total_tokens": 7}, 7, True)
+    state = reduce(
+        [
+            StreamEvent(1, "status_update", {"status": "planning"}),
+            *tokens(["Hel", "lo"], start=2),
+            StreamEvent(4, "status_update", {"status": "awaiting_approval"}),
+            StreamEvent(5, "status_update", {"status": "no-such-status"}),
+            StreamEvent(6, "usage", {"total_tokens": 7}),
+            StreamEvent(7, "done", {"status": "complete"}),
+        ]
+    )
+    assert (state.text, state.status, state.usage, state.seq, state.done) == (
+        "Hello",
+        "complete",
+        {"total_tokens": 7},
+        7,
+        True,
+    )
     assert reduce([StreamEvent(1, "done", {"status": "exploded"})]).status == "error"
     # Stored text replaces what a client assembled, and a snapshot replaces the text so far.
-    assert reduce([*tokens(["a", "b"]), StreamEvent(9, "done", {"status": "interrupted", "content": "ab and more"})]).text == "ab and more"
-    assert reduce([*tokens(["x"]), StreamEvent(5, "snapshot", {"text": "whole", "status": "executing"})]).status == "executing"
-    late = reduce([StreamEvent(1, "done", {"status": "complete"}), StreamEvent(2, "status_update", {"status": "planning"})])
+    assert (
+        reduce([*tokens(["a", "b"]), StreamEvent(9, "done", {"status": "interrupted", "content": "ab and more"})]).text
+        == "ab and more"
+    )
+    assert (
+        reduce([*tokens(["x"]), StreamEvent(5, "snapshot", {"text": "whole", "status": "executing"})]).status
+        == "executing"
+    )
+    late = reduce(
+        [StreamEvent(1, "done", {"status": "complete"}), StreamEvent(2, "status_update", {"status": "planning"})]
+    )
     assert late.status == "complete"  # nothing reopens an ended reply
 
 
@@ -89,11 +106,14 @@ def test_the_store_coalesces_pending_states_and_retries_failures(tmp_path, monke
     store.close()
 
 
-@pytest.mark.parametrize("text", [
-    "# Title\n\nIntro with **bold**.\n\n- one\n- two\n\n```python\nprint('x')\n```\n\nClosing words",
-    "para\r\n\r\n> quote\r\n> more\r\n\r\n| a | b |\n|---|---|\n| 1 | 2 |\n\nend",
-    "1. first\n2. second\n\n   continued item\n\nafter the list\n\n---\n\nlast",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# Title\n\nIntro with **bold**.\n\n- one\n- two\n\n```python\nprint('x')\n```\n\nClosing words",
+        "para\r\n\r\n> quote\r\n> more\r\n\r\n| a | b |\n|---|---|\n| 1 | 2 |\n\nend",
+        "1. first\n2. second\n\n   continued item\n\nafter the list\n\n---\n\nlast",
+    ],
+)
 def test_streaming_blocks_rendered_one_by_one_add_up_to_the_whole_render(text):
     html, committed = "", 0
     for end in range(1, len(text) + 1):  # the text grows one character at a time

@@ -1,5 +1,6 @@
 """Sessions: titles, rename, archive, the list (keyset pages, filters, search), review, delete,
 admin read-only review, and 404 on every session-scoped URL for anyone but the owner."""
+
 from __future__ import annotations
 
 import json
@@ -26,18 +27,36 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 # ---- helpers (imported by the other test_sessions_* modules) ------------------------------------
 
 
-def add_session(app, username: str, *, title: str = "A session", agent_id: str = "architect",
-                model_id: str = "ref-standard", messages=(), created_at=None, updated_at=None,
-                archived_at=None, active_run_id=None) -> str:
+def add_session(
+    app,
+    username: str,
+    *,
+    title: str = "A session",
+    agent_id: str = "architect",
+    model_id: str = "ref-standard",
+    messages=(),
+    created_at=None,
+    updated_at=None,
+    archived_at=None,
+    active_run_id=None,
+) -> str:
     """A session straight into the database. messages: dicts with role, content and optionally
     status, usage, error, cancelled (a run whose cancel was requested)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
         start = created_at or utcnow()
         session = ConversationSession(
-            id=new_id(), user_id=user.id, agent_id=agent_id, agent_name=agent_id.title(), parent_role="",
-            model_id=model_id, title=title, created_at=start, updated_at=updated_at or start,
-            archived_at=archived_at, active_run_id=active_run_id,
+            id=new_id(),
+            user_id=user.id,
+            agent_id=agent_id,
+            agent_name=agent_id.title(),
+            parent_role="",
+            model_id=model_id,
+            title=title,
+            created_at=start,
+            updated_at=updated_at or start,
+            archived_at=archived_at,
+            active_run_id=active_run_id,
         )
         db.session.add(session)
         db.session.flush()
@@ -46,18 +65,32 @@ def add_session(app, username: str, *, title: str = "A session", agent_id: str =
         for spec in messages:
             at += timedelta(seconds=2)
             message = Message(
-                id=new_id(), session_id=session.id, role=spec["role"], agent_id=agent_id,
-                content=spec["content"], status=spec.get("status", "complete"), error=spec.get("error"),
-                created_at=at, completed_at=at + timedelta(seconds=1),
+                id=new_id(),
+                session_id=session.id,
+                role=spec["role"],
+                agent_id=agent_id,
+                content=spec["content"],
+                status=spec.get("status", "complete"),
+                error=spec.get("error"),
+                created_at=at,
+                completed_at=at + timedelta(seconds=1),
             )
             message.usage = spec.get("usage")
             db.session.add(message)
             if spec["role"] == "assistant":
-                runs.append(Run(
-                    message_id=message.id, session_id=session.id, agent_id=agent_id, model_id=model_id,
-                    owner=None, created_at=at, ended_at=at + timedelta(seconds=1), last_seq=3,
-                    cancel_requested_at=at if spec.get("cancelled") else None,
-                ))
+                runs.append(
+                    Run(
+                        message_id=message.id,
+                        session_id=session.id,
+                        agent_id=agent_id,
+                        model_id=model_id,
+                        owner=None,
+                        created_at=at,
+                        ended_at=at + timedelta(seconds=1),
+                        last_seq=3,
+                        cancel_requested_at=at if spec.get("cancelled") else None,
+                    )
+                )
         db.session.flush()
         db.session.add_all(runs)
         db.session.commit()
@@ -149,7 +182,8 @@ def test_rename_through_the_api_validates_and_updates_search(app, alice):
 def test_inline_rename_answers_htmx_with_the_actions_fragment(app, alice):
     session_id = add_session(app, "alice", title="Before")
     response = alice.post(
-        f"/sessions/{session_id}/rename", data={"title": "After <b>bold</b>", "next": "/"},
+        f"/sessions/{session_id}/rename",
+        data={"title": "After <b>bold</b>", "next": "/"},
         headers={"HX-Request": "true"},
     )
     assert response.status_code == 200
@@ -231,8 +265,13 @@ def test_a_session_with_a_live_reply_cannot_be_archived_or_deleted(app, alice):
 def test_keyset_pages_cover_everything_once_newest_activity_first(app, alice):
     base = utcnow() - timedelta(days=3)
     ids = [
-        add_session(app, "alice", title=f"Session {n:02d}", created_at=base + timedelta(minutes=n),
-                    updated_at=base + timedelta(minutes=n, seconds=30 if n % 3 else 0))
+        add_session(
+            app,
+            "alice",
+            title=f"Session {n:02d}",
+            created_at=base + timedelta(minutes=n),
+            updated_at=base + timedelta(minutes=n, seconds=30 if n % 3 else 0),
+        )
         for n in range(23)
     ]
     # Two sessions with the very same last-activity time: the id breaks the tie, none is lost.
@@ -260,8 +299,13 @@ def test_keyset_pages_cover_everything_once_newest_activity_first(app, alice):
 def test_sort_by_creation_and_the_previous_page_link(app, alice):
     base = utcnow() - timedelta(days=1)
     for n in range(6):  # created in order 0..5, but last activity in reverse order
-        add_session(app, "alice", title=f"Session {n}", created_at=base + timedelta(minutes=n),
-                    updated_at=base + timedelta(hours=2, minutes=-n))
+        add_session(
+            app,
+            "alice",
+            title=f"Session {n}",
+            created_at=base + timedelta(minutes=n),
+            updated_at=base + timedelta(hours=2, minutes=-n),
+        )
     assert titles(alice) == [f"Session {n}" for n in range(6)]
     assert titles(alice, sort="created") == [f"Session {n}" for n in range(5, -1, -1)]
     first = alice.get("/sessions", query_string={"sort": "created", "limit": 2})
@@ -275,12 +319,30 @@ def test_sort_by_creation_and_the_previous_page_link(app, alice):
 
 def test_filters_agent_model_status_state_and_dates(app, alice):
     now = utcnow()
-    add_session(app, "alice", title="Code review", agent_id="dir-code", model_id="ref-fast",
-                messages=conversation(status="cancelled", cancelled=True), created_at=now - timedelta(days=10))
-    add_session(app, "alice", title="Architecture", messages=conversation(status="error", error="boom"),
-                created_at=now - timedelta(days=2))
-    add_session(app, "alice", title="Old archived", messages=conversation(), created_at=now - timedelta(days=40),
-                archived_at=now - timedelta(days=35))
+    add_session(
+        app,
+        "alice",
+        title="Code review",
+        agent_id="dir-code",
+        model_id="ref-fast",
+        messages=conversation(status="cancelled", cancelled=True),
+        created_at=now - timedelta(days=10),
+    )
+    add_session(
+        app,
+        "alice",
+        title="Architecture",
+        messages=conversation(status="error", error="boom"),
+        created_at=now - timedelta(days=2),
+    )
+    add_session(
+        app,
+        "alice",
+        title="Old archived",
+        messages=conversation(),
+        created_at=now - timedelta(days=40),
+        archived_at=now - timedelta(days=35),
+    )
     assert titles(alice, agent_id="dir-code") == ["Code review"]
     assert titles(alice, model_id="ref-fast") == ["Code review"]
     assert titles(alice, status="cancelled") == ["Code review"]
@@ -296,18 +358,21 @@ def test_filters_agent_model_status_state_and_dates(app, alice):
     assert row["last_status"] == "cancelled" and row["message_count"] == 2 and row["owner"] == "alice"
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"status": "bogus"}, "status must be one of"),
-    ({"archived": "maybe"}, "archived must be"),
-    ({"sort": "title"}, "sort must be"),
-    ({"limit": "0"}, "limit must be"),
-    ({"limit": "abc"}, "limit must be"),
-    ({"from": "yesterday"}, "from must be a date"),
-    ({"from": "2026-02-01", "to": "2026-01-01"}, "from must be before to"),
-    ({"agent_id": "a b<c>"}, "not a valid identifier"),
-    ({"q": "x" * 201}, "limit is 200"),
-    ({"cursor": "not-a-cursor"}, "cursor is not valid"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"status": "bogus"}, "status must be one of"),
+        ({"archived": "maybe"}, "archived must be"),
+        ({"sort": "title"}, "sort must be"),
+        ({"limit": "0"}, "limit must be"),
+        ({"limit": "abc"}, "limit must be"),
+        ({"from": "yesterday"}, "from must be a date"),
+        ({"from": "2026-02-01", "to": "2026-01-01"}, "from must be before to"),
+        ({"agent_id": "a b<c>"}, "not a valid identifier"),
+        ({"q": "x" * 201}, "limit is 200"),
+        ({"cursor": "not-a-cursor"}, "cursor is not valid"),
+    ],
+)
 def test_malformed_filters_are_400_with_a_message(alice, params, fragment):
     response = alice.get("/api/chat/sessions", query_string=params)
     assert response.status_code == 400 and fragment in response.json["message"]
@@ -336,15 +401,20 @@ def plan(request, monkeypatch):
     return request.param
 
 
-
 def test_search_finds_a_word_that_appears_only_inside_a_reply(app, alice, plan):
     session_id = add_session(app, "alice", title="Weekly sync", messages=conversation("what next?", "Nothing."))
     add_session(app, "alice", title="Unrelated", messages=conversation())
     with app.app_context():
-        db.session.add(Message(
-            id=new_id(), session_id=session_id, role="assistant", content="The ptarmigan migration is done.",
-            status="complete", created_at=utcnow(),
-        ))
+        db.session.add(
+            Message(
+                id=new_id(),
+                session_id=session_id,
+                role="assistant",
+                content="The ptarmigan migration is done.",
+                status="complete",
+                created_at=utcnow(),
+            )
+        )
         db.session.commit()
     body = listing(alice, q="ptarmigan")
     assert [item["id"] for item in body["sessions"]] == [session_id]
@@ -366,14 +436,20 @@ def test_search_covers_titles_and_is_case_and_accent_insensitive(app, alice, pla
 
 
 def test_search_snippets_are_escaped_before_they_are_marked(app, alice, plan):
-    add_session(app, "alice", title="Escapes", messages=conversation(
-        "show me", '<script>alert("quokka")</script> & <img src=x onerror=quokka()>'
-    ))
+    add_session(
+        app,
+        "alice",
+        title="Escapes",
+        messages=conversation("show me", '<script>alert("quokka")</script> & <img src=x onerror=quokka()>'),
+    )
     snippet = listing(alice, q="quokka")["sessions"][0]["snippet_html"]
     assert "<script" not in snippet and "<img" not in snippet
     assert "&lt;script&gt;" in snippet and "<mark>quokka</mark>" in snippet
     page = results(alice.get("/sessions", query_string={"q": "quokka"}).text)
-    assert "&lt;script&gt;alert(&#34;<mark>quokka</mark>" in page or "&lt;script&gt;alert(&quot;<mark>quokka</mark>" in page
+    assert (
+        "&lt;script&gt;alert(&#34;<mark>quokka</mark>" in page
+        or "&lt;script&gt;alert(&quot;<mark>quokka</mark>" in page
+    )
 
 
 def test_search_text_is_never_query_syntax(app, alice, plan):
@@ -403,11 +479,14 @@ def test_search_follows_edits_and_deletions(app, alice, plan):
 
 
 def test_a_streaming_reply_is_indexed_when_it_ends_not_at_every_flush(app, alice, plan):
-    session_id = add_session(app, "alice", title="Live", messages=conversation(
-        "tell me about birds", "Partial text on the", status="streaming"))
+    session_id = add_session(
+        app,
+        "alice",
+        title="Live",
+        messages=conversation("tell me about birds", "Partial text on the", status="streaming"),
+    )
     with app.app_context():
-        reply = db.session.scalar(select(Message).where(Message.session_id == session_id,
-                                                        Message.role == "assistant"))
+        reply = db.session.scalar(select(Message).where(Message.session_id == session_id, Message.role == "assistant"))
         reply.content = "Partial text on the ptarmigan"  # a run's flush
         db.session.commit()
         indexed = db.session.execute(text("SELECT count(*) FROM search_messages")).scalar()
@@ -461,8 +540,13 @@ def test_upgrading_from_0002_takes_live_replies_out_of_the_index(tmp_path, agent
 
 def test_search_combines_with_filters_and_pages(app, alice, plan):
     for n in range(5):
-        add_session(app, "alice", title=f"Kestrel {n}", archived_at=utcnow() if n % 2 else None,
-                    created_at=utcnow() - timedelta(minutes=n))
+        add_session(
+            app,
+            "alice",
+            title=f"Kestrel {n}",
+            archived_at=utcnow() if n % 2 else None,
+            created_at=utcnow() - timedelta(minutes=n),
+        )
     assert titles(alice, q="kestrel", archived="true") == ["Kestrel 1", "Kestrel 3"]
     first = listing(alice, q="kestrel", limit=2)
     second = listing(alice, q="kestrel", limit=2, cursor=first["next_cursor"])
@@ -490,17 +574,35 @@ def test_the_sessions_page_searches_as_you_type_and_is_bookmarkable(app, alice):
 
 
 def test_review_shows_the_transcript_with_usage_cost_and_totals(app, alice):
-    session_id = add_session(app, "alice", title="Reviewed", messages=[
-        {"role": "user", "content": "Explain **this** <b>please</b>"},
-        {"role": "assistant", "content": "Here is `code` and **bold**.",
-         "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, "cost_usd": 0.0081}},
-        {"role": "user", "content": "And stop."},
-        {"role": "assistant", "content": "Partial", "status": "cancelled", "cancelled": True,
-         "usage": {"prompt_tokens": 1600, "completion_tokens": 10, "total_tokens": 1610}},
-        {"role": "user", "content": "Retry"},
-        {"role": "assistant", "content": "", "status": "error", "error": "The agent could not be reached.",
-         "usage": None},
-    ])
+    session_id = add_session(
+        app,
+        "alice",
+        title="Reviewed",
+        messages=[
+            {"role": "user", "content": "Explain **this** <b>please</b>"},
+            {
+                "role": "assistant",
+                "content": "Here is `code` and **bold**.",
+                "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, "cost_usd": 0.0081},
+            },
+            {"role": "user", "content": "And stop."},
+            {
+                "role": "assistant",
+                "content": "Partial",
+                "status": "cancelled",
+                "cancelled": True,
+                "usage": {"prompt_tokens": 1600, "completion_tokens": 10, "total_tokens": 1610},
+            },
+            {"role": "user", "content": "Retry"},
+            {
+                "role": "assistant",
+                "content": "",
+                "status": "error",
+                "error": "The agent could not be reached.",
+                "usage": None,
+            },
+        ],
+    )
     page = alice.get(f"/sessions/{session_id}")
     assert page.status_code == 200
     html = page.text
@@ -517,8 +619,19 @@ def test_review_shows_the_transcript_with_usage_cost_and_totals(app, alice):
         assert status in html
     assert re.search(r"<time datetime=\"\d{4}-\d\d-\d\dT[\d:.]+Z\">", html)
     api = alice.get(f"/api/chat/sessions/{session_id}").json
-    assert api["totals"]["total_tokens"] == 3110 and api["totals"]["outcomes"] == {"complete": 1, "cancelled": 1, "error": 1}
-    assert [m["status"] for m in api["messages"]] == ["complete", "complete", "complete", "cancelled", "complete", "error"]
+    assert api["totals"]["total_tokens"] == 3110 and api["totals"]["outcomes"] == {
+        "complete": 1,
+        "cancelled": 1,
+        "error": 1,
+    }
+    assert [m["status"] for m in api["messages"]] == [
+        "complete",
+        "complete",
+        "complete",
+        "cancelled",
+        "complete",
+        "error",
+    ]
     assert api["messages"][3]["outcome"] == "Stopped by the user" and api["messages"][3]["cost_estimated"] is True
     assert api["session"]["owner"] == "alice" and api["totals"]["duration_seconds"] > 0
 
@@ -532,8 +645,16 @@ def test_delete_removes_messages_runs_send_keys_and_search_entries(app, alice):
     with app.app_context():
         run_id = db.session.scalar(select(Run.message_id).where(Run.session_id == session_id))
         user_id = db.session.scalar(select(User.id).where(User.username == "alice"))
-        db.session.add(IdempotencyKey(user_id=user_id, key="k", session_id=session_id, user_message_id="u",
-                                      reply_id=run_id, created_at=utcnow()))
+        db.session.add(
+            IdempotencyKey(
+                user_id=user_id,
+                key="k",
+                session_id=session_id,
+                user_message_id="u",
+                reply_id=run_id,
+                created_at=utcnow(),
+            )
+        )
         db.session.commit()
     confirm = alice.get(f"/sessions/{session_id}/delete")
     assert confirm.status_code == 200 and "cannot be undone" in confirm.text
@@ -573,8 +694,9 @@ def session_scoped_requests(app, session_id: str):
 
 
 def open_as(user_client, method: str, url: str):
-    kwargs = {"json": {"title": "hijacked", "content": "hi", "agent_id": "architect"}} if method in (
-        "PATCH", "PUT") else {}
+    kwargs = (
+        {"json": {"title": "hijacked", "content": "hi", "agent_id": "architect"}} if method in ("PATCH", "PUT") else {}
+    )
     if method == "POST":
         kwargs = {"data": {"title": "hijacked", "content": "hi", "agent_id": "architect"}}
     return user_client.open(url, method=method, headers={"X-CSRFToken": user_client.csrf}, **kwargs)
@@ -589,17 +711,27 @@ def test_another_user_gets_404_on_every_session_scoped_url(app, alice, bob):
         assert "secret" not in response.text
         checked.add((rule.endpoint, method))
     assert {
-        ("sessions_api.show", "GET"), ("sessions_api.update", "PATCH"), ("sessions_api.destroy", "DELETE"),
-        ("sessions_api.archive", "POST"), ("sessions_api.unarchive", "POST"), ("sessions_api.export", "GET"),
-        ("sessions.review", "GET"), ("sessions.rename", "POST"), ("sessions.archive", "POST"),
-        ("sessions.unarchive", "POST"), ("sessions.delete", "POST"), ("sessions.confirm_delete", "GET"),
-        ("sessions.export", "GET"), ("chat_api.cancel", "POST"), ("chat_api.stream", "GET"),
+        ("sessions_api.show", "GET"),
+        ("sessions_api.update", "PATCH"),
+        ("sessions_api.destroy", "DELETE"),
+        ("sessions_api.archive", "POST"),
+        ("sessions_api.unarchive", "POST"),
+        ("sessions_api.export", "GET"),
+        ("sessions.review", "GET"),
+        ("sessions.rename", "POST"),
+        ("sessions.archive", "POST"),
+        ("sessions.unarchive", "POST"),
+        ("sessions.delete", "POST"),
+        ("sessions.confirm_delete", "GET"),
+        ("sessions.export", "GET"),
+        ("chat_api.cancel", "POST"),
+        ("chat_api.stream", "GET"),
     } <= checked
     alice_session = get_session(app, session_id)
     assert alice_session.title == "Alice's secret" and alice_session.archived_at is None
     assert count(app, Message) == 2
     # An id that does not exist at all looks exactly the same.
-    for rule, method, url in session_scoped_requests(app, UNKNOWN_ID):
+    for _rule, method, url in session_scoped_requests(app, UNKNOWN_ID):
         assert open_as(alice, method, url).status_code == 404, f"{method} {url}"
     assert titles(bob) == [] and "Alice" not in bob.get("/sessions").text
     assert bob.get("/api/chat/sessions", query_string={"user": "alice"}).status_code == 403
@@ -622,10 +754,9 @@ def test_an_admin_reviews_every_users_sessions_but_cannot_change_them(app, alice
     assert admin.get(f"/api/chat/sessions/{session_id}").json["session"]["owner"] == "alice"
     assert admin.get(f"/api/chat/sessions/{session_id}/export?format=md").status_code == 200
     assert admin.get(f"/sessions/{session_id}/export.json").status_code == 200
-    writes = [(rule, method, url) for rule, method, url in session_scoped_requests(app, session_id)
-              if method != "GET"]
+    writes = [(rule, method, url) for rule, method, url in session_scoped_requests(app, session_id) if method != "GET"]
     assert len(writes) >= 9
-    for rule, method, url in writes:
+    for _rule, method, url in writes:
         assert open_as(admin, method, url).status_code == 404, f"{method} {url}"
     after = get_session(app, session_id)
     assert after.title == "Alice's audit trail" and after.archived_at is None and count(app, Message) == 2
@@ -645,8 +776,21 @@ def test_list_json_shape(app, alice):
     assert set(body) == {"sessions", "next_cursor"} and body["next_cursor"] is None
     item = body["sessions"][0]
     assert item["id"] == session_id and item["url"] == f"/sessions/{session_id}"
-    assert {"title", "agent_id", "agent_name", "model_id", "created_at", "updated_at", "archived_at",
-            "archived", "last_status", "message_count", "snippet_html", "title_html", "live"} <= set(item)
+    assert {
+        "title",
+        "agent_id",
+        "agent_name",
+        "model_id",
+        "created_at",
+        "updated_at",
+        "archived_at",
+        "archived",
+        "last_status",
+        "message_count",
+        "snippet_html",
+        "title_html",
+        "live",
+    } <= set(item)
     assert item["snippet_html"] is None and item["created_at"].endswith("Z")
     json.dumps(body)
 
@@ -681,8 +825,13 @@ def test_a_capped_probe_walk_continues_on_the_next_page(app, alice, monkeypatch)
     expected = []
     for n in range(11):
         word = "nectarine" if n in (1, 2, 8) else "plain"
-        add_session(app, "alice", title=f"S{n}", messages=conversation("q", f"a {word} answer"),
-                    created_at=base + timedelta(minutes=n))
+        add_session(
+            app,
+            "alice",
+            title=f"S{n}",
+            messages=conversation("q", f"a {word} answer"),
+            created_at=base + timedelta(minutes=n),
+        )
         if word == "nectarine":
             expected.insert(0, f"S{n}")
     found, cursor, pages = [], None, 0
@@ -711,8 +860,13 @@ def test_the_list_queries_use_their_indexes(app, alice):
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", remember)
     try:
-        for params in ({}, {"status": "complete", "archived": "false", "agent_id": "architect"},
-                       {"sort": "created"}, {"q": "migrate"}, {"q": "datab"}):
+        for params in (
+            {},
+            {"status": "complete", "archived": "false", "agent_id": "architect"},
+            {"sort": "created"},
+            {"q": "migrate"},
+            {"q": "datab"},
+        ):
             listing(alice, **params)
         alice.get(f"/sessions/{session_id}")
         with app.app_context():
@@ -732,6 +886,9 @@ def test_the_list_queries_use_their_indexes(app, alice):
     assert any("ix_sessions_user_created_id" in d for d in details)
     assert any("COVERING INDEX ix_messages_session_role_created" in d for d in details)
     # Without a search the page comes straight off the index in order: no sort of the user's sessions.
-    lists = [lines for statement, lines in plans if "FROM conversation_sessions JOIN users" in statement
-             and "MATCH" not in statement]
+    lists = [
+        lines
+        for statement, lines in plans
+        if "FROM conversation_sessions JOIN users" in statement and "MATCH" not in statement
+    ]
     assert len(lists) >= 3 and not [d for lines in lists for d in lines if "TEMP B-TREE FOR ORDER BY" in d]

@@ -1,6 +1,7 @@
 """The sessions pages in a real browser (Playwright driving Debian Chromium) with htmx 4: search as
 you type with the URL following, the actions fragment swapping in place, errors landing in the
 alert region, the list refreshing itself, delete behind its confirmation, and no CSP violation."""
+
 from __future__ import annotations
 
 import threading

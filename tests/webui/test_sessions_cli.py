@@ -1,5 +1,6 @@
 """Retention (`flask sessions purge`, `archive-idle`), `flask dev seed`, `flask sessions reindex`,
 and the search migration on a database that already holds messages."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,12 +18,25 @@ from .test_sessions import add_session, conversation, count, fts_integrity, get_
 
 def test_purge_removes_only_sessions_archived_before_the_cutoff(app, runner, alice):
     now = utcnow()
-    old = add_session(app, "alice", title="Old archived obsidian", messages=conversation("q", "obsidian"),
-                      created_at=now - timedelta(days=200), archived_at=now - timedelta(days=100))
-    recent = add_session(app, "alice", title="Recently archived", messages=conversation(),
-                         created_at=now - timedelta(days=200), archived_at=now - timedelta(days=10))
-    active = add_session(app, "alice", title="Old but active", messages=conversation(),
-                         created_at=now - timedelta(days=400))
+    old = add_session(
+        app,
+        "alice",
+        title="Old archived obsidian",
+        messages=conversation("q", "obsidian"),
+        created_at=now - timedelta(days=200),
+        archived_at=now - timedelta(days=100),
+    )
+    recent = add_session(
+        app,
+        "alice",
+        title="Recently archived",
+        messages=conversation(),
+        created_at=now - timedelta(days=200),
+        archived_at=now - timedelta(days=10),
+    )
+    active = add_session(
+        app, "alice", title="Old but active", messages=conversation(), created_at=now - timedelta(days=400)
+    )
     dry = runner.invoke(args=["sessions", "purge", "--archived-older-than", "30", "--dry-run"])
     assert dry.exit_code == 0 and "Would delete 1 archived session(s) and 2 message(s)" in dry.output
     assert count(app, ConversationSession) == 3
@@ -43,8 +57,9 @@ def test_purge_removes_only_sessions_archived_before_the_cutoff(app, runner, ali
 def test_archive_idle_follows_the_setting_and_reports(app, runner, alice):
     now = utcnow()
     idle = add_session(app, "alice", title="Idle", created_at=now - timedelta(days=50))
-    fresh = add_session(app, "alice", title="Fresh", created_at=now - timedelta(days=50),
-                        updated_at=now - timedelta(days=2))
+    fresh = add_session(
+        app, "alice", title="Fresh", created_at=now - timedelta(days=50), updated_at=now - timedelta(days=2)
+    )
     busy = add_session(app, "alice", title="Busy", created_at=now - timedelta(days=50), active_run_id="x" * 36)
     app.config["ARCHIVE_IDLE_DAYS"] = 0
     off = runner.invoke(args=["sessions", "archive-idle"])
@@ -53,7 +68,11 @@ def test_archive_idle_follows_the_setting_and_reports(app, runner, alice):
     dry = runner.invoke(args=["sessions", "archive-idle", "--dry-run"])
     assert "Would archive 1 session(s)" in dry.output and get_session(app, idle).archived_at is None
     result = runner.invoke(args=["sessions", "archive-idle"])
-    assert result.exit_code == 0 and "Archived 1 session(s) idle since before" in result.output and "(30 days)" in result.output
+    assert (
+        result.exit_code == 0
+        and "Archived 1 session(s) idle since before" in result.output
+        and "(30 days)" in result.output
+    )
     assert get_session(app, idle).archived_at is not None
     assert get_session(app, fresh).archived_at is None and get_session(app, busy).archived_at is None
     override = runner.invoke(args=["sessions", "archive-idle", "--days", "1"])
@@ -102,18 +121,27 @@ def test_the_search_migration_indexes_existing_messages_and_reverses(tmp_path, a
     app = create_app(base_config(tmp_path, tmp_path / "pre.db", agents_file))
     with app.app_context():
         upgrade(revision="0001")
-        db.session.execute(text(
-            "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'old', 'x', 'user', :t)"
-        ), {"t": utcnow()})
-        db.session.execute(text(
-            "INSERT INTO conversation_sessions (id, user_id, agent_id, agent_name, parent_role, model_id, title,"
-            " created_at, updated_at) VALUES ('s1', 1, 'architect', 'Architect', '', 'ref-standard',"
-            " 'Vellum archive', :t, :t)"
-        ), {"t": utcnow()})
-        db.session.execute(text(
-            "INSERT INTO messages (id, session_id, role, message_type, content, status, created_at)"
-            " VALUES ('m1', 's1', 'assistant', 'chat', 'a wolfram filament', 'complete', :t)"
-        ), {"t": utcnow()})
+        db.session.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'old', 'x', 'user', :t)"
+            ),
+            {"t": utcnow()},
+        )
+        db.session.execute(
+            text(
+                "INSERT INTO conversation_sessions (id, user_id, agent_id, agent_name, parent_role, model_id, title,"
+                " created_at, updated_at) VALUES ('s1', 1, 'architect', 'Architect', '', 'ref-standard',"
+                " 'Vellum archive', :t, :t)"
+            ),
+            {"t": utcnow()},
+        )
+        db.session.execute(
+            text(
+                "INSERT INTO messages (id, session_id, role, message_type, content, status, created_at)"
+                " VALUES ('m1', 's1', 'assistant', 'chat', 'a wolfram filament', 'complete', :t)"
+            ),
+            {"t": utcnow()},
+        )
         db.session.commit()
         upgrade()
         hits = lambda table, word: db.session.execute(  # noqa: E731

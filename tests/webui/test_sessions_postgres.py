@@ -4,6 +4,7 @@ pages, export/import and delete, through the same routes as on SQLite.
 Runs against a throw-away server (tests/postgres_server.py), or the one
 SWITCHBOARD_TEST_POSTGRES_URL names; each run creates a database and drops it afterwards.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -99,8 +100,16 @@ def test_search_on_postgresql(pg_app, pg_alice, plan):
     with pg_app.app_context():
         from services.webui.models import Message, new_id
 
-        db.session.add(Message(id=new_id(), session_id=reply, role="assistant", status="complete",
-                               content="The ptarmigan migration is done.", created_at=utcnow()))
+        db.session.add(
+            Message(
+                id=new_id(),
+                session_id=reply,
+                role="assistant",
+                status="complete",
+                content="The ptarmigan migration is done.",
+                created_at=utcnow(),
+            )
+        )
         db.session.commit()
     body = pg_alice.get("/api/chat/sessions", query_string={"q": "ptarmigan"}).json
     assert [s["id"] for s in body["sessions"]] == [reply]
@@ -118,11 +127,18 @@ def test_search_on_postgresql(pg_app, pg_alice, plan):
 def test_pages_filters_transfer_and_delete_on_postgresql(pg_app, pg_alice):
     base = utcnow() - timedelta(days=2)
     for n in range(7):
-        add_session(pg_app, "alice", title=f"S{n}", messages=conversation(status="cancelled" if n == 3 else "complete"),
-                    created_at=base + timedelta(minutes=n))
+        add_session(
+            pg_app,
+            "alice",
+            title=f"S{n}",
+            messages=conversation(status="cancelled" if n == 3 else "complete"),
+            created_at=base + timedelta(minutes=n),
+        )
     seen, cursor = [], None
     while True:
-        body = pg_alice.get("/api/chat/sessions", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})}).json
+        body = pg_alice.get(
+            "/api/chat/sessions", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})}
+        ).json
         seen += [s["title"] for s in body["sessions"]]
         cursor = body["next_cursor"]
         if not cursor:
@@ -139,9 +155,10 @@ def test_pages_filters_transfer_and_delete_on_postgresql(pg_app, pg_alice):
     assert pg_alice.get(f"/sessions/{session_id}").status_code == 200
     assert pg_alice.delete(f"/api/chat/sessions/{session_id}").status_code == 200
     with pg_app.app_context():
-        assert db.session.execute(
-            text("SELECT count(*) FROM messages WHERE session_id = :s"), {"s": session_id}
-        ).scalar() == 0
+        assert (
+            db.session.execute(text("SELECT count(*) FROM messages WHERE session_id = :s"), {"s": session_id}).scalar()
+            == 0
+        )
 
 
 def test_text_postgresql_cannot_store_is_refused_and_no_route_answers_500(pg_app, pg_alice):

@@ -1,4 +1,5 @@
 """Export (JSON, Markdown) and import (API, form upload, CLI): complete, round-trips, all or nothing."""
+
 from __future__ import annotations
 
 import copy
@@ -16,11 +17,19 @@ from .test_sessions import add_session, count, fts_integrity, get_session, title
 
 REPLIES = [
     {"role": "user", "content": "Plan the **database** migration\nwith two steps."},
-    {"role": "assistant", "content": "1. Back up.\n2. Run `flask db upgrade`.",
-     "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160, "cost_usd": 0.00096}},
+    {
+        "role": "assistant",
+        "content": "1. Back up.\n2. Run `flask db upgrade`.",
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160, "cost_usd": 0.00096},
+    },
     {"role": "user", "content": "Stop there."},
-    {"role": "assistant", "content": "Stopping", "status": "cancelled", "cancelled": True,
-     "usage": {"prompt_tokens": 170, "completion_tokens": 2, "total_tokens": 172}},
+    {
+        "role": "assistant",
+        "content": "Stopping",
+        "status": "cancelled",
+        "cancelled": True,
+        "usage": {"prompt_tokens": 170, "completion_tokens": 2, "total_tokens": 172},
+    },
     {"role": "user", "content": "Try again"},
     {"role": "assistant", "content": "", "status": "error", "error": "The agent could not be reached.", "usage": None},
 ]
@@ -45,8 +54,9 @@ def without_changing_parts(document: dict) -> dict:
 
 @pytest.fixture
 def exported(app, alice):
-    session_id = add_session(app, "alice", title="Migration plan", messages=REPLIES,
-                             archived_at=utcnow().replace(microsecond=123456))
+    session_id = add_session(
+        app, "alice", title="Migration plan", messages=REPLIES, archived_at=utcnow().replace(microsecond=123456)
+    )
     return session_id, export(alice, session_id).json
 
 
@@ -66,7 +76,11 @@ def test_json_export_is_complete(app, alice, exported):
     assert messages[3]["run"]["cancel_requested_at"] and messages[1]["run"]["model_id"] == "ref-standard"
     assert messages[0]["run"] is None
     assert document["totals"] == {
-        "messages": 6, "prompt_tokens": 290, "completion_tokens": 42, "total_tokens": 332, "cost_usd": 0.00096,
+        "messages": 6,
+        "prompt_tokens": 290,
+        "completion_tokens": 42,
+        "total_tokens": 332,
+        "cost_usd": 0.00096,
     }
     response = export(alice, session_id)
     assert response.mimetype == "application/json"
@@ -169,12 +183,15 @@ def test_an_inconsistent_file_is_refused_and_nothing_is_imported(app, alice, exp
     assert count(app, ConversationSession) == 1 and count(app, Message) == 6
 
 
-@pytest.mark.parametrize("body, fragment", [
-    (b"{not json", "not valid JSON"),  # a JSON body is refused by the input layer, as on every route
-    (json.dumps({"format": "someone.else", "version": 1}).encode(), "not a Switchboard session export"),
-    (json.dumps([1, 2, 3]).encode(), "not a Switchboard session export"),
-    (json.dumps({"format": "switchboard.session", "version": 7}).encode(), "version 7"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),  # a JSON body is refused by the input layer, as on every route
+        (json.dumps({"format": "someone.else", "version": 1}).encode(), "not a Switchboard session export"),
+        (json.dumps([1, 2, 3]).encode(), "not a Switchboard session export"),
+        (json.dumps({"format": "switchboard.session", "version": 7}).encode(), "version 7"),
+    ],
+)
 def test_a_file_that_is_not_ours_is_refused(app, alice, body, fragment):
     response = alice.post("/api/chat/sessions/import", data=body, content_type="application/json")
     assert response.status_code == 400 and fragment in response.json["message"]
@@ -205,7 +222,7 @@ def test_an_import_that_fails_half_way_leaves_nothing(app, alice, exported, monk
         __table__ = None  # insert(None) fails after the session and messages were written
 
     monkeypatch.setattr(transfer, "Run", Exploding)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - any failure half way; the point is what is left
         with app.app_context():
             user = db.session.scalar(select(ConversationSession.user_id))
             from services.webui.models import User
@@ -222,7 +239,11 @@ def test_an_export_taken_mid_reply_imports_as_interrupted(app, alice, exported):
     response = alice.post("/api/chat/sessions/import", json=document)
     assert response.status_code == 201
     imported = export(alice, response.json["session_id"]).json["messages"][5]
-    assert imported["status"] == "interrupted" and imported["run"]["ended_at"] and "still being written" in imported["error"]
+    assert (
+        imported["status"] == "interrupted"
+        and imported["run"]["ended_at"]
+        and "still being written" in imported["error"]
+    )
     assert get_session(app, response.json["session_id"]).active_run_id is None
 
 
@@ -258,7 +279,10 @@ BEYOND_THE_APP = [
     (lambda d: d["messages"][1]["usage"].update({f"k{i}": i for i in range(40)}), "at most"),
     (lambda d: d["session"].update(created_at="1970-01-01T00:00:00Z"), "session.created_at is out of range"),
     (lambda d: d["session"].update(updated_at="2999-01-01T00:00:00Z"), "session.updated_at is out of range"),
-    (lambda d: d["messages"][5].update(completed_at="9999-12-31T23:59:59Z"), "messages[5].completed_at is out of range"),
+    (
+        lambda d: d["messages"][5].update(completed_at="9999-12-31T23:59:59Z"),
+        "messages[5].completed_at is out of range",
+    ),
     (lambda d: d["messages"][1]["run"].update(agent_id="../x"), "not a valid agent id"),
 ]
 
@@ -294,10 +318,16 @@ def test_the_markdown_export_shows_raw_html_as_text_in_any_viewer(app, alice):
 
     from markdown_it import MarkdownIt
 
-    session_id = add_session(app, "alice", title="<b onmouseover=alert(3)>Title</b>", model_id="m` <b>x</b> `", messages=[
-        {"role": "user", "content": "<img src=y onerror=alert(4)>"},
-        {"role": "assistant", "content": HOSTILE_REPLY, "status": "error", "error": "<svg onload=alert(5)>"},
-    ])
+    session_id = add_session(
+        app,
+        "alice",
+        title="<b onmouseover=alert(3)>Title</b>",
+        model_id="m` <b>x</b> `",
+        messages=[
+            {"role": "user", "content": "<img src=y onerror=alert(4)>"},
+            {"role": "assistant", "content": HOSTILE_REPLY, "status": "error", "error": "<svg onload=alert(5)>"},
+        ],
+    )
     text = export(alice, session_id, "md").text
     # The most permissive viewer: CommonMark with raw HTML passed through.
     rendered = MarkdownIt("commonmark", {"html": True}).render(text)

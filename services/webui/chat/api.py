@@ -1,4 +1,5 @@
 """The chat JSON API: agents and models, sending a message, the reply stream, and stop."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request, url_for

@@ -2,6 +2,7 @@
 
 The page's event streams (a reply as it is written) are in page_stream.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -73,11 +74,15 @@ def agent_groups() -> list[AgentGroup]:
         seen.add(agent.agent_id)
         parent = fleet.get(agent.parent_role) if agent.parent_role else None
         result = checker.check(agent)
-        out.append(AgentOption(
-            agent=agent, depth=depth,
-            role="root" if parent is None else f"reports to {parent.name}",
-            status=result.status, reason=result.reason,
-        ))
+        out.append(
+            AgentOption(
+                agent=agent,
+                depth=depth,
+                role="root" if parent is None else f"reports to {parent.name}",
+                status=result.status,
+                reason=result.reason,
+            )
+        )
         for child in fleet.children(agent.agent_id):
             walk(child, depth + 1, out)
 
@@ -251,18 +256,22 @@ class MessageView:
 
 def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:
     return MessageView(
-        id=message.id, role=message.role, content=message.content or "", status=message.status,
-        agent_name=agent_name, usage=message.usage, error=message.error,
-        created_at=message.created_at, model=model,
+        id=message.id,
+        role=message.role,
+        content=message.content or "",
+        status=message.status,
+        agent_name=agent_name,
+        usage=message.usage,
+        error=message.error,
+        created_at=message.created_at,
+        model=model,
     ).rendered()
 
 
 def session_messages(session: ConversationSession) -> list[MessageView]:
     fleet = registry()
     agent = fleet.get(session.agent_id)
-    model_of = dict(db.session.execute(
-        select(Run.message_id, Run.model_id).where(Run.session_id == session.id)
-    ).all())
+    model_of = dict(db.session.execute(select(Run.message_id, Run.model_id).where(Run.session_id == session.id)).all())
     rows = db.session.scalars(
         select(Message)
         .where(Message.session_id == session.id, Message.role.in_(("user", "assistant")))

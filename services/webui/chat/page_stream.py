@@ -9,6 +9,7 @@ whole reply (so a reconnect never duplicates or loses text), and the last one, a
 the reply rendered whole, exactly as a reload shows it. Messages carry no `event:` field, so
 htmx's hx-sse extension swaps them (their parts out of band).
 """
+
 from __future__ import annotations
 
 import time
@@ -47,7 +48,7 @@ class IncrementalReply:
 
     def split(self, text: str) -> GrowingText:
         """The text not yet committed, parsed once; what it finishes counts as sent from now."""
-        rest = GrowingText(text[self.committed:], self.budget_seconds, self.max_chars)
+        rest = GrowingText(text[self.committed :], self.budget_seconds, self.max_chars)
         self.committed += rest.finished
         return rest
 
@@ -78,7 +79,10 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
         parsed = page.split(state.text)
         page.tail_sent, page.status_sent = len(parsed.text) - parsed.finished, state.status
         html = render_template(
-            "partials/message.html", m=view_of(state, parsed.finished_html()), tail=parsed.tail_html(), oob=True,
+            "partials/message.html",
+            m=view_of(state, parsed.finished_html()),
+            tail=parsed.tail_html(),
+            oob=True,
         )
         return format_sse(html, id=str(state.seq))
 
@@ -93,7 +97,8 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
             page.tail_sent = tail_chars
         page.status_sent = state.status
         html = render_template(
-            "partials/reply_delta.html", m=view_of(state, None),
+            "partials/reply_delta.html",
+            m=view_of(state, None),
             blocks=parsed.finished_html() if parsed.finished else None,
             tail=parsed.tail_html() if send_tail else None,
             status_changed=status_changed,

@@ -4,6 +4,7 @@ Thin views over chat/service.py (the same rules as the JSON API) and chat/displa
 templates show). One URL answers with the whole page, or with the fragment htmx asked for when
 the request carries HX-Request.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
@@ -159,8 +160,13 @@ def stream(session_id: str):
     agent = registry().get(session.agent_id)
     model = agent.model(run.model_id) if agent else None
     base = display.MessageView(
-        id=message.id, role="assistant", content="", status="pending", agent_name=session.agent_name,
-        created_at=message.created_at, model=model,
+        id=message.id,
+        role="assistant",
+        content="",
+        status="pending",
+        agent_name=session.agent_name,
+        created_at=message.created_at,
+        model=model,
     )
     window = model.context_window if model else 0
     return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), window))

@@ -2,6 +2,7 @@
 
 Shared by the JSON API and the page's form, so both enforce exactly the same rules.
 """
+
 from __future__ import annotations
 
 import re
@@ -122,15 +123,16 @@ def earlier_send(user, key: str | None) -> SentMessage | None:
     """The first answer to a send with this key, if there was one."""
     if key is None:
         return None
-    row = db.session.execute(
-        select(keys_table).where(keys_table.c.user_id == user.id, keys_table.c.key == key)
-    ).first()
+    row = db.session.execute(select(keys_table).where(keys_table.c.user_id == user.id, keys_table.c.key == key)).first()
     if row is None:
         return None
     session = db.session.get(ConversationSession, row.session_id)
     return SentMessage(
-        {"id": row.session_id}, {"id": row.user_message_id}, {"id": row.reply_id},
-        existing_session=session, repeated=True,
+        {"id": row.session_id},
+        {"id": row.user_message_id},
+        {"id": row.reply_id},
+        existing_session=session,
+        repeated=True,
     )
 
 
@@ -172,8 +174,7 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     return sent
 
 
-def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str,
-               key: str | None) -> SentMessage:
+def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
     Core INSERTs of plain rows: the ORM's bulk path and building model objects here cost about
@@ -201,30 +202,74 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         session_row = {"id": session.id}
     else:
         session_row = {
-            "id": new_id(), "user_id": user.id, "agent_id": agent.agent_id, "agent_name": agent.name,
-            "parent_role": agent.parent_role, "model_id": model.model_id, "title": make_title(content),
-            "created_at": now, "updated_at": now, "archived_at": None, "active_run_id": reply_id,
+            "id": new_id(),
+            "user_id": user.id,
+            "agent_id": agent.agent_id,
+            "agent_name": agent.name,
+            "parent_role": agent.parent_role,
+            "model_id": model.model_id,
+            "title": make_title(content),
+            "created_at": now,
+            "updated_at": now,
+            "archived_at": None,
+            "active_run_id": reply_id,
         }
         db.session.execute(sessions_table.insert(), session_row)
 
-    message = {"session_id": session_row["id"], "message_type": "chat", "agent_id": agent.agent_id,
-               "usage_json": None, "error": None}
-    user_row = {**message, "id": new_id(), "role": "user", "content": content, "status": "complete",
-                "created_at": now, "completed_at": now}
-    reply_row = {**message, "id": reply_id, "role": "assistant", "content": "", "status": "pending",
-                 "created_at": now + timedelta(microseconds=1), "completed_at": None}
+    message = {
+        "session_id": session_row["id"],
+        "message_type": "chat",
+        "agent_id": agent.agent_id,
+        "usage_json": None,
+        "error": None,
+    }
+    user_row = {
+        **message,
+        "id": new_id(),
+        "role": "user",
+        "content": content,
+        "status": "complete",
+        "created_at": now,
+        "completed_at": now,
+    }
+    reply_row = {
+        **message,
+        "id": reply_id,
+        "role": "assistant",
+        "content": "",
+        "status": "pending",
+        "created_at": now + timedelta(microseconds=1),
+        "completed_at": None,
+    }
     db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
-    db.session.execute(runs_table.insert(), {
-        "message_id": reply_id, "session_id": session_row["id"], "agent_id": agent.agent_id,
-        "model_id": model.model_id, "owner": run_manager().owner, "beat_at": now, "created_at": now,
-        # No event above this can be sent before the run stores a higher one (runs/manager.py).
-        "last_seq": SEQ_HEADROOM, "cancel_requested_at": None, "ended_at": None,
-    })
+    db.session.execute(
+        runs_table.insert(),
+        {
+            "message_id": reply_id,
+            "session_id": session_row["id"],
+            "agent_id": agent.agent_id,
+            "model_id": model.model_id,
+            "owner": run_manager().owner,
+            "beat_at": now,
+            "created_at": now,
+            # No event above this can be sent before the run stores a higher one (runs/manager.py).
+            "last_seq": SEQ_HEADROOM,
+            "cancel_requested_at": None,
+            "ended_at": None,
+        },
+    )
     if key is not None:
-        db.session.execute(keys_table.insert(), {
-            "user_id": user.id, "key": key, "session_id": session_row["id"],
-            "user_message_id": user_row["id"], "reply_id": reply_id, "created_at": now,
-        })
+        db.session.execute(
+            keys_table.insert(),
+            {
+                "user_id": user.id,
+                "key": key,
+                "session_id": session_row["id"],
+                "user_message_id": user_row["id"],
+                "reply_id": reply_id,
+                "created_at": now,
+            },
+        )
     db.session.commit()  # the user's message is saved before anything goes to the agent
     return SentMessage(session_row, user_row, reply_row, existing_session=session)
 
@@ -263,9 +308,7 @@ def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> 
 
 def cancel_latest(session: ConversationSession) -> tuple[int, dict]:
     """Cancel the session's live run; a finished run answers with its final state, unchanged."""
-    run = db.session.scalar(
-        select(Run).where(Run.session_id == session.id).order_by(Run.created_at.desc()).limit(1)
-    )
+    run = db.session.scalar(select(Run).where(Run.session_id == session.id).order_by(Run.created_at.desc()).limit(1))
     if run is None:
         raise ChatError(409, "Nothing has run in this session yet.")
     reply = db.session.get(Message, run.message_id)

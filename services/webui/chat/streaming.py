@@ -1,4 +1,5 @@
 """Server-Sent Events responses: the JSON event stream of a session's latest run."""
+
 from __future__ import annotations
 
 import json

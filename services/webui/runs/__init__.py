@@ -5,6 +5,7 @@ reducer of run events), `bus` (where events travel: this process's memory, or Re
 `store` (the durable record, written off the serving thread) and `recovery` (runs whose driver
 is gone).
 """
+
 from .manager import RunManager, init_runs, run_manager
 
 __all__ = ["RunManager", "init_runs", "run_manager"]

@@ -13,6 +13,7 @@ Two backends with one surface, chosen by configuration:
 `read()` answers None when the bus holds no log for a run (never started here, or expired):
 the caller then falls back to the database, which keeps the durable record.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,7 +61,7 @@ class _MemoryLog:
         if seq < self.base.seq:
             return [snapshot_event(self.base), *events]
         first = events[0].seq
-        return list(events)[max(seq - first + 1, 0):]
+        return list(events)[max(seq - first + 1, 0) :]
 
 
 def snapshot_event(state: ReplyState) -> StreamEvent:
@@ -153,8 +154,7 @@ class RedisBus:
 
     kind = "redis"
 
-    def __init__(self, url: str, retention_seconds: int, max_connections: int = 10_000,
-                 live_ttl_seconds: int = 86_400):
+    def __init__(self, url: str, retention_seconds: int, max_connections: int = 10_000, live_ttl_seconds: int = 86_400):
         import redis  # only needed with REDIS_URL
 
         self._redis_module = redis

@@ -10,6 +10,7 @@ The store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newe
 an event above the stored ceiling is held back until the ceiling moves: whoever ends a run after
 a crash can number its closing events above anything a client was sent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -136,8 +137,13 @@ class Driver:
     def _flush(self, run: LiveRun, final: bool = False) -> Flush:
         state = run.state
         flush = Flush(
-            run_id=run.run_id, session_id=run.session_id, content=state.text, status=state.status,
-            usage=state.usage, error=state.error, final=final,
+            run_id=run.run_id,
+            session_id=run.session_id,
+            content=state.text,
+            status=state.status,
+            usage=state.usage,
+            error=state.error,
+            final=final,
             ceiling=state.seq if final else state.seq + SEQ_HEADROOM,
         )
         run.last_flush = self.store.submit(flush)

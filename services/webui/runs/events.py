@@ -4,6 +4,7 @@ Every part that needs "the reply as the events so far make it" uses `ReplyState.
 driver (what it stores), the page stream (what it renders), recovery (what a dead driver's log
 adds up to) and replay. Keeping one reducer keeps them from drifting apart.
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ driver.Driver. Besides, a housekeeping loop pumps the store, keeps the heartbeat
   picks up stops flagged in the database, and ends orphans (any process's) within
   RUN_STALE_SECONDS, without waiting for a subscriber.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,9 +86,14 @@ class RunManager:
         """
         config = self.config
         run.stream = TaskStream(
-            run.agent, task_id=run.run_id, session_id=run.session_id or "", model_id=run.model_id,
-            messages=messages, connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
-            idle_timeout=config["AGENT_IDLE_TIMEOUT"], tick=min(config["RUN_FLUSH_SECONDS"], 0.25),
+            run.agent,
+            task_id=run.run_id,
+            session_id=run.session_id or "",
+            model_id=run.model_id,
+            messages=messages,
+            connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
+            idle_timeout=config["AGENT_IDLE_TIMEOUT"],
+            tick=min(config["RUN_FLUSH_SECONDS"], 0.25),
         )
         # The run's thread first, the request second: starting a thread waits for it, and that
         # wait must not fall between the request's connect and its send.
@@ -219,19 +225,29 @@ class RunManager:
 
         with self.store.engine.connect() as conn:
             row = conn.execute(
-                select(messages_table.c.content, messages_table.c.status, messages_table.c.error,
-                       messages_table.c.usage).where(messages_table.c.id == message_id)
+                select(
+                    messages_table.c.content, messages_table.c.status, messages_table.c.error, messages_table.c.usage
+                ).where(messages_table.c.id == message_id)
             ).first()
         if row is None:
             return None
         usage = json.loads(row.usage) if row.usage else None
-        return type("StoredReply", (), {"content": row.content, "status": row.status, "error": row.error,
-                                        "usage": usage if isinstance(usage, dict) else None})
+        return type(
+            "StoredReply",
+            (),
+            {
+                "content": row.content,
+                "status": row.status,
+                "error": row.error,
+                "usage": usage if isinstance(usage, dict) else None,
+            },
+        )
 
     # ---- recovery ----------------------------------------------------------------------------
 
     def recover(self) -> int:
         """End every orphaned run (of any process) and every reply that never got a run."""
+
         def find(conn_engine):
             with conn_engine.begin() as conn:
                 runless = recovery.end_runless_replies(conn)
@@ -248,7 +264,9 @@ class RunManager:
 
         def end(engine):
             with engine.begin() as conn:
-                return [e for e in (recovery.end_run(conn, rid, evs, status, error) for rid, evs in logged.items()) if e]
+                return [
+                    e for e in (recovery.end_run(conn, rid, evs, status, error) for rid, evs in logged.items()) if e
+                ]
 
         endings = self.store.run(end, self.store.engine)
         for ending in endings:
@@ -313,13 +331,17 @@ class RunManager:
 
     def _flagged(self, run_ids: list[str]) -> list[str]:
         with self.store.engine.connect() as conn:
-            return conn.execute(
-                select(runs_table.c.message_id).where(
-                    runs_table.c.message_id.in_(run_ids),
-                    runs_table.c.ended_at.is_(None),
-                    runs_table.c.cancel_requested_at.is_not(None),
+            return (
+                conn.execute(
+                    select(runs_table.c.message_id).where(
+                        runs_table.c.message_id.in_(run_ids),
+                        runs_table.c.ended_at.is_(None),
+                        runs_table.c.cancel_requested_at.is_not(None),
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
 
     def _beat(self, run_ids: list[str]) -> None:
         with self.store.engine.begin() as conn:

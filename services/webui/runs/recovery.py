@@ -10,6 +10,7 @@ text they add up to is stored; otherwise the stored text is sent to clients insi
 (`content`). Closing events are numbered above `runs.last_seq`, which the driver always stored
 ahead of what it published.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,9 @@ def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error
     if row is None or row.ended_at is not None:
         return None
     message = conn.execute(
-        select(messages_table.c.content, messages_table.c.usage, messages_table.c.session_id)
-        .where(messages_table.c.id == run_id)
+        select(messages_table.c.content, messages_table.c.usage, messages_table.c.session_id).where(
+            messages_table.c.id == run_id
+        )
     ).first()
     state = ReplyState()
     for event in bus_events:
@@ -82,8 +84,7 @@ def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error
         closing.append(StreamEvent(seq + 1, "usage", stored_usage or zero_usage()))
     closing.append(StreamEvent(seq + len(closing) + 1, "done", done))
     conn.execute(
-        update(runs_table).where(runs_table.c.message_id == run_id)
-        .values(ended_at=now, last_seq=closing[-1].seq)
+        update(runs_table).where(runs_table.c.message_id == run_id).values(ended_at=now, last_seq=closing[-1].seq)
     )
     conn.execute(update(messages_table).where(messages_table.c.id == run_id).values(**values))
     if message is not None:
@@ -101,12 +102,19 @@ def live_runs(conn) -> list:
 
 def end_runless_replies(conn) -> int:
     """Replies that never got a run row (the process died between commits) end as interrupted."""
-    runless = conn.execute(
-        select(messages_table.c.id)
-        .outerjoin(runs_table, runs_table.c.message_id == messages_table.c.id)
-        .where(messages_table.c.status.in_(LIVE_STATUSES), messages_table.c.role == "assistant",
-               runs_table.c.message_id.is_(None))
-    ).scalars().all()
+    runless = (
+        conn.execute(
+            select(messages_table.c.id)
+            .outerjoin(runs_table, runs_table.c.message_id == messages_table.c.id)
+            .where(
+                messages_table.c.status.in_(LIVE_STATUSES),
+                messages_table.c.role == "assistant",
+                runs_table.c.message_id.is_(None),
+            )
+        )
+        .scalars()
+        .all()
+    )
     if runless:
         conn.execute(
             update(messages_table)

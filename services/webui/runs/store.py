@@ -9,6 +9,7 @@ with back-off while the database refuses. Tokens keep flowing from memory meanwh
 
 Without gevent (the test client, the CLI) the same calls simply run on the caller's thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -180,9 +181,7 @@ class RunStore:
                     message_values["usage"] = json.dumps(flush.usage, sort_keys=True)
                 if flush.final:
                     message_values.update(error=flush.error, completed_at=now)
-                conn.execute(
-                    update(messages_table).where(messages_table.c.id == flush.run_id).values(**message_values)
-                )
+                conn.execute(update(messages_table).where(messages_table.c.id == flush.run_id).values(**message_values))
                 if flush.final:
                     conn.execute(
                         update(sessions_table)

@@ -4,6 +4,7 @@
 command groups. Everything session-scoped goes through `ownership.owned_session`, so a foreign or
 unknown id is a 404, and admins may read (never change) other users' sessions.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Shared by the JSON API, the pages and the CLI, so all three enforce exactly the 
 Deleting a session deletes its messages, runs and run events through the foreign keys' ON DELETE
 CASCADE, and its search entries through the triggers (SQLite) or the indexes (PostgreSQL).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,18 +78,19 @@ def purge_archived(days: int, *, dry_run: bool = False, batch: int = 500) -> Ret
     eligible = S.archived_at.is_not(None) & (S.archived_at < cutoff) & S.active_run_id.is_(None)
     if dry_run:
         sessions = db.session.scalar(select(func.count()).select_from(S).where(eligible)) or 0
-        messages = db.session.scalar(
-            select(func.count()).select_from(Message).where(Message.session_id.in_(select(S.id).where(eligible)))
-        ) or 0
+        messages = (
+            db.session.scalar(
+                select(func.count()).select_from(Message).where(Message.session_id.in_(select(S.id).where(eligible)))
+            )
+            or 0
+        )
         return RetentionReport(sessions=sessions, messages=messages, cutoff=cutoff)
     sessions = messages = 0
     while True:  # in batches, so that a large purge never holds the write lock for long
         ids = db.session.scalars(select(S.id).where(eligible).limit(batch)).all()
         if not ids:
             break
-        messages += db.session.scalar(
-            select(func.count()).select_from(Message).where(Message.session_id.in_(ids))
-        ) or 0
+        messages += db.session.scalar(select(func.count()).select_from(Message).where(Message.session_id.in_(ids))) or 0
         sessions += db.session.execute(delete(S).where(S.id.in_(ids))).rowcount
         db.session.commit()
     return RetentionReport(sessions=sessions, messages=messages, cutoff=cutoff)

@@ -9,6 +9,7 @@ POST   /api/chat/sessions/<id>/archive | /unarchive
 GET    /api/chat/sessions/<id>/export?format=json|md
 POST   /api/chat/sessions/import                a JSON export, as the body or as the file field `file`
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -93,7 +94,7 @@ def update(session_id: str):
     session = owned_session(session_id)
     body = json_body()
     if "title" not in body:
-        raise SessionsError(422, "Send the new title as {\"title\": \"...\"}.")
+        raise SessionsError(422, 'Send the new title as {"title": "..."}.')
     actions.rename(session, body["title"])
     return jsonify(id=session.id, title=session.title)
 

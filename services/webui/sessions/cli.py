@@ -1,4 +1,5 @@
 """`flask sessions import|purge|archive-idle|reindex` and `flask dev seed`."""
+
 from __future__ import annotations
 
 import time
@@ -52,8 +53,14 @@ def import_command(file: Path, username: str) -> None:
 
 
 @sessions_cli.command("purge")
-@click.option("--archived-older-than", "days", type=click.IntRange(min=0), required=True, metavar="DAYS",
-              help="Delete sessions archived more than DAYS days ago.")
+@click.option(
+    "--archived-older-than",
+    "days",
+    type=click.IntRange(min=0),
+    required=True,
+    metavar="DAYS",
+    help="Delete sessions archived more than DAYS days ago.",
+)
 @click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
 def purge_command(days: int, dry_run: bool) -> None:
     """Delete archived sessions (with their messages, runs and search entries)."""
@@ -66,8 +73,12 @@ def purge_command(days: int, dry_run: bool) -> None:
 
 
 @sessions_cli.command("archive-idle")
-@click.option("--days", type=click.IntRange(min=1), default=None,
-              help="Idle days before archiving (default: the ARCHIVE_IDLE_DAYS setting).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Idle days before archiving (default: the ARCHIVE_IDLE_DAYS setting).",
+)
 @click.option("--dry-run", is_flag=True, help="Only report what would be archived.")
 def archive_idle_command(days: int | None, dry_run: bool) -> None:
     """Archive active sessions with no activity for N days (ARCHIVE_IDLE_DAYS; 0 = off)."""
@@ -77,7 +88,9 @@ def archive_idle_command(days: int | None, dry_run: bool) -> None:
         return
     report = actions.archive_idle(days, dry_run=dry_run)
     verb = "Would archive" if dry_run else "Archived"
-    click.echo(f"{verb} {report.sessions:,} session(s) idle since before {report.cutoff:%Y-%m-%d %H:%M} UTC ({days} days).")
+    click.echo(
+        f"{verb} {report.sessions:,} session(s) idle since before {report.cutoff:%Y-%m-%d %H:%M} UTC ({days} days)."
+    )
 
 
 @sessions_cli.command("reindex")
@@ -97,8 +110,14 @@ def reindex_command() -> None:
 @dev_cli.command("seed")
 @click.option("--sessions", "n_sessions", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--messages-per-session", "per_session", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--users", "n_users", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Spread sessions over this many seed users (seed-user-01, ...), skewed like real use.")
+@click.option(
+    "--users",
+    "n_users",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Spread sessions over this many seed users (seed-user-01, ...), skewed like real use.",
+)
 @click.option("--user", "username", default=None, help="Put every session on this existing user instead.")
 @click.option("--random-seed", type=int, default=42, show_default=True)
 def seed_command(n_sessions: int, per_session: int, n_users: int, username: str | None, random_seed: int) -> None:

@@ -6,6 +6,7 @@ Actions are plain forms that work without JavaScript (POST, then 303 back to `ne
 sidebars can refresh themselves. A form field `after=reload` asks for a full reload instead
 (`HX-Refresh`), for pages whose other parts depend on the session's state (the chat composer).
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for

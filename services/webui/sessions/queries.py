@@ -4,6 +4,7 @@ Keyset pagination, never OFFSET: a page is "the N rows after (sort value, id)" i
 page 4,000 costs what page 1 costs. The cursor carries that key, signed so that a tampered or
 truncated cursor is a 400 rather than a strange page.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,17 @@ from . import search
 S = ConversationSession
 SORTS = {"updated": S.updated_at, "created": S.created_at}
 ARCHIVED_VALUES = {
-    "": "all", "all": "all", "any": "all",
-    "false": "active", "0": "active", "no": "active", "active": "active",
-    "true": "archived", "1": "archived", "yes": "archived", "archived": "archived",
+    "": "all",
+    "all": "all",
+    "any": "all",
+    "false": "active",
+    "0": "active",
+    "no": "active",
+    "active": "active",
+    "true": "archived",
+    "1": "archived",
+    "yes": "archived",
+    "archived": "archived",
 }
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -57,9 +66,7 @@ def _serializer() -> URLSafeSerializer:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    return _serializer().dumps(
-        [cursor.sort, cursor.value.isoformat(), cursor.session_id, 1 if cursor.backwards else 0]
-    )
+    return _serializer().dumps([cursor.sort, cursor.value.isoformat(), cursor.session_id, 1 if cursor.backwards else 0])
 
 
 def decode_cursor(raw: str, sort: str) -> Cursor:
@@ -176,10 +183,15 @@ def parse_filters(args, user) -> ListFilters:
     if cursor_raw:
         filters.cursor = decode_cursor(cursor_raw, sort)
     filters.raw = {
-        "q": q, "agent_id": filters.agent_id, "model_id": filters.model_id, "status": status,
+        "q": q,
+        "agent_id": filters.agent_id,
+        "model_id": filters.model_id,
+        "status": status,
         "archived": "" if filters.archived == "all" else filters.archived,
-        "from": (args.get("from") or "").strip(), "to": (args.get("to") or "").strip(),
-        "sort": "" if sort == "updated" else sort, "user": "" if owner == "me" else owner,
+        "from": (args.get("from") or "").strip(),
+        "to": (args.get("to") or "").strip(),
+        "sort": "" if sort == "updated" else sort,
+        "user": "" if owner == "me" else owner,
         "limit": limit_raw,
     }
     return filters
@@ -271,9 +283,7 @@ def list_sessions(filters: ListFilters, user) -> SessionPage:
     rows = rows[: filters.limit]
     if backwards:
         rows.reverse()
-    page_rows = [
-        SessionRow(session=row[0], owner=row[1], last_status=row[2], message_count=row[3]) for row in rows
-    ]
+    page_rows = [SessionRow(session=row[0], owner=row[1], last_status=row[2], message_count=row[3]) for row in rows]
     if backend is not None and page_rows:
         backend.decorate(expression, page_rows, {row[0].id: row[4] for row in rows})
 

@@ -1,5 +1,6 @@
 """The read-only review of one session: its transcript, per-message usage and cost, run outcomes
 and session totals. Shared by the review page, the JSON API and the exports."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -114,7 +115,9 @@ def build_review(session: ConversationSession) -> Review:
                     price_cache[key] = _prices(*key)
                 model = price_cache[key]
                 if model is not None:
-                    cost = model.cost_usd(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                    cost = model.cost_usd(
+                        int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                    )
                     estimated = True
             for key in TOKEN_KEYS:
                 setattr(totals, key, getattr(totals, key) + int(_number(usage.get(key)) or 0))

@@ -18,6 +18,7 @@ being listed:
     a page: a page may then hold fewer rows, and its next cursor continues the walk.
 Either way the work is bounded by few hits or by few sessions, never by the size of the archive.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,18 @@ import unicodedata
 
 from markupsafe import Markup, escape
 from sqlalchemy import (
-    bindparam, column, exists, func, literal, literal_column, null, or_, select, table, text, union_all,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    table,
+    text,
+    union_all,
 )
 from sqlalchemy.orm import aliased
 
@@ -109,10 +121,12 @@ class SqliteSearch:
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         found: set[str] = set()
         for vocab in ("search_messages_vocab", "search_titles_vocab"):
-            found.update(db.session.execute(
-                text(f"SELECT term FROM {vocab} WHERE term >= :start AND term < :end LIMIT :limit"),
-                {"start": prefix, "end": end, "limit": MAX_EXPANSION + 1},
-            ).scalars())
+            found.update(
+                db.session.execute(
+                    text(f"SELECT term FROM {vocab} WHERE term >= :start AND term < :end LIMIT :limit"),
+                    {"start": prefix, "end": end, "limit": MAX_EXPANSION + 1},
+                ).scalars()
+            )
         return sorted(found) if 0 < len(found) <= MAX_EXPANSION else None
 
     @staticmethod
@@ -184,10 +198,13 @@ class SqliteSearch:
             params.update({f"d{n}": doc for n, doc in enumerate(wanted)})
             sql = " UNION ALL ".join(part.format(n=n) for n in range(len(wanted)))
             snippets = dict(db.session.execute(text(sql), params).all())
-        keys = dict(db.session.execute(
-            select(session_docs.c.doc_id, session_docs.c.session_id)
-            .where(session_docs.c.session_id.in_([row.session.id for row in rows]))
-        ).all())
+        keys = dict(
+            db.session.execute(
+                select(session_docs.c.doc_id, session_docs.c.session_id).where(
+                    session_docs.c.session_id.in_([row.session.id for row in rows])
+                )
+            ).all()
+        )
         if keys:
             part = (
                 "SELECT rowid, highlight(search_titles, 0, :start, :stop) FROM search_titles "
@@ -270,15 +287,20 @@ class PostgresSearch:
         wanted = [doc for doc in docs.values() if doc is not None]
         snippets = {}
         if wanted:
-            snippets = dict(db.session.execute(
-                select(Message.id, func.ts_headline(_CONFIG, Message.content, query, _HEADLINE))
-                .where(Message.id.in_(wanted))
-            ).all())
-        titles = dict(db.session.execute(
-            select(S.id, func.ts_headline(_CONFIG, S.title, query, _HEADLINE + ", HighlightAll=true"))
-            .where(S.id.in_([row.session.id for row in rows]))
-            .where(func.to_tsvector(_CONFIG, S.title).op("@@")(query))
-        ).all())
+            snippets = dict(
+                db.session.execute(
+                    select(Message.id, func.ts_headline(_CONFIG, Message.content, query, _HEADLINE)).where(
+                        Message.id.in_(wanted)
+                    )
+                ).all()
+            )
+        titles = dict(
+            db.session.execute(
+                select(S.id, func.ts_headline(_CONFIG, S.title, query, _HEADLINE + ", HighlightAll=true"))
+                .where(S.id.in_([row.session.id for row in rows]))
+                .where(func.to_tsvector(_CONFIG, S.title).op("@@")(query))
+            ).all()
+        )
         for row in rows:
             doc = docs.get(row.session.id)
             row.snippet_html = marked(snippets.get(doc)) if doc is not None else None
@@ -310,4 +332,3 @@ def rebuild_index(conn) -> None:
         "INSERT INTO search_titles (search_titles, rank) VALUES ('integrity-check', 1)",
     ):
         conn.execute(text(statement))
-

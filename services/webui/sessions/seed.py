@@ -8,6 +8,7 @@ handful of messages, a share of archived sessions, and last replies that were ca
 or interrupted. Rows go in with executemany in large transactions; the search index is kept by
 the same triggers as in production.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ from datetime import timedelta
 from sqlalchemy import insert, select
 
 from ..auth import hash_password
+from ..chat.service import make_title
 from ..extensions import db
 from ..models import ConversationSession, Message, Run, User, utcnow
-from ..chat.service import make_title
 
 BATCH_SESSIONS = 2_000
 
@@ -58,10 +59,14 @@ RARE = (
     "cobalt basalt meridian lanthanum fennel quillwort ptarmigan gossamer nectarine wolfram"
 ).split()
 OPENERS = [
-    "Can you help me {verb} the {a} {b}?", "How should we {verb} {a} for the {b}?",
-    "Why does the {a} {verb} when the {b} changes?", "Please review this {a} and the {b} it uses.",
-    "I need a plan to {verb} our {a} before the {b} release.", "What is the best way to {verb} a {a}?",
-    "Summarize the {a} discussion and list open {b} questions.", "Draft a short note about the {a} {b}.",
+    "Can you help me {verb} the {a} {b}?",
+    "How should we {verb} {a} for the {b}?",
+    "Why does the {a} {verb} when the {b} changes?",
+    "Please review this {a} and the {b} it uses.",
+    "I need a plan to {verb} our {a} before the {b} release.",
+    "What is the best way to {verb} a {a}?",
+    "Summarize the {a} discussion and list open {b} questions.",
+    "Draft a short note about the {a} {b}.",
 ]
 VERBS = "fix migrate explain optimize design test deploy debug document refactor speed up secure".split()
 AGENT_FALLBACK = [("architect", "Architect", "", ["ref-standard", "ref-fast"])]
@@ -156,8 +161,9 @@ def _seed_users(n_users: int) -> list[User]:
     return users
 
 
-def seed(n_sessions: int, per_session: int, *, n_users: int = 20, users=None, random_seed: int = 42,
-         progress=None) -> dict:
+def seed(
+    n_sessions: int, per_session: int, *, n_users: int = 20, users=None, random_seed: int = 42, progress=None
+) -> dict:
     rng = random.Random(random_seed)
     users = users or _seed_users(n_users)
     user_ids = [user.id for user in users]
@@ -166,7 +172,9 @@ def seed(n_sessions: int, per_session: int, *, n_users: int = 20, users=None, ra
     text = TextMaker(rng)
     now = utcnow()
     sessions_table, messages_table, runs_table = (
-        ConversationSession.__table__, Message.__table__, Run.__table__,
+        ConversationSession.__table__,
+        Message.__table__,
+        Run.__table__,
     )
     done = messages_done = 0
     while done < n_sessions:
@@ -190,11 +198,21 @@ def seed(n_sessions: int, per_session: int, *, n_users: int = 20, users=None, ra
                 if index % 2 == 0:
                     content = text.question(topic)
                     title = title or make_title(content)
-                    messages.append({
-                        "id": message_id, "session_id": session_id, "role": "user", "message_type": "chat",
-                        "agent_id": agent_id, "content": content, "status": "complete", "usage": None,
-                        "error": None, "created_at": at, "completed_at": at,
-                    })
+                    messages.append(
+                        {
+                            "id": message_id,
+                            "session_id": session_id,
+                            "role": "user",
+                            "message_type": "chat",
+                            "agent_id": agent_id,
+                            "content": content,
+                            "status": "complete",
+                            "usage": None,
+                            "error": None,
+                            "created_at": at,
+                            "completed_at": at,
+                        }
+                    )
                     history_chars += len(content)
                     at += timedelta(microseconds=rng.randint(1, 999))
                     continue
@@ -219,18 +237,35 @@ def seed(n_sessions: int, per_session: int, *, n_users: int = 20, users=None, ra
                 }
                 if price is not None:
                     usage["cost_usd"] = price.cost_usd(prompt_tokens, completion_tokens)
-                messages.append({
-                    "id": message_id, "session_id": session_id, "role": "assistant", "message_type": "chat",
-                    "agent_id": agent_id, "content": content, "status": status,
-                    "usage": json.dumps(usage, sort_keys=True), "error": ERRORS.get(status),
-                    "created_at": at, "completed_at": at + took,
-                })
-                runs.append({
-                    "message_id": message_id, "session_id": session_id, "agent_id": agent_id,
-                    "model_id": model_id, "owner": "seed", "beat_at": at + took,
-                    "cancel_requested_at": at + took / 2 if status == "cancelled" else None,
-                    "last_seq": completion_tokens // 3 + 2, "created_at": at, "ended_at": at + took,
-                })
+                messages.append(
+                    {
+                        "id": message_id,
+                        "session_id": session_id,
+                        "role": "assistant",
+                        "message_type": "chat",
+                        "agent_id": agent_id,
+                        "content": content,
+                        "status": status,
+                        "usage": json.dumps(usage, sort_keys=True),
+                        "error": ERRORS.get(status),
+                        "created_at": at,
+                        "completed_at": at + took,
+                    }
+                )
+                runs.append(
+                    {
+                        "message_id": message_id,
+                        "session_id": session_id,
+                        "agent_id": agent_id,
+                        "model_id": model_id,
+                        "owner": "seed",
+                        "beat_at": at + took,
+                        "cancel_requested_at": at + took / 2 if status == "cancelled" else None,
+                        "last_seq": completion_tokens // 3 + 2,
+                        "created_at": at,
+                        "ended_at": at + took,
+                    }
+                )
                 history_chars += len(content)
                 at += took + timedelta(seconds=rng.uniform(20, 1800))
             # A session that would end in the future is moved back so that it ends by now.
@@ -249,12 +284,21 @@ def seed(n_sessions: int, per_session: int, *, n_users: int = 20, users=None, ra
             archived_at = None
             if now - updated > timedelta(days=30) and rng.random() < 0.6:
                 archived_at = min(now, updated + timedelta(days=rng.uniform(1, 30)))
-            sessions.append({
-                "id": session_id, "user_id": rng.choices(user_ids, cum_weights=user_cum)[0],
-                "agent_id": agent_id, "agent_name": agent_name, "parent_role": parent_role,
-                "model_id": model_id, "title": title or "New chat", "created_at": created,
-                "updated_at": updated, "archived_at": archived_at, "active_run_id": None,
-            })
+            sessions.append(
+                {
+                    "id": session_id,
+                    "user_id": rng.choices(user_ids, cum_weights=user_cum)[0],
+                    "agent_id": agent_id,
+                    "agent_name": agent_name,
+                    "parent_role": parent_role,
+                    "model_id": model_id,
+                    "title": title or "New chat",
+                    "created_at": created,
+                    "updated_at": updated,
+                    "archived_at": archived_at,
+                    "active_run_id": None,
+                }
+            )
         with db.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # Random uuid keys touch pages all over the indexes: a large cache keeps them in memory.

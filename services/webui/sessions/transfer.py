@@ -5,6 +5,7 @@ a file that is not ours, too large or inconsistent is refused with a sentence na
 and leaves nothing behind. Export → import → export gives the same document apart from the ids
 (new ones are made) and the export's own metadata (`exported_at`, `exported_by`).
 """
+
 from __future__ import annotations
 
 import html
@@ -19,8 +20,16 @@ from sqlalchemy import insert
 from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
 from ..models import (
-    LIVE_STATUSES, MESSAGE_ROLES, MESSAGE_STATUSES, USAGE_MAX_COST_USD, USAGE_MAX_TOKENS, ConversationSession, Message,
-    Run, new_id, utcnow,
+    LIVE_STATUSES,
+    MESSAGE_ROLES,
+    MESSAGE_STATUSES,
+    USAGE_MAX_COST_USD,
+    USAGE_MAX_TOKENS,
+    ConversationSession,
+    Message,
+    Run,
+    new_id,
+    utcnow,
 )
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
@@ -64,25 +73,29 @@ def session_document(review: Review, exported_by: str) -> dict:
     messages = []
     for view in review.messages:
         message, run = view.message, view.run
-        messages.append({
-            "id": message.id,
-            "role": message.role,
-            "message_type": message.message_type,
-            "agent_id": message.agent_id,
-            "content": message.content,
-            "status": message.status,
-            "usage": view.usage,
-            "error": message.error,
-            "created_at": iso(message.created_at),
-            "completed_at": iso(message.completed_at),
-            "run": None if run is None else {
-                "agent_id": run.agent_id,
-                "model_id": run.model_id,
-                "created_at": iso(run.created_at),
-                "ended_at": iso(run.ended_at),
-                "cancel_requested_at": iso(run.cancel_requested_at),
-            },
-        })
+        messages.append(
+            {
+                "id": message.id,
+                "role": message.role,
+                "message_type": message.message_type,
+                "agent_id": message.agent_id,
+                "content": message.content,
+                "status": message.status,
+                "usage": view.usage,
+                "error": message.error,
+                "created_at": iso(message.created_at),
+                "completed_at": iso(message.completed_at),
+                "run": None
+                if run is None
+                else {
+                    "agent_id": run.agent_id,
+                    "model_id": run.model_id,
+                    "created_at": iso(run.created_at),
+                    "ended_at": iso(run.ended_at),
+                    "cancel_requested_at": iso(run.cancel_requested_at),
+                },
+            }
+        )
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -245,8 +258,10 @@ def _usage(value, where: str) -> dict | None:
     if len(value) > MAX_USAGE_KEYS:
         _refuse(422, f"{where} has {len(value)} entries; at most {MAX_USAGE_KEYS} are allowed.")
     for key in TOKEN_KEYS:
-        if key in value and value[key] is not None and not bounded_number(
-            value[key], integer=True, maximum=USAGE_MAX_TOKENS
+        if (
+            key in value
+            and value[key] is not None
+            and not bounded_number(value[key], integer=True, maximum=USAGE_MAX_TOKENS)
         ):
             _refuse(422, f"{where}.{key} must be a whole number of tokens from 0 to {USAGE_MAX_TOKENS:,}.")
     cost = value.get("cost_usd")
@@ -284,7 +299,10 @@ def parse_import(raw: bytes | str) -> dict:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         _refuse(400, "This file is not a Switchboard session export (its format is not switchboard.session).")
     if document.get("version") != VERSION:
-        _refuse(400, f"This export has version {str(document.get('version'))[:20]}; this Switchboard reads version {VERSION}.")
+        _refuse(
+            400,
+            f"This export has version {str(document.get('version'))[:20]}; this Switchboard reads version {VERSION}.",
+        )
 
     session = document.get("session")
     if not isinstance(session, dict):
@@ -399,27 +417,48 @@ def import_document(plan: dict, user) -> ConversationSession:
     session_id = new_id()
     try:
         session = ConversationSession(
-            id=session_id, user_id=user.id, agent_id=plan["agent_id"], agent_name=plan["agent_name"],
-            parent_role=plan["parent_role"], model_id=plan["model_id"], title=plan["title"],
-            created_at=plan["created_at"], updated_at=plan["updated_at"], archived_at=plan["archived_at"],
+            id=session_id,
+            user_id=user.id,
+            agent_id=plan["agent_id"],
+            agent_name=plan["agent_name"],
+            parent_role=plan["parent_role"],
+            model_id=plan["model_id"],
+            title=plan["title"],
+            created_at=plan["created_at"],
+            updated_at=plan["updated_at"],
+            archived_at=plan["archived_at"],
         )
         db.session.add(session)
         db.session.flush()
         message_rows, run_rows = [], []
         for item in plan["messages"]:
             message_id = new_id()
-            message_rows.append({
-                "id": message_id, "session_id": session_id, "role": item["role"],
-                "message_type": item["message_type"], "agent_id": item["agent_id"],
-                "content": item["content"], "status": item["status"],
-                "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
-                "error": item["error"], "created_at": item["created_at"], "completed_at": item["completed_at"],
-            })
+            message_rows.append(
+                {
+                    "id": message_id,
+                    "session_id": session_id,
+                    "role": item["role"],
+                    "message_type": item["message_type"],
+                    "agent_id": item["agent_id"],
+                    "content": item["content"],
+                    "status": item["status"],
+                    "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
+                    "error": item["error"],
+                    "created_at": item["created_at"],
+                    "completed_at": item["completed_at"],
+                }
+            )
             if item["run"] is not None:
-                run_rows.append({
-                    "message_id": message_id, "session_id": session_id, "owner": None, "beat_at": None,
-                    "last_seq": 0, **item["run"],
-                })
+                run_rows.append(
+                    {
+                        "message_id": message_id,
+                        "session_id": session_id,
+                        "owner": None,
+                        "beat_at": None,
+                        "last_seq": 0,
+                        **item["run"],
+                    }
+                )
         if message_rows:
             db.session.execute(insert(Message.__table__), message_rows)
         if run_rows:
