@@ -24,7 +24,7 @@ from services.gateway.sse import SSEParser  # noqa: E402
 
 
 def percentile(values, q):
-    """Nearest-rank percentile (the same rule as bench/relay.py); NaN when empty."""
+    """Nearest-rank percentile; NaN when empty."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")

@@ -31,18 +31,13 @@ import psutil  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import percentile  # noqa: E402
+
 from services.gateway.sse import SSEParser  # noqa: E402
 from tests.servers import LiveStack  # noqa: E402
 
 AGENT = "dir-code"
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def timed_stream(response, started):

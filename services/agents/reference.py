@@ -379,7 +379,11 @@ def _completion_problem(body) -> str | None:
         return "the body must be a JSON object"
     if not isinstance(body.get("model"), str) or not body["model"]:
         return "'model' must be a non-empty string"
-    messages = body.get("messages")
+    return _messages_problem(body.get("messages"))
+
+
+def _messages_problem(messages) -> str | None:
+    """What is wrong with a request's `messages` (both protocols carry the same list), if anything."""
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for index, message in enumerate(messages):
@@ -432,17 +436,7 @@ def _task_problem(body) -> str | None:
             return f"'{key}' must be a non-empty string"
     if not isinstance(body.get("session_id"), str):
         return "'session_id' must be a string"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    for index, message in enumerate(messages):
-        if (
-            not isinstance(message, dict)
-            or message.get("role") not in _ROLES
-            or not isinstance(message.get("content"), str)
-        ):
-            return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content"
-    return None
+    return _messages_problem(body.get("messages"))
 
 
 def _drop_connection(sock) -> None:
