@@ -67,6 +67,7 @@ class Task:
     model: str
     status: str = "running"
     tokens_sent: int = 0
+    chars_sent: int = 0  # of token text: lets a test check a client got exactly what was sent
     started_at: str = field(default_factory=_iso_now)
     stopped_at: str | None = None
     cancel: Event = field(default_factory=Event)
@@ -82,6 +83,7 @@ class Task:
             "model": self.model,
             "status": self.status,
             "tokens_sent": self.tokens_sent,
+            "chars_sent": self.chars_sent,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
         }
@@ -216,6 +218,7 @@ class ReferenceAgent:
                     yield _MALFORMED[(index // 3) % len(_MALFORMED)].encode()
                 yield _event("token", {"text": text})
                 task.tokens_sent += 1
+                task.chars_sent += len(text)
                 if knobs.crash_after is not None and task.tokens_sent >= knobs.crash_after:
                     raise _Crash
                 if knobs.stall_after is not None and task.tokens_sent == knobs.stall_after:
@@ -311,6 +314,7 @@ class ReferenceAgent:
                     yield b"data: {this is not json\n\n"
                 yield chunk({"content": text})
                 task.tokens_sent += 1
+                task.chars_sent += len(text)
                 if knobs.crash_after is not None and task.tokens_sent >= knobs.crash_after:
                     raise _Crash
                 if knobs.stall_after is not None and task.tokens_sent == knobs.stall_after and knobs.stall_ms > 0:

@@ -108,7 +108,9 @@ def test_event_order_tokens_then_one_usage_then_done(stack, api):
     events = read_events(api, sent["stream_url"])
     assert_grammar(events)
     kinds = [e.event for e in events]
-    assert kinds.count("token") == 30 and "status_update" in kinds
+    # a busy worker may hand several of the agent's tokens on as one event: compare the text
+    task = agent_task(stack, "dir-code", sent["message_id"])
+    assert task["tokens_sent"] == 30 and len(text_of(events)) == task["chars_sent"] and "status_update" in kinds
     done = json.loads(events[-1].data)
     assert done["status"] == "complete" and done["message_id"] == sent["message_id"]
     usage = json.loads(events[-2].data)
@@ -236,11 +238,12 @@ def test_agent_down_ends_error_with_a_sentence(stack, api):
     assert db_row(stack, sent["message_id"])["error"] == done["error"]
 
 
-def test_malformed_lines_are_skipped_and_the_stream_continues(api):
+def test_malformed_lines_are_skipped_and_the_stream_continues(stack, api):
     sent = send(api, "Mixed @@tokens=12 @@malformed=1 @@delay_ms=5")
     events = read_events(api, sent["stream_url"])
     assert_grammar(events)
-    assert [e.event for e in events].count("token") == 12
+    task = agent_task(stack, "dir-code", sent["message_id"])
+    assert task["tokens_sent"] == 12 and len(text_of(events)) == task["chars_sent"]  # none lost to the bad lines
     assert json.loads(events[-1].data)["status"] == "complete"
 
 
@@ -288,8 +291,8 @@ def test_two_hosts_follow_reconnect_and_stop_one_run_without_gap_duplicate_or_la
     assert [int(e.id) for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
     assert json.loads(events[-1].data)["status"] == "cancelled"
     task = wait_for(lambda: (t := agent_task(stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t)
-    tokens = [e for e in events if e.event == "token"]
-    assert task["tokens_sent"] < 400 and len(tokens) == task["tokens_sent"]  # nothing generated after the stop
+    # the client has exactly what the agent sent before it stopped: nothing after the stop, nothing lost
+    assert task["tokens_sent"] < 400 and len(text_of(events)) == task["chars_sent"]
     row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "cancelled" and r)
     assert row["content"] == text_of(events)
 
