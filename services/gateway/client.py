@@ -41,9 +41,6 @@ class _End:
 
 
 _WAKE = object()  # put by close() so a consumer blocked on the queue looks again at once
-# Tokens already queued behind one another are handed over as one, up to these bounds.
-COALESCE_MAX_TOKENS = 256
-COALESCE_MAX_CHARS = 16_384
 
 
 def _estimate_tokens(chars: int) -> int:
@@ -72,7 +69,6 @@ class TaskStream:
         connect_timeout: float,
         idle_timeout: float,
         tick: float | None,
-        coalesce: bool = False,
     ):
         self.agent = agent
         self.task_id = task_id
@@ -82,7 +78,6 @@ class TaskStream:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.tick = tick
-        self.coalesce = coalesce  # merge tokens that queued up while the consumer was busy
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._response: urllib3.BaseHTTPResponse | None = None
@@ -94,7 +89,6 @@ class TaskStream:
         # must not grow with a second copy of it.
         self._text_chars = 0
         self._final: deque[AgentEvent] = deque()
-        self._lookahead = None  # an item taken from the queue while merging tokens
         self._finished = False
         self._sent = threading.Event()
         self._reader = threading.Thread(target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True)
@@ -113,9 +107,15 @@ class TaskStream:
             if self._close_status is not None:
                 self._finish(self._close_status, self._close_error)
                 continue
-            item = self._next_item()
-            if item is None:
-                return None
+            try:
+                # Most events are already queued when asked for: no timer for those (under
+                # gevent a timed wait costs a Timeout object and a hub timer each time).
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                try:
+                    item = self._queue.get(timeout=self.tick)
+                except queue.Empty:
+                    return None
             if item is _WAKE:
                 continue
             if isinstance(item, _End):
@@ -125,51 +125,9 @@ class TaskStream:
                 # Held back: usage must come last, right before done, whenever it arrived.
                 self._agent_usage = item.data
                 continue
-            if item.type == "token" and self.coalesce:
-                item = self._with_queued_tokens(item)
             if item.type == "token":
                 self._text_chars += len(item.data["text"])
             return item
-
-    def _next_item(self):
-        """The next queued item (a lookahead first), waiting at most `tick`; None if none came."""
-        if self._lookahead is not None:
-            item, self._lookahead = self._lookahead, None
-            return item
-        try:
-            # Most events are already queued when asked for: no timer for those (under gevent a
-            # timed wait costs a Timeout object and a hub timer each time).
-            return self._queue.get_nowait()
-        except queue.Empty:
-            try:
-                return self._queue.get(timeout=self.tick)
-            except queue.Empty:
-                return None
-
-    def _with_queued_tokens(self, first: AgentEvent) -> AgentEvent:
-        """`first` plus the tokens already queued behind it, as one token.
-
-        A consumer that keeps up gets tokens one by one; one that falls behind (a busy worker)
-        gets them merged, so the cost of everything downstream (numbering, publishing, every
-        subscriber's write) is paid once per batch instead of once per token, and lag does not
-        compound under load.
-        """
-        parts = [first.data["text"]]
-        size = len(parts[0])
-        while len(parts) < COALESCE_MAX_TOKENS and size < COALESCE_MAX_CHARS:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, AgentEvent) and item.type == "token" and set(item.data) == {"text"}:
-                parts.append(item.data["text"])
-                size += len(parts[-1])
-            else:
-                self._lookahead = item
-                break
-        if len(parts) == 1:
-            return first
-        return AgentEvent("token", {"text": "".join(parts)})
 
     @property
     def text_chars(self) -> int:
@@ -438,7 +396,6 @@ def open_task(
     connect_timeout: float = 3.0,
     idle_timeout: float = 120.0,
     tick: float | None = 0.25,
-    coalesce: bool = False,
 ) -> TaskStream:
     """Start a task on `agent` and return its stream at once; the request runs in the reader."""
     stream = TaskStream(
@@ -450,7 +407,6 @@ def open_task(
         connect_timeout=connect_timeout,
         idle_timeout=idle_timeout,
         tick=tick,
-        coalesce=coalesce,
     )
     return stream.start()
 

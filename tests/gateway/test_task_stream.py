@@ -35,21 +35,6 @@ def test_complete_reply_keeps_the_grammar(agent, task_id):
     assert usage["cost_usd"] == agent.model("ref-fast").cost_usd(usage["prompt_tokens"], tokens)
 
 
-def test_tokens_that_queue_up_are_handed_on_as_one_when_asked_to(agent, task_id):
-    stream = start(agent, task_id, f"A long one @@tokens=300 {FAST}", coalesce=True)
-    for _ in range(200):  # a busy consumer: the reader queues many tokens meanwhile
-        if stream._queue.qsize() > 100:
-            break
-        time.sleep(0.01)
-    events, _ = collect(stream)
-    assert_grammar(events)
-    tokens = [event for event in events if event.type == "token"]
-    sent = task_state(agent, task_id)
-    assert len(tokens) < sent["tokens_sent"] == 300  # fewer events than the agent's tokens...
-    assert len(text_of(events)) == sent["chars_sent"]  # ...carrying every character, in order
-    assert events[-2].data["completion_tokens"] == 300
-
-
 def test_early_usage_is_held_until_the_end(agent, task_id):
     events, _ = collect(start(agent, task_id, f"x @@usage=early @@tokens=4 {FAST}"))
     assert_grammar(events)

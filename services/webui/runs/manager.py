@@ -94,8 +94,6 @@ class RunManager:
             connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
             idle_timeout=config["AGENT_IDLE_TIMEOUT"],
             tick=min(config["RUN_FLUSH_SECONDS"], 0.25),
-            # A busy worker hands on tokens that queued up as one: lag does not compound.
-            coalesce=True,
         )
         # The run's thread first, the request second: starting a thread waits for it, and that
         # wait must not fall between the request's connect and its send.
