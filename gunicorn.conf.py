@@ -37,8 +37,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def post_worker_init(worker):
-    """On SIGTERM (or Ctrl-C's SIGINT, or SIGQUIT), end the worker's runs first (text kept,
-    agents' tasks stopped), then stop.
+    """Start the worker's run housekeeping. On SIGTERM (or Ctrl-C's SIGINT, or SIGQUIT), end the
+    worker's runs first (text kept, agents' tasks stopped), then stop.
 
     gunicorn's gevent worker would otherwise exit with its runs still live (at once on SIGINT
     and SIGQUIT), leaving them for the next start-up to find.
@@ -46,6 +46,7 @@ def post_worker_init(worker):
     manager = getattr(worker.wsgi, "extensions", {}).get("switchboard.runs")
     if manager is None:
         return
+    manager.start()  # housekeeping (orphans, heartbeats, stops) runs from the worker's start
     stopping = []
 
     def handle_stop(sig, frame):

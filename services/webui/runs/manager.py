@@ -389,8 +389,8 @@ def init_runs(app) -> RunManager:
         manager.recover()
     except (OperationalError, ProgrammingError):
         pass  # tables not created yet (before `flask db upgrade`): nothing to recover
-    if not app.testing:
-        manager.start()
+    # The housekeeping loop starts in a serving process only (gunicorn.conf.py, or the first run
+    # or subscriber): a `flask` command must not beat, recover or purge in the background.
     return manager
 
 
