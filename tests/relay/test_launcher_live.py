@@ -65,9 +65,14 @@ def launched(tmp_path):
         yield process, base, agents, tmp_path
     finally:
         if process.poll() is None:
+            # Its children first: once the launcher is gone they can no longer be found from it.
+            family = psutil.Process(process.pid).children(recursive=True)
             process.kill()
-            for child in psutil.Process(process.pid).children(recursive=True) if psutil.pid_exists(process.pid) else []:
-                child.kill()
+            for child in family:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
         log.close()
 
 
