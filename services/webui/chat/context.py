@@ -78,6 +78,8 @@ class ContextPlan:
     cut_reason: str | None = None  # "budget" | "summary" | "context_reset" | None
     counted: dict[str, tuple[int, str]] = field(default_factory=dict)  # new counts to store
 
+    history_bound: int = HISTORY_BOUND
+
     @property
     def budget(self) -> int:
         return max(self.window - self.reserve, 0)
