@@ -138,7 +138,7 @@ def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic
     )
 
 
-ECHO_CONTEXT_WORDS = 8
+ECHO_CONTEXT_WORDS = 16
 
 
 def context_lines(messages: list[dict]) -> str:

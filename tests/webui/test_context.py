@@ -296,6 +296,7 @@ def test_a_fresh_context_cuts_everything_before_it_and_can_be_undone(app, alice,
     assert sent_to_agent[0] == [{"role": "user", "content": "fresh start"}]
     html = alice.get(f"/chat/{sid}").text
     assert f'id="msg-{marker_id}" class="context-reset"' in html and "nothing above this line" in html
+    assert 'id="context-marker"' not in html  # the divider is the marker
     plan = alice.get(f"/api/chat/sessions/{sid}/context").json
     assert plan["cut"]["reason"] == "context_reset" and plan["cut"]["hidden_messages"] == 2
 

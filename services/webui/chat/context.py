@@ -103,11 +103,16 @@ class ContextPlan:
         return sum(1 for item in self.items if not item.sent and item.counts_as_hidden)
 
     @property
-    def marker_before(self) -> str | None:
-        """The message the marker goes above: the first one sent, once something is hidden."""
+    def cut_before(self) -> str | None:
+        """The first message sent, when messages above it are not ("end" when none is sent)."""
         if not (self.hidden_count or self.older_unread):
             return None
         return self.first_sent_id or "end"
+
+    @property
+    def marker_before(self) -> str | None:
+        """Where the page shows the marker; a fresh-context divider is its own marker."""
+        return None if self.cut_reason == "context_reset" else self.cut_before
 
     def agent_messages(self) -> list[dict]:
         return [item.agent_message for item in self.items if item.sent]
@@ -122,7 +127,7 @@ class ContextPlan:
             "exact": self.exact,
             "cut": {
                 "reason": self.cut_reason,
-                "before_message_id": self.first_sent_id if self.marker_before else None,
+                "before_message_id": self.first_sent_id if self.cut_before else None,
                 "hidden_messages": self.hidden_count,
                 "older_unread": self.older_unread,
             },
