@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 
 from ..extensions import db
 from ..fleet import registry
@@ -138,12 +138,3 @@ def remove_context_message(session: ConversationSession, message_id: str) -> Non
     message = _context_message(session, message_id, REMOVABLE_TYPES)
     db.session.execute(delete(messages_table).where(messages_table.c.id == message.id))
     db.session.commit()
-
-
-def latest_context_message(session_id: str) -> str | None:
-    return db.session.scalar(
-        select(Message.id)
-        .where(Message.session_id == session_id, Message.message_type.in_(REMOVABLE_TYPES))
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
