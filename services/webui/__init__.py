@@ -83,4 +83,7 @@ def create_app(config: dict | None = None):
     from .runs import init_runs
 
     init_runs(app)
+    from .chat.context_actions import init_auto_summary
+
+    init_auto_summary(app)
     return app

@@ -348,3 +348,41 @@ def test_summaries_and_fresh_contexts_survive_export_and_import(app, alice, agen
     review = alice.get(f"/sessions/{new_sid}").text
     assert "Summary of earlier messages" in review and "Fresh context" in review
     assert json.dumps(exported)  # the export is plain JSON
+
+
+# ---- automatic summary ---------------------------------------------------------------------------------
+
+
+def test_an_automatic_summary_starts_past_the_threshold_and_only_then(app, alice, agents_up, sent_to_agent):
+    from services.webui.chat.context_actions import auto_summarize_after
+    from services.webui.runs.driver import LiveRun
+
+    sid, ids = make_session(app, turns=4)  # 4 × 54 = 216 of 300 tokens: 72 %
+    with app.app_context():
+        agent = app.extensions["switchboard.registry"].current().get("architect")
+    ended = LiveRun(ids[-1], sid, agent, "tiny")
+    assert auto_summarize_after(app, ended) is None  # off by default
+    app.config["CONTEXT_AUTO_SUMMARY"] = 0.8
+    assert auto_summarize_after(app, ended) is None  # 72 % < 80 %
+    app.config["CONTEXT_AUTO_SUMMARY"] = 0.7
+    summary_id = auto_summarize_after(app, ended)
+    assert summary_id is not None and sent_to_agent[-1][-1]["content"] == SUMMARY_INSTRUCTION
+    with app.app_context():
+        assert db.session.get(Message, summary_id).message_type == "summary"
+    # Never after a summary's own run (no loop), and not while a run holds the session.
+    assert auto_summarize_after(app, LiveRun(summary_id, sid, agent, "tiny")) is None
+    assert auto_summarize_after(app, ended) is None
+
+
+def test_the_run_manager_calls_its_end_hooks_after_a_run(app, monkeypatch):
+    from services.webui.runs.driver import LiveRun
+
+    manager = run_manager(app)
+    seen = []
+    monkeypatch.setattr(manager.driver, "drive", lambda run: None)
+    monkeypatch.setattr(manager, "on_end", [seen.append, lambda run: 1 / 0])  # a failing hook is only logged
+    with app.app_context():
+        agent = app.extensions["switchboard.registry"].current().get("architect")
+    run = LiveRun("r1", None, agent, "tiny")
+    manager._drive(run)
+    assert seen == [run]

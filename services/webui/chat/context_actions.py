@@ -8,6 +8,7 @@ message of type "summary", which the plan (context.py) sends in place of everyth
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from flask import current_app
@@ -20,6 +21,7 @@ from ..runs import run_manager
 from .context import SUMMARY_INSTRUCTION, plan_context, store_counts
 from .service import NOT_COUNTED, ChatError, _message_columns, claim_session, insert_run
 
+log = logging.getLogger("switchboard.context")
 messages_table = Message.__table__
 REMOVABLE_TYPES = ("summary", "context_reset")
 
@@ -138,3 +140,37 @@ def remove_context_message(session: ConversationSession, message_id: str) -> Non
     message = _context_message(session, message_id, REMOVABLE_TYPES)
     db.session.execute(delete(messages_table).where(messages_table.c.id == message.id))
     db.session.commit()
+
+
+def init_auto_summary(app) -> None:
+    """With CONTEXT_AUTO_SUMMARY set, every run that ends here may start a summary."""
+    from ..runs import run_manager as manager_of
+
+    manager_of(app).on_end.append(lambda run: auto_summarize_after(app, run))
+
+
+def auto_summarize_after(app, run) -> str | None:
+    """After a complete chat reply: summarize when what is sent uses CONTEXT_AUTO_SUMMARY of the
+    budget or more, or no longer fits. The summary's id, or None when none was started."""
+    share = app.config.get("CONTEXT_AUTO_SUMMARY") or 0.0
+    if share <= 0 or not run.session_id:
+        return None
+    with app.app_context():
+        try:
+            message = db.session.get(Message, run.run_id)
+            if message is None or message.message_type != "chat" or message.status != "complete":
+                return None  # never after a summary (no loop), nor after a failed reply
+            session = db.session.get(ConversationSession, run.session_id)
+            if session is None or session.is_archived or session.active_run_id is not None:
+                return None
+            _, model = _agent_and_model(session)
+            plan = plan_context(session.id, model)
+            if plan.cut_reason != "budget" and plan.used < share * plan.budget:
+                return None
+            log.info("session %s uses %d of %d tokens: summarizing", session.id, plan.used, plan.budget)
+            return start_summary(session)
+        except ChatError as refused:  # another run claimed the session, nothing to summarize, …
+            log.info("no automatic summary for session %s: %s", run.session_id, refused.message)
+            return None
+        finally:
+            db.session.remove()
