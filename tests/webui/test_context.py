@@ -386,3 +386,19 @@ def test_the_run_manager_calls_its_end_hooks_after_a_run(app, monkeypatch):
     run = LiveRun("r1", None, agent, "tiny")
     manager._drive(run)
     assert seen == [run]
+
+
+def test_a_busy_database_only_means_counting_again(app, alice, agents_up, monkeypatch):
+    from services.webui.chat import context
+    from services.webui.database import DatabaseUnavailable
+
+    sid, ids = make_session(app, turns=2)
+
+    def busy(*args, **kwargs):
+        raise DatabaseUnavailable()
+
+    monkeypatch.setattr(context, "update", busy)
+    assert alice.get(f"/chat/{sid}").status_code == 200
+    assert alice.get(f"/api/chat/sessions/{sid}/context").json["used"] == 108
+    with app.app_context():
+        assert db.session.get(Message, ids[0]).token_count is None

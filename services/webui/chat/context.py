@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.registry import Model
 
+from ..database import WRITE_WAIT_OPTION, DatabaseUnavailable
 from ..extensions import db
 from ..models import LIVE_STATUSES, Message
 from .tokens import Counter, counter_for
@@ -30,6 +31,7 @@ from .tokens import Counter, counter_for
 log = logging.getLogger("switchboard.context")
 
 HISTORY_BOUND = 200  # the newest messages read for a plan; older ones are never sent
+COUNTS_WRITE_WAIT_SECONDS = 0.25  # storing counts is a cache: never hold a page for it
 SUMMARY_PREFIX = "Summary of the earlier conversation (it replaces the messages before it):\n\n"
 SUMMARY_INSTRUCTION = (
     "Summarize the conversation so far for your own future reference: the goals, the decisions "
@@ -234,14 +236,16 @@ def store_counts(plan: ContextPlan) -> None:
     if not plan.counted:
         return
     try:
+        db.session.commit()  # end the read transaction: the write below gets its own, briefly waited for
+        connection = db.session.connection(execution_options={WRITE_WAIT_OPTION: COUNTS_WRITE_WAIT_SECONDS})
         for message_id, (count, by) in plan.counted.items():
-            db.session.execute(
+            connection.execute(
                 update(messages_table)
                 .where(messages_table.c.id == message_id)
                 .values(token_count=count, token_counter=by)
             )
         db.session.commit()
-    except SQLAlchemyError:
+    except (SQLAlchemyError, DatabaseUnavailable):
         db.session.rollback()
         log.info("token counts not stored this time (database busy)")
     plan.counted = {}
