@@ -15,7 +15,7 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
     """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}].
 
     Written as given, not validated: some tests need a registry that is wrong on purpose.
-    `models` are (model_id, context_window) pairs.
+    `models` are (model_id, context_window) pairs, or (model_id, context_window, tokenizer).
     """
     data = {
         "agents": [
@@ -29,13 +29,14 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
                 "api_key_env": agent.get("api_key_env"),
                 "models": [
                     {
-                        "model_id": model_id,
-                        "name": model_id,
-                        "context_window": window,
+                        "model_id": model[0],
+                        "name": model[0],
+                        "context_window": model[1],
                         "cost_per_1m_input": 1.0,
                         "cost_per_1m_output": 2.0,
+                        **({"tokenizer": model[2]} if len(model) > 2 else {}),
                     }
-                    for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+                    for model in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
                 ],
             }
             for agent in agents

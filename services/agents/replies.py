@@ -6,7 +6,10 @@ word-sized tokens. Directives in that last message change the pace or the ending
 
     @@tokens=40 @@delay_ms=20 @@first_token_ms=1500 @@stall_after=5 @@stall_ms=3000
     @@crash_after=10 @@malformed=1 @@echo @@status=awaiting_approval @@error=message
-    @@usage=early|none @@filler=doc
+    @@usage=early|none @@filler=doc @@echo_context
+
+`@@echo_context` answers with one line per message the agent received ("- role: first words"),
+so tests can see exactly what Switchboard sent.
 
 A reply longer than the document is padded with a short paragraph repeated; `@@filler=doc`
 repeats the whole document instead (headings, lists, code blocks), which is what a long,
@@ -34,6 +37,7 @@ class Knobs:
     crash_after: int | None = None
     malformed: bool = False
     echo: bool = False
+    echo_context: bool = False
     status: str | None = None
     error: str | None = None
     usage: str = "normal"  # "early" sends usage before the tokens, "none" never sends it
@@ -63,7 +67,7 @@ def parse_directives(text: str, model_id: str) -> tuple[Knobs, str]:
             changes[name] = int(value)
         elif name in _MS_KNOBS and value is not None and _is_number(value):
             changes[name] = min(float(value), 600_000.0)
-        elif name in ("malformed", "echo"):
+        elif name in ("malformed", "echo", "echo_context"):
             changes[name] = value in (None, "", "1", "true", "yes")
         elif name == "status" and value:
             changes["status"] = value
@@ -134,7 +138,28 @@ def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic
     )
 
 
-def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str, parent_name: str | None) -> list[str]:
+ECHO_CONTEXT_WORDS = 16
+
+
+def context_lines(messages: list[dict]) -> str:
+    """What @@echo_context answers: each received message as "- role: its first words"."""
+    lines = []
+    for message in messages:
+        words = str(message.get("content", "")).split()
+        lines.append(f"- {message.get('role')}: {' '.join(words[:ECHO_CONTEXT_WORDS])}")
+    return "\n".join(lines) + "\n"
+
+
+def reply_tokens(
+    knobs: Knobs,
+    cleaned_text: str,
+    agent_name: str,
+    agent_id: str,
+    parent_name: str | None,
+    messages: list[dict] | None = None,
+) -> list[str]:
+    if knobs.echo_context:
+        return tokenize(context_lines(messages or []))
     if knobs.echo:
         return tokenize(cleaned_text)
     tokens = tokenize(compose_reply(agent_name, agent_id, parent_name, topic_of(cleaned_text)))

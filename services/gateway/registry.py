@@ -44,6 +44,8 @@ class Model:
     context_window: int
     cost_per_1m_input: float
     cost_per_1m_output: float
+    # The model's tokenizer by its tiktoken encoding name ("cl100k_base"); None: counts are estimated.
+    tokenizer: str | None = None
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return round(
@@ -94,6 +96,7 @@ class Agent:
                     "context_window": m.context_window,
                     "cost_per_1m_input": m.cost_per_1m_input,
                     "cost_per_1m_output": m.cost_per_1m_output,
+                    **({"tokenizer": m.tokenizer} if m.tokenizer else {}),
                 }
                 for m in self.models
             ],
@@ -244,6 +247,7 @@ def _parse_models(raw_models: Any, where: str, owner: str, source: str) -> tuple
                 context_window=context_window,
                 cost_per_1m_input=_parse_price(raw, "cost_per_1m_input", model_where),
                 cost_per_1m_output=_parse_price(raw, "cost_per_1m_output", model_where),
+                tokenizer=_optional_str(raw, "tokenizer", model_where) or None,
             )
         )
     return tuple(models)

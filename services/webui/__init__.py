@@ -59,6 +59,7 @@ def create_app(config: dict | None = None):
 
     from . import auth, health, openapi
     from .chat import api as chat_api
+    from .chat import context_routes
     from .chat import pages as chat_pages
     from .errors import register_error_handlers
 
@@ -67,6 +68,7 @@ def create_app(config: dict | None = None):
     app.register_blueprint(openapi.bp)
     app.register_blueprint(chat_pages.bp)
     app.register_blueprint(chat_api.bp)
+    app.register_blueprint(context_routes.bp)
     from .sessions import init_sessions
 
     init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`
@@ -81,4 +83,7 @@ def create_app(config: dict | None = None):
     from .runs import init_runs
 
     init_runs(app)
+    from .chat.context_actions import init_auto_summary
+
+    init_auto_summary(app)
     return app

@@ -159,6 +159,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32000, minimum=1),
         "MAX_REPLY_CHARS": _int(env, "MAX_REPLY_CHARS", 400_000, minimum=1000),
+        # Kept free for the reply: below 1 a share of the model's window, else a number of tokens.
+        "CONTEXT_REPLY_RESERVE": _float(env, "CONTEXT_REPLY_RESERVE", 0.25),
+        # After a reply, summarize once the history sent uses this share of the budget (0: never).
+        "CONTEXT_AUTO_SUMMARY": _float(env, "CONTEXT_AUTO_SUMMARY", 0.0),
         "MARKDOWN_BUDGET_MS": _float(env, "MARKDOWN_BUDGET_MS", 50.0, minimum=1.0),
         "MARKDOWN_MAX_CHARS": _int(env, "MARKDOWN_MAX_CHARS", 40_000, minimum=0),
         "MARKDOWN_CACHE_CHARS": _int(env, "MARKDOWN_CACHE_CHARS", 32_000_000, minimum=0),

@@ -18,6 +18,9 @@ from .extensions import db
 
 USER_ROLES = ("admin", "user")
 MESSAGE_ROLES = ("user", "assistant", "system")
+# "summary": a reply that stands in for every message before it (chat/context.py);
+# "context_reset": a divider (role system) before which nothing is sent to the agent.
+MESSAGE_TYPES = ("chat", "summary", "context_reset")
 # A reply is "live" while a run may still change it.
 LIVE_STATUSES = ("pending", "streaming", "planning", "executing", "awaiting_approval")
 FINAL_STATUSES = ("complete", "cancelled", "error", "interrupted")
@@ -154,6 +157,10 @@ class Message(db.Model):
     error = db.Column(db.Text, nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     completed_at = db.Column(db.DateTime, nullable=True)
+    # Tokens of the content as `token_counter` ("cl100k_base", "estimate") counts them: filled
+    # once, so that planning a long session's context does not re-tokenize it on every view.
+    token_count = db.Column(db.Integer, nullable=True)
+    token_counter = db.Column(db.String(32), nullable=True)
 
     session = db.relationship("ConversationSession", back_populates="messages")
 

@@ -561,6 +561,8 @@ def paths() -> dict:
 
 def document(cookie_name: str = "switchboard_session") -> dict:
     """The description, built afresh on each call (nothing shared between requests)."""
+    from .chat.context_openapi import context_paths, context_schemas  # it builds on the helpers above
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -576,9 +578,9 @@ def document(cookie_name: str = "switchboard_session") -> dict:
             "Last-Event-ID is a number beyond 64 bits; dates must lie between 1970-01-01 "
             "and 9999-12-31 (UTC).",
         },
-        "paths": paths(),
+        "paths": {**paths(), **context_paths()},
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **context_schemas()},
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": cookie_name},
                 "csrf": {

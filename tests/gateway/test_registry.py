@@ -233,3 +233,13 @@ def test_file_source_rereads_a_changed_file_and_survives_a_broken_edit(tmp_path)
     source._next_check = 0
     path.write_text("[[agents]\nthis is broken")
     assert source.current().get("second") is not None
+
+
+def test_a_model_may_name_its_tokenizer(tmp_path):
+    models = GOOD_MODEL + 'tokenizer = "cl100k_base"\n'
+    model = load_text(tmp_path, agent_toml(models=models)).get("a1").models[0]
+    assert model.tokenizer == "cl100k_base"
+    assert load_text(tmp_path, agent_toml()).get("a1").models[0].tokenizer is None
+    with pytest.raises(RegistryError) as error:
+        load_text(tmp_path, agent_toml(models=GOOD_MODEL + "tokenizer = 7\n"))
+    assert_one_sentence_naming(error.value, "m1", "tokenizer")

@@ -210,7 +210,10 @@ def test_session_page_shows_the_conversation(app, alice, agents_up):
     assert re.search(r'class="turn-body md" hx-ignore aria-live="polite"', html)
     assert re.search(r'<span class="chip chip-complete" id="msg-[0-9a-f-]+-chip">Complete</span>', html)
     assert "1,200 tokens in · 34 out · $0.0042" in html
-    assert 'value="1234"' in html and "1,234</span> / 32,768 tokens" in html
+    # The gauge counts what the next message would send (chat/context.py), here estimated.
+    used = alice.get(f"/api/chat/sessions/{sid}/context").json["used"]
+    assert used > 0 and f'value="{used}"' in html and f"~{used:,}</span> / 32,768 tokens" in html
+    assert "(estimate)" in html and "8,192 kept for the reply" in html
     assert f'name="session_id" value="{sid}"' in html and 'hx-target="#messages"' in html
     assert 'hx-push-url="true"' in html  # another agent opens a new chat
     assert f"/chat/{sid}/watch" in html

@@ -17,6 +17,7 @@ from ..extensions import db
 from ..fleet import health, registry
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, sane_usage, utcnow
 from ..rendering import render_message
+from .context import ContextPlan, plan_context, store_counts
 
 RECENT_SESSIONS = 30
 GAUGE_WARN = 0.60
@@ -141,8 +142,11 @@ def model_label(model: Model) -> str:
 
 @dataclass(frozen=True)
 class Gauge:
-    used: int
+    used: int  # tokens sent with the next message: the history that fits (chat/context.py)
     window: int
+    reserve: int = 0  # kept for the reply
+    estimated: bool = False  # counted at ~4 characters a token, not by the model's tokenizer
+    hidden: int = 0  # messages the agent no longer sees
 
     @property
     def share(self) -> float:
@@ -175,16 +179,19 @@ def used_tokens(usage: dict | None) -> int:
     return int(total or 0)
 
 
+def session_plan(session: ConversationSession | None, model: Model) -> ContextPlan:
+    """What the agent would receive with the next message; counts made for it are stored."""
+    plan = plan_context(session.id if session is not None else None, model)
+    store_counts(plan)
+    return plan
+
+
+def plan_gauge(plan: ContextPlan) -> Gauge:
+    return Gauge(plan.used, plan.window, plan.reserve, not plan.exact, plan.hidden_count)
+
+
 def session_gauge(session: ConversationSession | None, model: Model) -> Gauge:
-    if session is None:
-        return Gauge(0, model.context_window)
-    usage_json = db.session.scalar(
-        select(Message.usage_json)
-        .where(Message.session_id == session.id, Message.role == "assistant", Message.usage_json.is_not(None))
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
-    return Gauge(used_tokens(_loads(usage_json)), model.context_window)
+    return plan_gauge(session_plan(session, model))
 
 
 def _loads(raw: str | None) -> dict | None:
@@ -203,6 +210,8 @@ class MessageView:
     content: str
     status: str
     agent_name: str = ""
+    message_type: str = "chat"  # or "summary", "context_reset" (chat/context.py)
+    session_id: str = ""
     usage: dict | None = None
     error: str | None = None
     created_at: datetime | None = None
@@ -261,6 +270,8 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         content=message.content or "",
         status=message.status,
         agent_name=agent_name,
+        message_type=message.message_type or "chat",
+        session_id=message.session_id,
         usage=message.usage,
         error=message.error,
         created_at=message.created_at,
@@ -274,7 +285,10 @@ def session_messages(session: ConversationSession) -> list[MessageView]:
     model_of = dict(db.session.execute(select(Run.message_id, Run.model_id).where(Run.session_id == session.id)).all())
     rows = db.session.scalars(
         select(Message)
-        .where(Message.session_id == session.id, Message.role.in_(("user", "assistant")))
+        .where(
+            Message.session_id == session.id,
+            Message.role.in_(("user", "assistant")) | (Message.message_type == "context_reset"),
+        )
         .order_by(Message.created_at)
     ).all()
     views = []

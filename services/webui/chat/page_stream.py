@@ -25,7 +25,7 @@ from ..markdown import GrowingText
 from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
-from .display import Gauge, MessageView, used_tokens
+from .display import MessageView
 
 # Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
@@ -58,8 +58,11 @@ class IncrementalReply:
         return tail_chars >= self.tail_sent * TAIL_GROWTH
 
 
-def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_window: int):
+def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of):
     """SSE chunks for the page: the whole reply once, then deltas, then the final render.
+
+    `context_of()` gives the gauge and the plan (chat/context.py) for the final render, which
+    refreshes the gauge and the "no longer sees" marker.
 
     `after_seq` is the client's Last-Event-ID: the reply is rebuilt from the first event, and
     nothing is sent until the state is newer than what the client already shows.
@@ -107,8 +110,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
 
     def final(state: ReplyState) -> str:
         view = view_of(state, None).rendered()
-        gauge = Gauge(used_tokens(state.usage), gauge_window) if state.usage else None
-        html = render_template("partials/reply_final.html", m=view, gauge=gauge)
+        html = render_template("partials/reply_final.html", m=view, **context_of())
         return format_sse(html, id=str(state.seq))
 
     def chunks():

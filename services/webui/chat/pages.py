@@ -80,6 +80,7 @@ def chat_context(session=None, agent_id: str | None = None, model_id: str | None
         wanted = model_id or (session.model_id if session is not None else None)
         model = (agent.model(wanted) if wanted else None) or agent.models[0]
     messages = display.session_messages(session) if session is not None else []
+    plan = display.session_plan(session, model) if model else None
     live = next((m for m in reversed(messages) if m.role == "assistant" and m.is_live), None)
     return {
         "session": session,
@@ -89,7 +90,8 @@ def chat_context(session=None, agent_id: str | None = None, model_id: str | None
         "model": model,
         "messages": messages,
         "live": live,
-        "gauge": display.session_gauge(session, model) if model else None,
+        "gauge": display.plan_gauge(plan) if plan else None,
+        "plan": plan if session is not None else None,
         "read_only": session is not None and (session.is_archived or selected is None),
         "notice": notice,
         "max_chars": current_app.config["MAX_MESSAGE_CHARS"],
@@ -140,8 +142,11 @@ def send():
         return response
     agent = registry().get(sent.session.agent_id)
     model = agent.model(sent.session.model_id) if agent else None
+    plan = display.session_plan(sent.session, model) if model else None
     return render_template(
         "partials/sent.html",
+        plan=plan,
+        gauge=display.plan_gauge(plan) if plan else None,
         session=sent.session,
         user_message=display.message_view(sent.user_message, sent.session.agent_name, model),
         reply=display.message_view(sent.reply, sent.session.agent_name, model),
@@ -165,11 +170,30 @@ def stream(session_id: str):
         content="",
         status="pending",
         agent_name=session.agent_name,
+        message_type=message.message_type,
+        session_id=session.id,
         created_at=message.created_at,
         model=model,
     )
-    window = model.context_window if model else 0
-    return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), window))
+    return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), context_after(session.id, model)))
+
+
+def context_after(session_id: str, model):
+    """For the end of a reply stream: the gauge and the plan as they are then (own app context,
+    nothing held across the stream's yields)."""
+    app = current_app._get_current_object()
+
+    def context_of() -> dict:
+        if model is None:
+            return {}
+        with app.app_context():
+            try:
+                plan = display.session_plan(db.session.get(ConversationSession, session_id), model)
+                return {"gauge": display.plan_gauge(plan), "plan": plan}
+            finally:
+                db.session.remove()
+
+    return context_of
 
 
 @bp.get("/chat/<session_id>/watch")
@@ -183,7 +207,10 @@ def watch(session_id: str):
         current = db.session.get(ConversationSession, sid)
         messages = display.session_messages(current)
         live = next((m for m in reversed(messages) if m.role == "assistant" and m.is_live), None)
-        return render_template("partials/watch_update.html", session=current, messages=messages, live=live)
+        agent = registry().get(current.agent_id)
+        model = (agent.model(current.model_id) or agent.models[0]) if agent else None
+        plan = display.session_plan(current, model) if model else None
+        return render_template("partials/watch_update.html", session=current, messages=messages, live=live, plan=plan)
 
     return sse_response(page_stream.session_watch(sid, known, render))
 
@@ -200,10 +227,11 @@ def stop(session_id: str):
     run = db.session.get(Run, body["message_id"])
     model = agent.model(run.model_id) if agent and run else None
     view = display.message_view(message, agent_name, model) if message is not None else None
-    gauge = None
-    if view is not None and view.usage and model is not None:
-        gauge = display.Gauge(display.used_tokens(view.usage), model.context_window)
-    return render_template("partials/stopped.html", m=view, session_id=session_id, gauge=gauge)
+    gauge = plan = None
+    if model is not None:
+        plan = display.session_plan(db.session.get(ConversationSession, session_id), model)
+        gauge = display.plan_gauge(plan)
+    return render_template("partials/stopped.html", m=view, session_id=session_id, gauge=gauge, plan=plan)
 
 
 @bp.get("/chat/models")

@@ -24,16 +24,17 @@ from ..models import ConversationSession, IdempotencyKey, Message, Run, new_id, 
 from ..ownership import owned_session
 from ..runs import run_manager
 from ..runs.driver import SEQ_HEADROOM
+from .context import budget_of, plan_context, reply_reserve, store_counts, stored_count
+from .tokens import counter_for
 
 TITLE_CHARS = 80
-# Leave room for the reply: the history sent to an agent uses at most this share of its window.
-HISTORY_SHARE_OF_CONTEXT = 0.75
 
 sessions_table = ConversationSession.__table__
 messages_table = Message.__table__
 runs_table = Run.__table__
 keys_table = IdempotencyKey.__table__
 IDEMPOTENCY_KEY_CHARS = 128
+NOT_COUNTED = {"token_count": None, "token_counter": None}
 
 
 class ChatError(RequestError):
@@ -144,6 +145,7 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     agent = resolve_agent(agent_id)
     model = resolve_model(agent, model_id)
     content = validate_content(content)
+    counts = check_fits(model, content)
     reply_id = new_id()
     session = owned_session(str(session_id)) if session_id else None
     manager = run_manager()
@@ -151,13 +153,9 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     # inside the write transaction below.
     live = manager.prepare(agent, reply_id, session.id if session else None, model.model_id)
     try:
-        sent = _save_turn(user, agent, model, content, session, reply_id, key)
+        sent = _save_turn(user, agent, model, content, session, reply_id, key, counts)
         live.session_id = sent.session_id
-        history = (
-            conversation_for_agent(sent.session_id, sent.user_row, model)
-            if session is not None
-            else [{"role": "user", "content": content}]
-        )
+        plan = conversation_plan(sent.session_id if session is not None else None, sent.user_row, model)
     except IntegrityError:
         # The same key, sent twice at once: the other request saved the turn first.
         manager.abandon(live)
@@ -170,11 +168,30 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
         manager.abandon(live)
         db.session.rollback()
         raise
-    manager.launch(live, history)
+    manager.launch(live, plan.agent_messages() + [{"role": "user", "content": content}])
+    store_counts(plan)  # after the agent has the request
     return sent
 
 
-def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None) -> SentMessage:
+def check_fits(model: Model, content: str) -> dict:
+    """Refuse, before anything is saved, a message that alone cannot fit the model's window."""
+    counter = counter_for(model)
+    counts = stored_count(content, counter)
+    budget = budget_of(model)
+    if counts["token_count"] > budget:
+        kind = "" if counter.exact else "about "
+        raise ChatError(
+            422,
+            f"This message is {kind}{counts['token_count']:,} tokens; {model.name} has a window of "
+            f"{model.context_window:,} tokens, {reply_reserve(model.context_window):,} of them kept for the reply, "
+            f"so a message can take at most {budget:,}. Shorten it or pick a model with a larger window.",
+        )
+    return counts
+
+
+def _save_turn(
+    user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None, counts: dict
+) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
     Core INSERTs of plain rows: the ORM's bulk path and building model objects here cost about
@@ -189,16 +206,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
                 409,
                 f"This session belongs to agent {session.agent_id}; start a new chat to talk to {agent.agent_id}.",
             )
-        claim = {"active_run_id": reply_id, "updated_at": now, "model_id": model.model_id}
-        claimed = db.session.execute(
-            update(sessions_table)
-            .where(sessions_table.c.id == session.id, sessions_table.c.active_run_id.is_(None))
-            .values(**claim)
-        ).rowcount
-        if not claimed:
-            raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
-        for name, value in claim.items():
-            set_committed_value(session, name, value)
+        claim_session(session, reply_id, model, now)
         session_row = {"id": session.id}
     else:
         session_row = {
@@ -241,23 +249,10 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         "created_at": now + timedelta(microseconds=1),
         "completed_at": None,
     }
-    db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
     db.session.execute(
-        runs_table.insert(),
-        {
-            "message_id": reply_id,
-            "session_id": session_row["id"],
-            "agent_id": agent.agent_id,
-            "model_id": model.model_id,
-            "owner": run_manager().owner,
-            "beat_at": now,
-            "created_at": now,
-            # No event above this can be sent before the run stores a higher one (runs/manager.py).
-            "last_seq": SEQ_HEADROOM,
-            "cancel_requested_at": None,
-            "ended_at": None,
-        },
+        messages_table.insert(), [_message_columns(user_row) | counts, _message_columns(reply_row) | NOT_COUNTED]
     )
+    insert_run(reply_id, session_row["id"], agent, model, now)
     if key is not None:
         db.session.execute(
             keys_table.insert(),
@@ -274,6 +269,39 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
     return SentMessage(session_row, user_row, reply_row, existing_session=session)
 
 
+def claim_session(session: ConversationSession, run_id: str, model: Model, now) -> None:
+    """Take the session's one-run-at-a-time lock for run_id (a conditional UPDATE), or 409."""
+    claim = {"active_run_id": run_id, "updated_at": now, "model_id": model.model_id}
+    claimed = db.session.execute(
+        update(sessions_table)
+        .where(sessions_table.c.id == session.id, sessions_table.c.active_run_id.is_(None))
+        .values(**claim)
+    ).rowcount
+    if not claimed:
+        raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
+    for name, value in claim.items():
+        set_committed_value(session, name, value)
+
+
+def insert_run(run_id: str, session_id: str, agent: Agent, model: Model, now) -> None:
+    db.session.execute(
+        runs_table.insert(),
+        {
+            "message_id": run_id,
+            "session_id": session_id,
+            "agent_id": agent.agent_id,
+            "model_id": model.model_id,
+            "owner": run_manager().owner,
+            "beat_at": now,
+            "created_at": now,
+            # No event above this can be sent before the run stores a higher one (runs/manager.py).
+            "last_seq": SEQ_HEADROOM,
+            "cancel_requested_at": None,
+            "ended_at": None,
+        },
+    )
+
+
 def _message_columns(row: dict) -> dict:
     """A message row keyed by column name: the attribute usage_json is the column "usage"."""
     columns = dict(row)
@@ -281,29 +309,15 @@ def _message_columns(row: dict) -> dict:
     return columns
 
 
+def conversation_plan(session_id: str | None, new_message: dict, model: Model):
+    """The plan of what the agent receives with the new message (chat/context.py): one home."""
+    return plan_context(session_id, model, new_text=new_message["content"], exclude_id=new_message["id"])
+
+
 def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
-    """Earlier turns plus the new message (its row), newest kept first when the window is tight."""
-    budget = int(model.context_window * HISTORY_SHARE_OF_CONTEXT * 4)  # ~4 characters a token
-    turns = [{"role": "user", "content": new_message["content"]}]
-    used = len(new_message["content"])
-    earlier = db.session.execute(
-        select(Message.role, Message.content)
-        .where(
-            Message.session_id == session_id,
-            Message.id != new_message["id"],
-            Message.role.in_(("user", "assistant")),
-            Message.content != "",
-        )
-        .order_by(Message.created_at.desc())
-        .limit(200)
-    ).all()
-    for role, text in earlier:
-        used += len(text)
-        if used > budget:
-            break
-        turns.append({"role": role, "content": text})
-    turns.reverse()
-    return turns
+    """Earlier turns that fit plus the new message: exactly what send_message sends."""
+    plan = conversation_plan(session_id, new_message, model)
+    return plan.agent_messages() + [{"role": "user", "content": new_message["content"]}]
 
 
 def cancel_latest(session: ConversationSession) -> tuple[int, dict]:

@@ -59,6 +59,9 @@ class RunManager:
         self._lock = threading.Lock()
         self._housekeeper: threading.Thread | None = None
         self._stopping = False
+        # Called with each run this process drove, once it has ended and is stored (e.g. the
+        # automatic summary, chat/context_actions.py); a failing hook is logged, never raised.
+        self.on_end: list = []
         self.bus.listen_for_cancels(self._cancel_here)
 
     # ---- starting a run ------------------------------------------------------------------------
@@ -118,6 +121,11 @@ class RunManager:
         finally:
             with self._lock:
                 self._live.pop(run.run_id, None)
+        for hook in list(self.on_end):
+            try:
+                hook(run)
+            except Exception:
+                log.exception("a hook after run %s failed", run.run_id)
 
     # ---- stopping ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from ..models import (
     LIVE_STATUSES,
     MESSAGE_ROLES,
     MESSAGE_STATUSES,
+    MESSAGE_TYPES,
     USAGE_MAX_COST_USD,
     USAGE_MAX_TOKENS,
     ConversationSession,
@@ -40,7 +41,6 @@ MAX_IMPORT_MESSAGES = 20_000
 TITLE_MAX = 200
 # An import may hold only what Switchboard itself writes: the kinds of message it makes, token
 # counts and costs no real reply reaches, times between the project's start and tomorrow.
-MESSAGE_TYPES = ("chat",)
 MAX_USAGE_KEYS = 16
 MAX_USAGE_TEXT = 64
 EARLIEST = datetime(2000, 1, 1)
