@@ -147,6 +147,7 @@ def schemas() -> dict:
             "content": {"type": "string"},
             "status": {"enum": list(MESSAGE_STATUSES)},
             "usage": usage,
+            "model_id": nullable({"type": "string", "description": "The model that wrote this reply."}),
             "error": nullable({"type": "string"}),
             "created_at": timestamp,
             "completed_at": optional_timestamp,

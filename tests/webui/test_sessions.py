@@ -41,7 +41,7 @@ def add_session(
     active_run_id=None,
 ) -> str:
     """A session straight into the database. messages: dicts with role, content and optionally
-    status, usage, error, cancelled (a run whose cancel was requested)."""
+    status, usage, error, model_id, cancelled (a run whose cancel was requested)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
         start = created_at or utcnow()
@@ -74,6 +74,8 @@ def add_session(
                 error=spec.get("error"),
                 created_at=at,
                 completed_at=at + timedelta(seconds=1),
+                # as a send records it: the model that wrote the reply
+                model_id=spec.get("model_id", model_id if spec["role"] == "assistant" else None),
             )
             message.usage = spec.get("usage")
             db.session.add(message)

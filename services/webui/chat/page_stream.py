@@ -25,7 +25,7 @@ from ..markdown import GrowingText
 from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
-from .display import Gauge, MessageView, used_tokens
+from .display import Gauge, MessageView, session_cost, used_tokens
 
 # Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
@@ -58,11 +58,12 @@ class IncrementalReply:
         return tail_chars >= self.tail_sent * TAIL_GROWTH
 
 
-def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_window: int):
+def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_window: int, session_id: str | None = None):
     """SSE chunks for the page: the whole reply once, then deltas, then the final render.
 
     `after_seq` is the client's Last-Event-ID: the reply is rebuilt from the first event, and
-    nothing is sent until the state is newer than what the client already shows.
+    nothing is sent until the state is newer than what the client already shows. With
+    `session_id`, the final render also carries the session's running cost.
     """
     app = current_app._get_current_object()
     heartbeat = app.config["HEARTBEAT_SECONDS"]
@@ -108,7 +109,13 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
     def final(state: ReplyState) -> str:
         view = view_of(state, None).rendered()
         gauge = Gauge(used_tokens(state.usage), gauge_window) if state.usage else None
-        html = render_template("partials/reply_final.html", m=view, gauge=gauge)
+        cost = None
+        if session_id is not None:
+            # The other replies as stored, plus this one as its events say (its end may not be
+            # stored yet): one indexed SUM, and the connection is given back at once.
+            cost = session_cost(session_id, without=message_id).plus(state.usage)
+            db.session.remove()
+        html = render_template("partials/reply_final.html", m=view, gauge=gauge, cost=cost)
         return format_sse(html, id=str(state.seq))
 
     def chunks():

@@ -90,6 +90,7 @@ def chat_context(session=None, agent_id: str | None = None, model_id: str | None
         "messages": messages,
         "live": live,
         "gauge": display.session_gauge(session, model) if model else None,
+        "cost": display.session_cost(session.id) if session is not None else None,
         "read_only": session is not None and (session.is_archived or selected is None),
         "notice": notice,
         "max_chars": current_app.config["MAX_MESSAGE_CHARS"],
@@ -167,9 +168,10 @@ def stream(session_id: str):
         agent_name=session.agent_name,
         created_at=message.created_at,
         model=model,
+        model_id=message.model_id or run.model_id,
     )
     window = model.context_window if model else 0
-    return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), window))
+    return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), window, session.id))
 
 
 @bp.get("/chat/<session_id>/watch")
@@ -203,7 +205,8 @@ def stop(session_id: str):
     gauge = None
     if view is not None and view.usage and model is not None:
         gauge = display.Gauge(display.used_tokens(view.usage), model.context_window)
-    return render_template("partials/stopped.html", m=view, session_id=session_id, gauge=gauge)
+    cost = display.session_cost(session_id)
+    return render_template("partials/stopped.html", m=view, session_id=session_id, gauge=gauge, cost=cost)
 
 
 @bp.get("/chat/models")

@@ -231,6 +231,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         "status": "complete",
         "created_at": now,
         "completed_at": now,
+        "model_id": None,
     }
     reply_row = {
         **message,
@@ -240,6 +241,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         "status": "pending",
         "created_at": now + timedelta(microseconds=1),
         "completed_at": None,
+        "model_id": model.model_id,  # the model can change within a session: each reply keeps its own
     }
     db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
     db.session.execute(
