@@ -3,7 +3,8 @@
 One GROUP BY over the numeric usage columns of `messages` (filled by whoever stores a reply's
 usage, see models.usage_columns), read from the covering index `ix_messages_usage` through the
 owner's sessions: no JSON is parsed, and the rows that come back are one per (day, user, agent,
-model), however many replies there were. Python then rolls those up into the page's tables.
+model), however many replies there were. It runs off the serving thread (UsageReader). Python
+then rolls those rows up into the page's tables.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from ..errors import RequestError, parse_datetime
 from ..extensions import db
 from ..models import ConversationSession, Message, User, utcnow
+from . import usage_reader
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 731  # two years: the scan stays bounded however the range is written
@@ -152,7 +154,7 @@ def usage_rows(filters: UsageFilters) -> list[UsageRow]:
             model_id or "",
             Tally(replies=int(replies), prompt_tokens=int(p), completion_tokens=int(c), cost_usd=float(cost)),
         )
-        for when, username, agent_id, model_id, replies, p, c, cost in db.session.execute(query)
+        for when, username, agent_id, model_id, replies, p, c, cost in usage_reader().rows(query)
     ]
     rows.sort(key=lambda r: (r.day, r.username, r.agent_id, r.model_id))
     return rows
