@@ -520,8 +520,27 @@ def test_upgrading_from_0002_takes_live_replies_out_of_the_index(tmp_path, agent
     with app.app_context():
         create_user("alice", "pw-alice-123456")
         db.session.commit()
-    add_session(app, "alice", title="Old", messages=conversation("q", "half a ptarmigan", status="streaming"))
-    add_session(app, "alice", title="Done", messages=conversation("q", "a whole kestrel"))
+    # Rows as revision 0002 stored them: plain SQL, since the models describe today's columns.
+    with app.app_context():
+        for title, reply, status in (("Old", "half a ptarmigan", "streaming"), ("Done", "a whole kestrel", "complete")):
+            session_id, now = new_id(), utcnow()
+            db.session.execute(
+                text(
+                    "INSERT INTO conversation_sessions (id, user_id, agent_id, agent_name, parent_role, model_id,"
+                    " title, created_at, updated_at) SELECT :id, id, 'architect', 'Architect', '', 'ref-standard',"
+                    " :title, :now, :now FROM users WHERE username = 'alice'"
+                ),
+                {"id": session_id, "title": title, "now": now},
+            )
+            for role, content, state in (("user", "q", "complete"), ("assistant", reply, status)):
+                db.session.execute(
+                    text(
+                        "INSERT INTO messages (id, session_id, role, message_type, agent_id, content, status,"
+                        " created_at) VALUES (:id, :sid, :role, 'chat', 'architect', :content, :status, :now)"
+                    ),
+                    {"id": new_id(), "sid": session_id, "role": role, "content": content, "status": state, "now": now},
+                )
+        db.session.commit()
 
     def searchable(word: str) -> int:
         with app.app_context():
