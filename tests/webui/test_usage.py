@@ -376,3 +376,18 @@ def test_the_migration_fills_model_and_numbers_of_existing_replies(app_config, t
             triggers = {row[0] for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))}
             assert "search_messages_ai" in triggers
         db.engine.dispose()
+
+
+def test_the_totals_are_added_up_off_the_serving_thread(app, alice, known):
+    """The GROUP BY goes through the usage reader's offloader (gevent's threadpool when serving)."""
+    reader = app.extensions["switchboard.usage"]
+    original, calls = reader.offload, []
+
+    def recording(fn, *args):
+        calls.append(fn.__name__)
+        return original(fn, *args)
+
+    reader.offload = recording
+    assert api(alice)["total"]["replies"] == 4
+    assert alice.get("/usage.csv").status_code == 200
+    assert calls == ["_read", "_read"]
