@@ -391,3 +391,20 @@ def test_the_totals_are_added_up_off_the_serving_thread(app, alice, known):
     assert api(alice)["total"]["replies"] == 4
     assert alice.get("/usage.csv").status_code == 200
     assert calls == ["_read", "_read"]
+
+
+def test_a_reply_still_ends_on_the_page_when_its_running_total_cannot_be_read(app, alice, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from services.webui.chat import page_stream
+
+    sent = send(alice).json
+    wait_final(app, sent["message_id"])
+
+    def unreadable(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(page_stream, "session_cost", unreadable)
+    final = alice.get(f"/chat/{sent['session_id']}/stream", query_string={"message_id": sent["message_id"]})
+    assert f'id="msg-{sent["message_id"]}"' in final.text and 'data-status="error"' in final.text
+    assert 'id="session-cost"' not in final.text

@@ -12,11 +12,13 @@ htmx's hx-sse extension swaps them (their parts out of band).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
 from flask import current_app, render_template
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.sse import format_comment, format_sse
 
@@ -26,6 +28,8 @@ from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
 from .display import Gauge, MessageView, session_cost, used_tokens
+
+log = logging.getLogger("switchboard.chat")
 
 # Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
@@ -112,9 +116,14 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
         cost = None
         if session_id is not None:
             # The other replies as stored, plus this one as its events say (its end may not be
-            # stored yet): one indexed SUM, and the connection is given back at once.
-            cost = session_cost(session_id, without=message_id).plus(state.usage)
-            db.session.remove()
+            # stored yet): one indexed SUM, and the connection is given back at once. The reply's
+            # end matters more than its price: a database that cannot answer leaves the total as is.
+            try:
+                cost = session_cost(session_id, without=message_id).plus(state.usage)
+            except SQLAlchemyError:
+                log.warning("the running cost of session %s could not be read", session_id)
+            finally:
+                db.session.remove()
         html = render_template("partials/reply_final.html", m=view, gauge=gauge, cost=cost)
         return format_sse(html, id=str(state.seq))
 
