@@ -134,9 +134,10 @@ def format_cost(value: float) -> str:
     return f"${value:.4f}" if value < 0.01 else f"${value:,.2f}"
 
 
-def cost_line(prompt_tokens: int, completion_tokens: int, cost: float | None) -> str:
-    """Tokens in and out, and the cost when known: "1,234 in · 567 out · $0.0123"."""
-    line = f"{prompt_tokens:,} in · {completion_tokens:,} out"
+def cost_line(prompt_tokens: int, completion_tokens: int, cost: float | None, unit: str = "") -> str:
+    """Tokens in and out, and the cost when known: "1,234 in · 567 out · $0.0123" (with unit
+    " tokens": "1,234 tokens in · ...")."""
+    line = f"{prompt_tokens:,}{unit} in · {completion_tokens:,} out"
     return line + f" · {format_cost(cost)}" if isinstance(cost, (int, float)) else line
 
 
@@ -244,7 +245,7 @@ class MessageView:
         cost = self.usage.get("cost_usd")
         if not isinstance(cost, (int, float)) and self.model is not None:
             cost = self.model.cost_usd(prompt, completion)
-        return cost_line(prompt, completion, cost).replace(" in ·", " tokens in ·", 1)
+        return cost_line(prompt, completion, cost, unit=" tokens")
 
     @property
     def model_name(self) -> str | None:
