@@ -1,4 +1,4 @@
-"""Sessions benchmark: p50/p95 of the sidebar query, the sessions page, searches and a review at
+"""Sessions benchmark: p50/p95 of the sidebar query, the sessions page, searches, a review and usage at
 100,000 sessions and 1,000,000 messages (targets: page ≤ 50 ms, search ≤ 100 ms, at p95).
 
     .venv/bin/python bench/sessions.py [--db PATH] [--sessions 100000] [--messages-per-session 10]
@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from services.webui import create_app  # noqa: E402
 from services.webui.extensions import db  # noqa: E402
-from services.webui.models import ConversationSession, Message, User  # noqa: E402
+from services.webui.models import ConversationSession, Message, User, utcnow  # noqa: E402
 from services.webui.sessions.queries import SORTS, Cursor, encode_cursor, sidebar_sessions  # noqa: E402
 from services.webui.sessions.seed import seed  # noqa: E402
 from tests.support import free_port, write_registry  # noqa: E402
@@ -91,10 +92,17 @@ class Report:
 
 
 def logged_in(app, user_id: int):
+    """A test client with a real login (a login_sessions row and its token in the cookie)."""
+    from flask import session as flask_session
+
+    from services.webui.auth import start_login
+
     client = app.test_client()
+    with app.test_request_context():
+        start_login(db.session.get(User, user_id))
+        values = dict(flask_session)
     with client.session_transaction() as session:
-        session["_user_id"] = str(user_id)
-        session["_fresh"] = True
+        session.update(values)
     return client
 
 
@@ -233,6 +241,17 @@ def main() -> int:
         lambda i: get(admin_client, "/sessions?user=all&q=ptarmigan", HX),
         samples,
         "100",
+    )
+    # Usage totals run off the serving thread (UsageReader): these time the whole request.
+    report.measure("usage page, last 30 days (the user)", lambda i: get(client, "/usage"), samples)
+    year = f"/usage?from={(utcnow() - timedelta(days=364)).date()}&to={utcnow().date()}"
+    report.measure("usage page, a year (the user)", lambda i: get(client, year), samples)
+    report.measure("admin: everyone's usage, a year", lambda i: get(admin_client, year + "&user=all"), samples)
+    report.measure(
+        "chat page with its running total",
+        lambda i: get(client, f"/chat/{review_ids[i % len(review_ids)]}"),
+        samples,
+        "50",
     )
     report.print()
     with app.app_context():

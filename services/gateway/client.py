@@ -85,6 +85,9 @@ class TaskStream:
         self._close_status: str | None = None
         self._close_error: str | None = None
         self._agent_usage: dict | None = None
+        # Set when the request never reached the agent (or the agent refused it before doing
+        # any work): such a reply costs nothing, not an estimate of its prompt.
+        self._not_sent = False
         # Only the length is kept: the reply itself belongs to the consumer, and a run's memory
         # must not grow with a second copy of it.
         self._text_chars = 0
@@ -176,6 +179,15 @@ class TaskStream:
         self._final.extend([AgentEvent("usage", self._final_usage()), AgentEvent("done", done)])
 
     def _final_usage(self) -> dict:
+        if self._not_sent:
+            return {
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "total_tokens": 0,
+                "cost_usd": 0.0,
+                "estimated": False,
+                "reached_agent": False,
+            }
         model = self.agent.model(self.model_id)
         reported = self._agent_usage or {}
         prompt = _count(reported.get("prompt_tokens"))
@@ -208,6 +220,11 @@ class TaskStream:
     def _put_end(self, status: str, error: str | None = None) -> None:
         self._queue.put(_End(status, error))
 
+    def _put_not_sent(self, error: str) -> None:
+        """End a reply the agent never worked on: an error, and no charge."""
+        self._not_sent = True
+        self._put_end("error", error)
+
     def _on_socket(self, sock: socket.socket) -> None:
         """Called by the connection right after it has written the request."""
         with self._lock:
@@ -230,7 +247,7 @@ class TaskStream:
     def _request_and_read(self) -> None:
         agent = self.agent
         if agent.model(self.model_id) is None:
-            self._put_end("error", f"Agent {agent.agent_id} does not offer model '{self.model_id}'.")
+            self._put_not_sent(f"Agent {agent.agent_id} does not offer model '{self.model_id}'.")
             return
         try:
             # Connection: close, so a task's connection never goes back to the pool: no
@@ -243,7 +260,7 @@ class TaskStream:
                 **transport.auth_headers(agent),
             }
         except transport.MissingApiKey as exc:
-            self._put_end("error", str(exc))
+            self._put_not_sent(str(exc))
             return
         if agent.protocol == "openai":
             url, body = chat_completions_request(agent, self.model_id, self.messages)
@@ -283,6 +300,7 @@ class TaskStream:
 
     def _request_failure(self, exc: BaseException) -> tuple[str, str]:
         if transport.is_connect_failure(exc):
+            self._not_sent = True
             return "error", transport.not_answering(self.agent)
         if transport.is_read_timeout(exc):
             self._stop_idle_task()
@@ -302,14 +320,13 @@ class TaskStream:
                 body = response.read(transport.ERROR_BODY_BYTES)
             except (urllib3.exceptions.HTTPError, OSError):
                 body = b""
-            self._put_end("error", transport.http_status_sentence(agent, response.status, body))
+            self._put_not_sent(transport.http_status_sentence(agent, response.status, body))
             return
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "text/event-stream":
-            self._put_end(
-                "error",
+            self._put_not_sent(
                 f"Agent {agent.agent_id} answered with content type "
-                f"'{content_type or 'none'}' instead of an event stream.",
+                f"'{content_type or 'none'}' instead of an event stream."
             )
             return
         parser = SSEParser()

@@ -72,6 +72,9 @@ def create_app(config: dict | None = None):
     from .sessions import init_sessions
 
     init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`
+    from .usage import init_usage
+
+    init_usage(app)  # /usage, /usage.csv, /api/usage
     app.cli.add_command(auth.users_cli)
     register_error_handlers(app, translators=[database.unavailable_from])
 

@@ -143,6 +143,23 @@ def sane_usage(usage) -> dict | None:
     return kept
 
 
+def usage_columns(usage) -> dict:
+    """The numbers of a reply's usage as the columns the usage overview sums: (0, 0, None) when
+    nothing usable was reported. Whoever writes `messages.usage` writes these alongside."""
+    usage = sane_usage(usage) or {}
+
+    def whole(key):
+        value = usage.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    cost = usage.get("cost_usd")
+    return {
+        "prompt_tokens": whole("prompt_tokens"),
+        "completion_tokens": whole("completion_tokens"),
+        "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+    }
+
+
 class Message(db.Model):
     __tablename__ = "messages"
 
@@ -161,6 +178,13 @@ class Message(db.Model):
     # once, so that planning a long session's context does not re-tokenize it on every view.
     token_count = db.Column(db.Integer, nullable=True)
     token_counter = db.Column(db.String(32), nullable=True)
+    # The model that wrote this reply (it can change within a session); None for a person's turn.
+    model_id = db.Column(db.String(128), nullable=True)
+    # The usage's numbers as columns (usage_columns), so that totals are a SQL SUM, not JSON
+    # parsed row by row.
+    prompt_tokens = db.Column(db.BigInteger, nullable=False, default=0, server_default="0")
+    completion_tokens = db.Column(db.BigInteger, nullable=False, default=0, server_default="0")
+    cost_usd = db.Column(db.Float, nullable=True)
 
     session = db.relationship("ConversationSession", back_populates="messages")
 
@@ -168,6 +192,18 @@ class Message(db.Model):
         Index("ix_messages_session_created", "session_id", "created_at"),
         # "status of the latest reply" in one covering seek
         Index("ix_messages_session_role_created", "session_id", "role", "created_at", "status"),
+        # Usage totals (a session's running total, the usage overview) read from the index alone.
+        Index(
+            "ix_messages_usage",
+            "session_id",
+            "role",
+            "created_at",
+            "agent_id",
+            "model_id",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+        ),
     )
 
     @property
@@ -177,6 +213,8 @@ class Message(db.Model):
     @usage.setter
     def usage(self, value: dict | None) -> None:
         self.usage_json = json.dumps(value, sort_keys=True) if value is not None else None
+        for name, number in usage_columns(value).items():
+            setattr(self, name, number)
 
     @property
     def is_live(self) -> bool:

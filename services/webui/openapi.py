@@ -123,6 +123,11 @@ def schemas() -> dict:
                 "completion_tokens": {"type": "integer", "minimum": 0, "maximum": USAGE_MAX_TOKENS},
                 "total_tokens": {"type": "integer", "minimum": 0, "maximum": USAGE_MAX_TOKENS},
                 "cost_usd": {"type": "number", "minimum": 0, "maximum": USAGE_MAX_COST_USD},
+                "estimated": {"type": "boolean", "description": "Counted by Switchboard: the agent reported none."},
+                "reached_agent": {
+                    "type": "boolean",
+                    "description": "false: the request never reached the agent, so the reply costs nothing.",
+                },
             },
         }
     )
@@ -138,6 +143,16 @@ def schemas() -> dict:
             required=["agent_id", "model_id", "created_at"],
         )
     )
+
+    def tally(key: str | None = None, meaning: str = "") -> dict:
+        numbers = {
+            "replies": count,
+            "prompt_tokens": count,
+            "completion_tokens": count,
+            "cost_usd": {"type": "number", "minimum": 0},
+        }
+        return obj({key: {"type": "string", "description": meaning}, **numbers} if key else numbers)
+
     exported_message = obj(
         {
             "id": {"type": "string"},
@@ -147,6 +162,7 @@ def schemas() -> dict:
             "content": {"type": "string"},
             "status": {"enum": list(MESSAGE_STATUSES)},
             "usage": usage,
+            "model_id": nullable({"type": "string", "description": "The model that wrote this reply."}),
             "error": nullable({"type": "string"}),
             "created_at": timestamp,
             "completed_at": optional_timestamp,
@@ -323,6 +339,18 @@ def schemas() -> dict:
                 "url": {"type": "string"},
             }
         ),
+        "Usage": obj(
+            {
+                "from": {"type": "string", "format": "date"},
+                "to": {"type": "string", "format": "date"},
+                "user": {"type": "string", "description": "all, or the username whose usage this is."},
+                "total": tally(),
+                "by_day": {"type": "array", "items": tally("key", "The UTC day, YYYY-MM-DD.")},
+                "by_agent": {"type": "array", "items": tally("key", "The agent id.")},
+                "by_model": {"type": "array", "items": tally("key", "The model id.")},
+                "by_user": {"type": "array", "items": tally("key", "The username (admins, everyone's usage).")},
+            }
+        ),
         "Health": obj(
             {
                 "status": {"enum": ["ok", "degraded"]},
@@ -347,6 +375,7 @@ def schemas() -> dict:
 def paths() -> dict:
     sid = [session_id_parameter()]
     when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+    day = {"type": "string", "format": "date"}
     return {
         "/healthz": {
             "get": {
@@ -454,6 +483,19 @@ def paths() -> dict:
                     query("cursor", "next_cursor of the previous page."),
                 ],
                 "responses": {"200": ok("A page.", ref("SessionList")), **errors(400, 401, 403)},
+            }
+        },
+        "/api/usage": {
+            "get": {
+                "summary": "What replies cost, by day (UTC), agent, model and (admins, everyone's) user.",
+                "description": "Sums of each reply's usage; a reply that never reached its agent counts "
+                "with zero tokens and $0. The same numbers as CSV rows at GET /usage.csv.",
+                "parameters": [
+                    query("from", "First UTC day, inclusive (default: 29 days before `to`).", day),
+                    query("to", "Last UTC day, inclusive (default: today). At most 731 days in all.", day),
+                    query("user", "Admins: a username, or all (the default). Others: only their own."),
+                ],
+                "responses": {"200": ok("The totals.", ref("Usage")), **errors(400, 401, 403)},
             }
         },
         "/api/chat/sessions/{session_id}": {

@@ -41,7 +41,7 @@ def add_session(
     active_run_id=None,
 ) -> str:
     """A session straight into the database. messages: dicts with role, content and optionally
-    status, usage, error, cancelled (a run whose cancel was requested)."""
+    status, usage, error, model_id, cancelled (a run whose cancel was requested)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
         start = created_at or utcnow()
@@ -64,28 +64,25 @@ def add_session(
         runs = []
         for spec in messages:
             at += timedelta(seconds=2)
-            # Only the columns of every revision since 0002 (a migration test starts there).
-            message_id = new_id()
-            usage = spec.get("usage")
-            db.session.execute(
-                Message.__table__.insert().values(
-                    id=message_id,
-                    session_id=session.id,
-                    role=spec["role"],
-                    message_type="chat",
-                    agent_id=agent_id,
-                    content=spec["content"],
-                    status=spec.get("status", "complete"),
-                    usage=json.dumps(usage, sort_keys=True) if usage is not None else None,
-                    error=spec.get("error"),
-                    created_at=at,
-                    completed_at=at + timedelta(seconds=1),
-                )
+            message = Message(
+                id=new_id(),
+                session_id=session.id,
+                role=spec["role"],
+                agent_id=agent_id,
+                content=spec["content"],
+                status=spec.get("status", "complete"),
+                error=spec.get("error"),
+                created_at=at,
+                completed_at=at + timedelta(seconds=1),
+                # as a send records it: the model that wrote the reply
+                model_id=spec.get("model_id", model_id if spec["role"] == "assistant" else None),
             )
+            message.usage = spec.get("usage")
+            db.session.add(message)
             if spec["role"] == "assistant":
                 runs.append(
                     Run(
-                        message_id=message_id,
+                        message_id=message.id,
                         session_id=session.id,
                         agent_id=agent_id,
                         model_id=model_id,
@@ -523,8 +520,27 @@ def test_upgrading_from_0002_takes_live_replies_out_of_the_index(tmp_path, agent
     with app.app_context():
         create_user("alice", "pw-alice-123456")
         db.session.commit()
-    add_session(app, "alice", title="Old", messages=conversation("q", "half a ptarmigan", status="streaming"))
-    add_session(app, "alice", title="Done", messages=conversation("q", "a whole kestrel"))
+    # Rows as revision 0002 stored them: plain SQL, since the models describe today's columns.
+    with app.app_context():
+        for title, reply, status in (("Old", "half a ptarmigan", "streaming"), ("Done", "a whole kestrel", "complete")):
+            session_id, now = new_id(), utcnow()
+            db.session.execute(
+                text(
+                    "INSERT INTO conversation_sessions (id, user_id, agent_id, agent_name, parent_role, model_id,"
+                    " title, created_at, updated_at) SELECT :id, id, 'architect', 'Architect', '', 'ref-standard',"
+                    " :title, :now, :now FROM users WHERE username = 'alice'"
+                ),
+                {"id": session_id, "title": title, "now": now},
+            )
+            for role, content, state in (("user", "q", "complete"), ("assistant", reply, status)):
+                db.session.execute(
+                    text(
+                        "INSERT INTO messages (id, session_id, role, message_type, agent_id, content, status,"
+                        " created_at) VALUES (:id, :sid, :role, 'chat', 'architect', :content, :status, :now)"
+                    ),
+                    {"id": new_id(), "sid": session_id, "role": role, "content": content, "status": state, "now": now},
+                )
+        db.session.commit()
 
     def searchable(word: str) -> int:
         with app.app_context():

@@ -66,6 +66,7 @@ def start_summary(session: ConversationSession) -> str:
             "error": None,
             "created_at": now + timedelta(microseconds=1),
             "completed_at": None,
+            "model_id": model.model_id,
         }
         db.session.execute(messages_table.insert(), _message_columns(row) | NOT_COUNTED)
         insert_run(summary_id, session.id, agent, model, now)

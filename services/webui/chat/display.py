@@ -9,13 +9,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.gateway.registry import Agent, Model
 
 from ..extensions import db
 from ..fleet import health, registry
-from ..models import LIVE_STATUSES, ConversationSession, Message, Run, sane_usage, utcnow
+from ..models import LIVE_STATUSES, ConversationSession, Message, sane_usage, usage_columns, utcnow
 from ..rendering import render_message
 from .context import ContextPlan, plan_context, store_counts
 
@@ -130,6 +130,18 @@ def format_price(value: float) -> str:
     return f"${value:,.2f}" if value >= 0.01 else f"${value:.4f}"
 
 
+def format_cost(value: float) -> str:
+    """What a reply or a total cost: to the hundredth of a cent below a cent, else to the cent."""
+    return f"${value:.4f}" if value < 0.01 else f"${value:,.2f}"
+
+
+def cost_line(prompt_tokens: int, completion_tokens: int, cost: float | None, unit: str = "") -> str:
+    """Tokens in and out, and the cost when known: "1,234 in · 567 out · $0.0123" (with unit
+    " tokens": "1,234 tokens in · ...")."""
+    line = f"{prompt_tokens:,}{unit} in · {completion_tokens:,} out"
+    return line + f" · {format_cost(cost)}" if isinstance(cost, (int, float)) else line
+
+
 def model_label(model: Model) -> str:
     return (
         f"{model.name} · {format_tokens(model.context_window)} context · "
@@ -216,6 +228,7 @@ class MessageView:
     error: str | None = None
     created_at: datetime | None = None
     model: Model | None = None
+    model_id: str | None = None
     html: Markup = field(default_factory=Markup)
 
     def __post_init__(self):
@@ -234,15 +247,21 @@ class MessageView:
     def usage_line(self) -> str | None:
         if not self.usage:
             return None
+        if self.usage.get("reached_agent") is False:
+            return "Never reached the agent · no charge"
         prompt = int(self.usage.get("prompt_tokens") or 0)
         completion = int(self.usage.get("completion_tokens") or 0)
         cost = self.usage.get("cost_usd")
         if not isinstance(cost, (int, float)) and self.model is not None:
             cost = self.model.cost_usd(prompt, completion)
-        line = f"{prompt:,} tokens in · {completion:,} out"
-        if isinstance(cost, (int, float)):
-            line += f" · ${cost:.4f}" if cost < 0.01 else f" · ${cost:,.2f}"
-        return line
+        return cost_line(prompt, completion, cost, unit=" tokens")
+
+    @property
+    def model_name(self) -> str | None:
+        """The model that wrote this reply: its name in the registry, else its id."""
+        if self.role != "assistant":
+            return None
+        return self.model.name if self.model is not None else self.model_id
 
     @property
     def note(self) -> str | None:
@@ -276,13 +295,13 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         error=message.error,
         created_at=message.created_at,
         model=model,
+        model_id=message.model_id,
     ).rendered()
 
 
 def session_messages(session: ConversationSession) -> list[MessageView]:
     fleet = registry()
     agent = fleet.get(session.agent_id)
-    model_of = dict(db.session.execute(select(Run.message_id, Run.model_id).where(Run.session_id == session.id)).all())
     rows = db.session.scalars(
         select(Message)
         .where(
@@ -293,9 +312,51 @@ def session_messages(session: ConversationSession) -> list[MessageView]:
     ).all()
     views = []
     for row in rows:
-        model = agent.model(model_of.get(row.id, "")) if agent else None
+        model = agent.model(row.model_id or "") if agent else None
         views.append(message_view(row, session.agent_name, model))
     return views
+
+
+# ---- running cost ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    """A session's replies added up: tokens in and out, dollars, replies."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    replies: int = 0
+
+    @property
+    def line(self) -> str:
+        return cost_line(self.prompt_tokens, self.completion_tokens, self.cost_usd)
+
+    def plus(self, usage: dict | None) -> "CostTotal":
+        """With one more reply's usage (a reply whose end the database may not hold yet)."""
+        numbers = usage_columns(usage)
+        return CostTotal(
+            self.prompt_tokens + numbers["prompt_tokens"],
+            self.completion_tokens + numbers["completion_tokens"],
+            self.cost_usd + (numbers["cost_usd"] or 0.0),
+            self.replies + 1,
+        )
+
+
+def session_cost(session_id: str, without: str | None = None) -> CostTotal:
+    """The session's running total in one SUM over ix_messages_usage (no JSON parsed); a reply's
+    cost the agent did not report counts as $0. `without`: leave out this reply."""
+    query = select(
+        func.coalesce(func.sum(Message.prompt_tokens), 0),
+        func.coalesce(func.sum(Message.completion_tokens), 0),
+        func.coalesce(func.sum(Message.cost_usd), 0.0),
+        func.count(),
+    ).where(Message.session_id == session_id, Message.role == "assistant")
+    if without is not None:
+        query = query.where(Message.id != without)
+    prompt, completion, cost, replies = db.session.execute(query).one()
+    return CostTotal(int(prompt), int(completion), float(cost), int(replies))
 
 
 def recent_sessions(user) -> list[ConversationSession]:

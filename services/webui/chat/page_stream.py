@@ -12,11 +12,13 @@ htmx's hx-sse extension swaps them (their parts out of band).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
 from flask import current_app, render_template
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.sse import format_comment, format_sse
 
@@ -25,7 +27,9 @@ from ..markdown import GrowingText
 from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
-from .display import MessageView
+from .display import MessageView, session_cost
+
+log = logging.getLogger("switchboard.chat")
 
 # Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
@@ -58,14 +62,15 @@ class IncrementalReply:
         return tail_chars >= self.tail_sent * TAIL_GROWTH
 
 
-def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of):
+def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of, session_id: str | None = None):
     """SSE chunks for the page: the whole reply once, then deltas, then the final render.
 
     `context_of()` gives the gauge and the plan (chat/context.py) for the final render, which
     refreshes the gauge and the "no longer sees" marker.
 
     `after_seq` is the client's Last-Event-ID: the reply is rebuilt from the first event, and
-    nothing is sent until the state is newer than what the client already shows.
+    nothing is sent until the state is newer than what the client already shows. With
+    `session_id`, the final render also carries the session's running cost.
     """
     app = current_app._get_current_object()
     heartbeat = app.config["HEARTBEAT_SECONDS"]
@@ -110,7 +115,18 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of)
 
     def final(state: ReplyState) -> str:
         view = view_of(state, None).rendered()
-        html = render_template("partials/reply_final.html", m=view, **context_of())
+        cost = None
+        if session_id is not None:
+            # The other replies as stored, plus this one as its events say (its end may not be
+            # stored yet): one indexed SUM, and the connection is given back at once. The reply's
+            # end matters more than its price: a database that cannot answer leaves the total as is.
+            try:
+                cost = session_cost(session_id, without=message_id).plus(state.usage)
+            except SQLAlchemyError:
+                log.warning("the running cost of session %s could not be read", session_id)
+            finally:
+                db.session.remove()
+        html = render_template("partials/reply_final.html", m=view, cost=cost, **context_of())
         return format_sse(html, id=str(state.seq))
 
     def chunks():

@@ -92,6 +92,7 @@ def chat_context(session=None, agent_id: str | None = None, model_id: str | None
         "live": live,
         "gauge": display.plan_gauge(plan) if plan else None,
         "plan": plan if session is not None else None,
+        "cost": display.session_cost(session.id) if session is not None else None,
         "read_only": session is not None and (session.is_archived or selected is None),
         "notice": notice,
         "max_chars": current_app.config["MAX_MESSAGE_CHARS"],
@@ -174,8 +175,11 @@ def stream(session_id: str):
         session_id=session.id,
         created_at=message.created_at,
         model=model,
+        model_id=message.model_id or run.model_id,
     )
-    return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), context_after(session.id, model)))
+    return sse_response(
+        page_stream.reply_stream(base, message.id, last_event_id(), context_after(session.id, model), session.id)
+    )
 
 
 def context_after(session_id: str, model):
@@ -231,7 +235,14 @@ def stop(session_id: str):
     if model is not None:
         plan = display.session_plan(db.session.get(ConversationSession, session_id), model)
         gauge = display.plan_gauge(plan)
-    return render_template("partials/stopped.html", m=view, session_id=session_id, gauge=gauge, plan=plan)
+    return render_template(
+        "partials/stopped.html",
+        m=view,
+        session_id=session_id,
+        gauge=gauge,
+        plan=plan,
+        cost=display.session_cost(session_id),
+    )
 
 
 @bp.get("/chat/models")

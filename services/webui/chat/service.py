@@ -239,6 +239,7 @@ def _save_turn(
         "status": "complete",
         "created_at": now,
         "completed_at": now,
+        "model_id": None,
     }
     reply_row = {
         **message,
@@ -248,6 +249,7 @@ def _save_turn(
         "status": "pending",
         "created_at": now + timedelta(microseconds=1),
         "completed_at": None,
+        "model_id": model.model_id,  # the model can change within a session: each reply keeps its own
     }
     db.session.execute(
         messages_table.insert(), [_message_columns(user_row) | counts, _message_columns(reply_row) | NOT_COUNTED]

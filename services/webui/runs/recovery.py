@@ -21,7 +21,7 @@ from datetime import timedelta
 import psutil
 from sqlalchemy import and_, delete, select, update
 
-from ..models import LIVE_STATUSES, ConversationSession, IdempotencyKey, Message, Run, utcnow
+from ..models import LIVE_STATUSES, ConversationSession, IdempotencyKey, Message, Run, usage_columns, utcnow
 from .events import ReplyState, StreamEvent, zero_usage
 
 runs_table = Run.__table__
@@ -75,6 +75,7 @@ def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error
         values["content"] = state.text
         if state.usage is not None:
             values["usage"] = json.dumps(state.usage, sort_keys=True)
+            values.update(usage_columns(state.usage))
     else:
         # A client may have been shown more than the last flush stored: tell it the stored text.
         done["content"] = message.content if message else ""

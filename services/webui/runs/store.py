@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import create_engine, event, update
 from sqlalchemy.pool import NullPool
 
-from ..models import ConversationSession, Message, Run, utcnow
+from ..models import ConversationSession, Message, Run, usage_columns, utcnow
 
 log = logging.getLogger("switchboard.runs")
 
@@ -179,6 +179,7 @@ class RunStore:
                 message_values = {"content": flush.content, "status": flush.status}
                 if flush.usage is not None:
                     message_values["usage"] = json.dumps(flush.usage, sort_keys=True)
+                    message_values.update(usage_columns(flush.usage))
                 if flush.final:
                     message_values.update(error=flush.error, completed_at=now)
                 conn.execute(update(messages_table).where(messages_table.c.id == flush.run_id).values(**message_values))

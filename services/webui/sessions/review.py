@@ -28,6 +28,7 @@ class MessageView:
     usage: dict | None
     cost_usd: float | None
     cost_estimated: bool = False
+    model_name: str | None = None  # the model that wrote this reply: its registry name, else its id
 
     @property
     def duration(self) -> timedelta | None:
@@ -107,13 +108,18 @@ def build_review(session: ConversationSession) -> Review:
         usage = message.usage
         run = runs.get(message.id)
         cost, estimated = None, False
+        price_key = (
+            run.agent_id if run else session.agent_id,
+            message.model_id or (run.model_id if run else session.model_id),
+        )
+        model = None
+        if message.role == "assistant" or usage:
+            if price_key not in price_cache:
+                price_cache[price_key] = _prices(*price_key)
+            model = price_cache[price_key]
         if usage:
             cost = _number(usage.get("cost_usd"))
             if cost is None and (usage.get("prompt_tokens") or usage.get("completion_tokens")):
-                key = (run.agent_id if run else session.agent_id, run.model_id if run else session.model_id)
-                if key not in price_cache:
-                    price_cache[key] = _prices(*key)
-                model = price_cache[key]
                 if model is not None:
                     cost = model.cost_usd(
                         int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -131,6 +137,16 @@ def build_review(session: ConversationSession) -> Review:
         end = message.completed_at or message.created_at
         totals.started_at = min(filter(None, (totals.started_at, message.created_at)))
         totals.ended_at = max(filter(None, (totals.ended_at, end)))
-        views.append(MessageView(message=message, run=run, usage=usage, cost_usd=cost, cost_estimated=estimated))
+        model_name = (model.name if model else message.model_id) if message.role == "assistant" else None
+        views.append(
+            MessageView(
+                message=message,
+                run=run,
+                usage=usage,
+                cost_usd=cost,
+                cost_estimated=estimated,
+                model_name=model_name,
+            )
+        )
     totals.cost_usd = round(totals.cost_usd, 8)
     return Review(session=session, owner=owner, messages=views, totals=totals)

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 from ..auth import hash_password
 from ..chat.service import make_title
 from ..extensions import db
-from ..models import ConversationSession, Message, Run, User, utcnow
+from ..models import ConversationSession, Message, Run, User, usage_columns, utcnow
 
 BATCH_SESSIONS = 2_000
 
@@ -211,6 +211,8 @@ def seed(
                             "error": None,
                             "created_at": at,
                             "completed_at": at,
+                            "model_id": None,
+                            **usage_columns(None),
                         }
                     )
                     history_chars += len(content)
@@ -250,6 +252,8 @@ def seed(
                         "error": ERRORS.get(status),
                         "created_at": at,
                         "completed_at": at + took,
+                        "model_id": model_id,
+                        **usage_columns(usage),
                     }
                 )
                 runs.append(

@@ -30,6 +30,7 @@ from ..models import (
     Message,
     Run,
     new_id,
+    usage_columns,
     utcnow,
 )
 from .queries import SessionsError
@@ -82,6 +83,7 @@ def session_document(review: Review, exported_by: str) -> dict:
                 "content": message.content,
                 "status": message.status,
                 "usage": view.usage,
+                "model_id": message.model_id,
                 "error": message.error,
                 "created_at": iso(message.created_at),
                 "completed_at": iso(message.completed_at),
@@ -183,6 +185,8 @@ def export_markdown(session: ConversationSession) -> str:
         heading = message.role.capitalize()
         if message.role == "assistant" and message.agent_id:
             heading += f" ({_inline(message.agent_id)})"
+        if view.model_name:
+            heading += f" · {_inline(view.model_name)}"
         lines += ["---", "", f"## {heading} · {_when(message.created_at)} · {message.status}", ""]
         if message.content:
             lines += [*_fenced(message.content, "markdown" if message.role == "assistant" else "text"), ""]
@@ -356,6 +360,9 @@ def parse_import(raw: bytes | str) -> dict:
         message_agent = _text(item.get("agent_id"), f"{where}.agent_id", 64, required=False)
         if message_agent is not None and not _AGENT_ID.match(message_agent):
             _refuse(422, f"{where}.agent_id {message_agent[:40]!r} is not a valid agent id.")
+        model_id = _text(item.get("model_id"), f"{where}.model_id", 128, required=False)
+        if model_id is not None and role != "assistant":
+            _refuse(422, f"{where}.model_id is set, but only replies (role assistant) are written by a model.")
         message_type = item.get("message_type", "chat")
         if message_type not in MESSAGE_TYPES:
             _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
@@ -366,6 +373,7 @@ def parse_import(raw: bytes | str) -> dict:
             "content": _text(item.get("content"), f"{where}.content", content_limits[role], allow_empty=True),
             "status": status,
             "usage": _usage(item.get("usage"), f"{where}.usage"),
+            "model_id": model_id,
             "error": error,
             "created_at": created,
             "completed_at": completed,
@@ -398,6 +406,9 @@ def parse_import(raw: bytes | str) -> dict:
                     run.get("cancel_requested_at"), f"{where}.run.cancel_requested_at", required=False
                 ),
             }
+        if role == "assistant" and "model_id" not in item:
+            # An export from before replies recorded their model: the run's, else the session's.
+            message["model_id"] = message["run"]["model_id"] if message["run"] else plan["model_id"]
         plan["messages"].append(message)
 
     totals = document.get("totals")
@@ -443,6 +454,8 @@ def import_document(plan: dict, user) -> ConversationSession:
                     "content": item["content"],
                     "status": item["status"],
                     "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
+                    **usage_columns(item["usage"]),
+                    "model_id": item["model_id"],
                     "error": item["error"],
                     "created_at": item["created_at"],
                     "completed_at": item["completed_at"],
