@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from services.gateway.registry import Agent, Model
 
+from ..approvals import approvals_for, open_approval
 from ..extensions import db
 from ..fleet import health, registry
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, sane_usage, utcnow
@@ -208,6 +209,7 @@ class MessageView:
     created_at: datetime | None = None
     model: Model | None = None
     html: Markup = field(default_factory=Markup)
+    approvals: tuple = ()  # approvals.ApprovalView, oldest first
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -216,6 +218,11 @@ class MessageView:
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+    @property
+    def open_approval(self):
+        """The request the reply waits on, if any (only a live reply can wait)."""
+        return open_approval(self.approvals) if self.status == "awaiting_approval" else None
 
     @property
     def status_label(self) -> str:
@@ -254,7 +261,7 @@ class MessageView:
         return replace(self, html=render_message(self.id, self.content, final=not self.is_live))
 
 
-def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:
+def message_view(message: Message, agent_name: str, model: Model | None, approvals: tuple = ()) -> MessageView:
     return MessageView(
         id=message.id,
         role=message.role,
@@ -265,6 +272,7 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         error=message.error,
         created_at=message.created_at,
         model=model,
+        approvals=approvals,
     ).rendered()
 
 
@@ -277,10 +285,11 @@ def session_messages(session: ConversationSession) -> list[MessageView]:
         .where(Message.session_id == session.id, Message.role.in_(("user", "assistant")))
         .order_by(Message.created_at)
     ).all()
+    asked = approvals_for(row.id for row in rows if row.role == "assistant")
     views = []
     for row in rows:
         model = agent.model(model_of.get(row.id, "")) if agent else None
-        views.append(message_view(row, session.agent_name, model))
+        views.append(message_view(row, session.agent_name, model, asked.get(row.id, ())))
     return views
 
 
