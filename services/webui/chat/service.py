@@ -196,7 +196,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
             .values(**claim)
         ).rowcount
         if not claimed:
-            raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
+            raise ChatError(409, _busy_sentence(session))
         for name, value in claim.items():
             set_committed_value(session, name, value)
         session_row = {"id": session.id}
@@ -272,6 +272,21 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         )
     db.session.commit()  # the user's message is saved before anything goes to the agent
     return SentMessage(session_row, user_row, reply_row, existing_session=session)
+
+
+def _busy_sentence(session: ConversationSession) -> str:
+    waiting = db.session.scalar(
+        select(Message.id).where(
+            Message.id == session.active_run_id,
+            Message.status == "awaiting_approval",
+        )
+    )
+    if waiting is not None:
+        return (
+            f"{session.agent_name} is waiting for your answer to its request above: "
+            "approve or reject it (or stop the reply) before sending a message."
+        )
+    return "A reply is still being written in this session. Stop it or wait for it to finish."
 
 
 def _message_columns(row: dict) -> dict:

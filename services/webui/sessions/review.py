@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from ..approvals import approvals_for
 from ..extensions import db
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, User
 
@@ -28,6 +29,7 @@ class MessageView:
     usage: dict | None
     cost_usd: float | None
     cost_estimated: bool = False
+    approvals: tuple = ()  # approvals.ApprovalView: what the agent asked, and the answers
 
     @property
     def duration(self) -> timedelta | None:
@@ -100,6 +102,7 @@ def build_review(session: ConversationSession) -> Review:
         select(Message).where(Message.session_id == session.id).order_by(Message.created_at, Message.id)
     ).all()
     runs = {run.message_id: run for run in db.session.scalars(select(Run).where(Run.session_id == session.id))}
+    asked = approvals_for(message.id for message in messages if message.role == "assistant")
     totals = Totals()
     views = []
     price_cache: dict = {}
@@ -131,6 +134,15 @@ def build_review(session: ConversationSession) -> Review:
         end = message.completed_at or message.created_at
         totals.started_at = min(filter(None, (totals.started_at, message.created_at)))
         totals.ended_at = max(filter(None, (totals.ended_at, end)))
-        views.append(MessageView(message=message, run=run, usage=usage, cost_usd=cost, cost_estimated=estimated))
+        views.append(
+            MessageView(
+                message=message,
+                run=run,
+                usage=usage,
+                cost_usd=cost,
+                cost_estimated=estimated,
+                approvals=asked.get(message.id, ()),
+            )
+        )
     totals.cost_usd = round(totals.cost_usd, 8)
     return Review(session=session, owner=owner, messages=views, totals=totals)
