@@ -210,3 +210,12 @@ def test_an_import_with_bad_approvals_is_refused(app, alice, change, fragment):
     change(document["messages"])
     response = alice.post("/api/chat/sessions/import", json=document)
     assert response.status_code == 422 and fragment in response.json["message"], response.json
+
+
+@pytest.mark.parametrize(
+    "seconds, words", [(3600, "1 h"), (5400, "1.5 h"), (90, "1.5 min"), (2, "2 s"), (0.5, "0.5 s")]
+)
+def test_the_approval_timeout_sentence_names_the_wait(seconds, words):
+    from services.gateway.transport import approval_too_long
+
+    assert approval_too_long(seconds) == f"Nobody answered the approval request within {words}; the agent was stopped."

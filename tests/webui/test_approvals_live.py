@@ -220,3 +220,35 @@ def test_an_unanswered_request_ends_after_the_approval_timeout(stack, api):
     record = wait_for(lambda: (t := task(stack, sent["message_id"])) and t["status"] != "running" and t)
     assert record["status"] == "cancelled" and record["approvals"] == []
     assert answer(api, sent, approval["approval_id"], "approve").status_code == 409
+
+
+def test_an_answer_on_another_server_reaches_the_agent_and_every_stream(stack, api):
+    """The answer lands on a server that does not drive the run: it records and forwards it, and
+    the driving server's stream carries the decision once the agent goes on."""
+    other_url = stack.start_extra_server()
+    sent = send(api, 'Rebuild @@approval="rebuild the search index" @@tokens=10')
+    approval = requested(api, sent)
+    elsewhere = stack.login()
+    elsewhere.base_url = other_url
+    response = answer(elsewhere, sent, approval["approval_id"], "approve", "from the other server")
+    assert response.status_code == 200 and response.json()["delivered"] is True, response.text
+    events = read_until(api, sent["stream_url"], lambda e: False)
+    decided = [data for kind, data, _ in events if kind == "approval"]
+    assert [(d["decision"], d["comment"]) for d in decided] == [("approve", "from the other server")]
+    assert events[-1][1]["status"] == "complete"
+    assert len(task(stack, sent["message_id"])["approvals"]) == 1
+
+
+def test_the_reference_agents_approval_endpoint(stack, api):
+    sent = send(api, 'Prune @@approval="prune the caches" @@tokens=5')
+    approval = requested(api, sent)
+    base = f"{stack.agent_url('dir-code')}/tasks/{sent['message_id']}/approvals"
+    assert requests.post(f"{base}/nope", json={"decision": "approve"}, timeout=5).status_code == 404
+    assert requests.post(f"{base}/{approval['approval_id']}", json={"decision": "x"}, timeout=5).status_code == 400
+    unknown_task = f"{stack.agent_url('dir-code')}/tasks/nope/approvals/{approval['approval_id']}"
+    assert requests.post(unknown_task, json={"decision": "approve"}, timeout=5).status_code == 404
+    assert answer(api, sent, approval["approval_id"], "approve").status_code == 200
+    direct = requests.post(f"{base}/{approval['approval_id']}", json={"decision": "reject"}, timeout=5)
+    assert direct.status_code == 409
+    assert final(stack, sent["message_id"])["status"] == "complete"
+    assert [d["decision"] for d in task(stack, sent["message_id"])["approvals"]] == ["approve"]
