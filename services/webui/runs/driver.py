@@ -9,6 +9,9 @@ that reads the session on `done` finds the finished reply.
 The store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newest event, and
 an event above the stored ceiling is held back until the ceiling moves: whoever ends a run after
 a crash can number its closing events above anything a client was sent.
+
+An approval request (a `status_update` with `approval`) is stored before it is published; when the
+agent goes on, the decision stored by whichever worker took it is published as an `approval` event.
 """
 
 from __future__ import annotations
