@@ -34,13 +34,14 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
-from services.agents.replies import parse_directives, reply_tokens  # noqa: E402
+from services.agents.approvals import PendingApproval, answer_problem  # noqa: E402
+from services.agents.replies import parse_directives, reply_tokens, tokenize  # noqa: E402
 from services.gateway.registry import DEFAULT_REGISTRY_PATH, Agent, Model, RegistryError, load_registry_file  # noqa: E402
 from services.gateway.sse import format_sse  # noqa: E402
 
 MAX_BODY_BYTES = 1_000_000
 MAX_REMEMBERED_TASKS = 5000
-_TASK_PATH = re.compile(r"^/tasks/([^/]+)(/cancel)?$")
+_TASK_PATH = re.compile(r"^/tasks/([^/]+)(?:(/cancel)|/approvals/([^/]+))?$")
 _ROLES = ("system", "user", "assistant", "tool")
 _MALFORMED = (
     "event: token\ndata: {this is not json\n\n",
@@ -71,6 +72,8 @@ class Task:
     started_at: str = field(default_factory=_iso_now)
     stopped_at: str | None = None
     cancel: Event = field(default_factory=Event)
+    pending: PendingApproval | None = None
+    decisions: list = field(default_factory=list)  # every decision received, in order
 
     def stop(self, status: str) -> None:
         if self.status == "running":
@@ -86,6 +89,7 @@ class Task:
             "chars_sent": self.chars_sent,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
+            "approvals": list(self.decisions),
         }
 
 
@@ -128,6 +132,10 @@ class ReferenceAgent:
         match = _TASK_PATH.match(path)
         if match:
             task = self.tasks.get(match.group(1))
+            if match.group(3):
+                if method != "POST":
+                    return _json(start_response, 405, {"error": "use POST"})
+                return self._answer(task, match.group(3), environ, start_response)
             if match.group(2):
                 if method != "POST":
                     return _json(start_response, 405, {"error": "use POST"})
@@ -143,6 +151,29 @@ class ReferenceAgent:
                 return _json(start_response, 404, {"error": "unknown task"})
             return _json(start_response, 200, task.to_dict())
         return _json(start_response, 404, {"error": "no such endpoint"})
+
+    def _answer(self, task: Task | None, approval_id: str, environ, start_response):
+        """POST /tasks/{id}/approvals/{approval_id}: the decision on the request it waits on."""
+        if task is None:
+            return _json(start_response, 404, {"error": "unknown task"})
+        pending = task.pending
+        if pending is None or pending.approval_id != approval_id:
+            return _json(start_response, 404, {"error": "unknown approval"})
+        if pending.decision is not None:
+            return _json(start_response, 409, {"error": "this approval was already answered"})
+        if task.status != "running":
+            return _json(start_response, 409, {"error": f"the task is over ({task.status})"})
+        body, problem = _read_json(environ)
+        if problem is None:
+            problem = answer_problem(body)
+        if problem:
+            return _json(start_response, 400, {"error": problem})
+        pending.decision, pending.comment = body["decision"], body.get("comment") or ""
+        task.decisions.append({"approval_id": approval_id, "decision": pending.decision, "comment": pending.comment})
+        pending.answered.set()
+        return _json(
+            start_response, 200, {"task_id": task.task_id, "approval_id": approval_id, "decision": pending.decision}
+        )
 
     def _start_task(self, environ, start_response):
         body, problem = _read_json(environ)
@@ -209,6 +240,16 @@ class ReferenceAgent:
             yield _event("status_update", {"status": "executing", "detail": f"{self.agent.name} is writing the reply."})
             if knobs.status:
                 yield _event("status_update", {"status": knobs.status, "detail": "Requested by a test directive."})
+            if knobs.approval:
+                task.pending = PendingApproval.new(knobs.approval)
+                yield _event("status_update", task.pending.request(self.agent.name, cleaned))
+                if not task.pending.wait(task.cancel):
+                    raise _Cancelled
+                if task.pending.decision == "reject":
+                    tokens = tokenize(task.pending.rejected_text())
+                else:
+                    detail = f"{self.agent.name} was given approval and is writing the reply."
+                    yield _event("status_update", {"status": "executing", "detail": detail})
             if cancelled(knobs.first_token_ms / 2):
                 raise _Cancelled
             for index, text in enumerate(tokens):

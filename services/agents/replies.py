@@ -6,7 +6,7 @@ word-sized tokens. Directives in that last message change the pace or the ending
 
     @@tokens=40 @@delay_ms=20 @@first_token_ms=1500 @@stall_after=5 @@stall_ms=3000
     @@crash_after=10 @@malformed=1 @@echo @@status=awaiting_approval @@error=message
-    @@usage=early|none @@filler=doc @@echo_context
+    @@usage=early|none @@filler=doc @@echo_context @@approval="what it wants to do"
 
 `@@echo_context` answers with one line per message the agent received ("- role: first words"),
 so tests can see exactly what Switchboard sent.
@@ -42,6 +42,7 @@ class Knobs:
     error: str | None = None
     usage: str = "normal"  # "early" sends usage before the tokens, "none" never sends it
     filler: str = "paragraph"  # "doc": pad a long reply with the whole document again
+    approval: str | None = None  # ask a person for this before replying (agents/approvals.py)
 
 
 # Per-model pace, so the fast model feels fast and the large one deliberate.
@@ -77,6 +78,8 @@ def parse_directives(text: str, model_id: str) -> tuple[Knobs, str]:
             changes["usage"] = value
         elif name == "filler" and value in ("doc", "paragraph"):
             changes["filler"] = value
+        elif name == "approval" and value:
+            changes["approval"] = value
     cleaned = _DIRECTIVE.sub("", text).strip()
     return replace(knobs, **changes), cleaned
 

@@ -69,6 +69,7 @@ class TaskStream:
         connect_timeout: float,
         idle_timeout: float,
         tick: float | None,
+        approval_timeout: float | None = None,
     ):
         self.agent = agent
         self.task_id = task_id
@@ -77,6 +78,10 @@ class TaskStream:
         self.messages = messages
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
+        # While the agent waits for a person (its latest status is awaiting_approval), it may
+        # stay silent this long instead of idle_timeout.
+        self.approval_timeout = approval_timeout if approval_timeout is not None else idle_timeout
+        self._awaiting = False
         self.tick = tick
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -342,6 +347,7 @@ class TaskStream:
                         if event.type == "done":
                             self._put_end(*self._agent_done(event.data))
                             return
+                        self._track_waiting(response, event)
                         self._queue.put(event)
                         # Let the consumer take it now: under gevent, a reader with data
                         # waiting would parse the whole reply before anyone saw its first token.
@@ -351,12 +357,32 @@ class TaskStream:
                 return  # close() shut the socket under us; the consumer already knows
             if transport.is_read_timeout(exc):
                 self._stop_idle_task()
-                self._put_end("error", transport.idle_too_long(agent, self.idle_timeout))
+                if self._awaiting:
+                    self._put_end("error", transport.approval_too_long(self.approval_timeout))
+                else:
+                    self._put_end("error", transport.idle_too_long(agent, self.idle_timeout))
             else:
                 self._put_end("interrupted", transport.interrupted(agent))
             return
         if self._close_status is None:
             self._put_end("interrupted", transport.interrupted(agent))
+
+    def _track_waiting(self, response: urllib3.BaseHTTPResponse, event: AgentEvent) -> None:
+        """Switch the read timeout when the agent starts or stops waiting for an approval."""
+        awaiting = self._awaiting
+        if event.type == "status_update":
+            awaiting = event.data.get("status") == "awaiting_approval"
+        elif event.type == "token":
+            awaiting = False
+        if awaiting == self._awaiting:
+            return
+        self._awaiting = awaiting
+        sock = self._socket or getattr(getattr(response, "_connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.settimeout(self.approval_timeout if awaiting else self.idle_timeout)
+            except OSError:
+                pass  # already shut: the read that follows ends the stream
 
     def _agent_done(self, data: dict) -> tuple[str, str | None]:
         status = data.get("status")
@@ -426,6 +452,34 @@ def open_task(
         tick=tick,
     )
     return stream.start()
+
+
+def answer_approval(
+    agent: Agent, task_id: str, approval_id: str, decision: str, comment: str | None, timeout: float = 3.0
+) -> tuple[bool, str | None]:
+    """Give a native agent the decision on its approval request: (delivered, why not)."""
+    if agent.protocol != "native":
+        return False, f"Agent {agent.agent_id} does not take approvals."
+    try:
+        headers = transport.auth_headers(agent)
+        response = transport.SESSION.post(
+            f"{agent.base_url}/tasks/{quote(task_id, safe='')}/approvals/{quote(approval_id, safe='')}",
+            json={"decision": decision, "comment": comment or ""},
+            headers=headers,
+            timeout=(min(timeout, 3.0), timeout),
+            allow_redirects=False,
+        )
+    except transport.MissingApiKey as exc:
+        return False, str(exc)
+    except requests.RequestException as exc:
+        log.warning("Could not give agent %s the decision on %s (%s).", agent.agent_id, task_id, type(exc).__name__)
+        if transport.is_connect_failure(exc):
+            return False, transport.not_answering(agent)
+        return False, f"Agent {agent.agent_id} did not confirm it in time."
+    with response:
+        if response.status_code == 200:
+            return True, None
+        return False, transport.http_status_sentence(agent, response.status_code, response.content[:4096])
 
 
 def cancel_task(agent: Agent, task_id: str, timeout: float = 2.0) -> bool:

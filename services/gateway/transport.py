@@ -148,6 +148,19 @@ def idle_too_long(agent: Agent, seconds: float) -> str:
     return f"Agent {agent.agent_id} sent nothing for {amount} {unit}."
 
 
+def approval_too_long(seconds: float) -> str:
+    return f"Nobody answered the approval request within {duration(seconds)}; the agent was stopped."
+
+
+def duration(seconds: float) -> str:
+    """3600 → "1 h", 90 → "1.5 min", 2 → "2 s"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
 def interrupted(agent: Agent) -> str:
     return f"Agent {agent.agent_id} stopped in the middle of its reply."
 

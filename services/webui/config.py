@@ -149,6 +149,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "REGISTRY_TTL": _float(env, "REGISTRY_TTL", 10.0),
         "HEARTBEAT_SECONDS": _float(env, "HEARTBEAT_SECONDS", 15.0, minimum=0.05),
         "AGENT_IDLE_TIMEOUT": _float(env, "AGENT_IDLE_TIMEOUT", 120.0, minimum=0.1),
+        "APPROVAL_TIMEOUT": _float(env, "APPROVAL_TIMEOUT", 3600.0, minimum=0.1),
         "AGENT_CONNECT_TIMEOUT": _float(env, "AGENT_CONNECT_TIMEOUT", 3.0, minimum=0.1),
         "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),

@@ -247,6 +247,28 @@ class Run(db.Model):
     )
 
 
+class Approval(db.Model):
+    """A request an agent made while its reply waits (status awaiting_approval), and the answer.
+
+    Its own table, not columns of the message: the driver's periodic flushes of a reply can then
+    never overwrite a decision another worker wrote. `decider` keeps the name of who answered,
+    so that the record stays readable after the account is gone (and survives export/import).
+    """
+
+    __tablename__ = "approvals"
+
+    message_id = db.Column(db.String(36), db.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    approval_id = db.Column(db.String(128), primary_key=True)
+    title = db.Column(db.String(300), nullable=False)
+    detail = db.Column(db.Text, nullable=False, default="")
+    requested_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    decision = db.Column(db.String(16), nullable=True)  # "approve" | "reject"; NULL while open
+    comment = db.Column(db.Text, nullable=True)
+    decided_by = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    decider = db.Column(db.String(64), nullable=True)
+    decided_at = db.Column(db.DateTime, nullable=True)
+
+
 class IdempotencyKey(db.Model):
     """The first answer to a send, so that a retried POST answers with it instead of a second message."""
 

@@ -89,7 +89,8 @@ def query(name: str, description: str, schema: dict | None = None) -> dict:
 
 
 STREAM = {
-    "description": "Server-Sent Events: `token`, `status_update`, `usage` (once) and `done` (always last), "
+    "description": "Server-Sent Events: `token`, `status_update` (with `approval` when the agent asks for one), "
+    "`approval` (the decision on it), `usage` (once) and `done` (always last), "
     "each with `id:` (send it back as Last-Event-ID to resume) and JSON `data:`; "
     "`:keep-alive` comments in between. Ends after `done`.",
     # The schema of one event, as Schemathesis validates each event of a stream.
@@ -97,7 +98,7 @@ STREAM = {
         "text/event-stream": {
             "schema": obj(
                 {
-                    "event": {"enum": ["token", "status_update", "usage", "done"]},
+                    "event": {"enum": ["token", "status_update", "approval", "usage", "done"]},
                     "id": {"type": "string", "pattern": "^[0-9]+$"},
                     "data": {"type": "string", "contentMediaType": "application/json"},
                 }
@@ -153,6 +154,19 @@ def schemas() -> dict:
         }
         return obj({key: {"type": "string", "description": meaning}, **numbers} if key else numbers)
 
+    exported_approval = obj(
+        {
+            "approval_id": {"type": "string"},
+            "title": {"type": "string"},
+            "detail": {"type": "string"},
+            "requested_at": timestamp,
+            "decision": nullable({"enum": ["approve", "reject"]}),
+            "comment": nullable({"type": "string"}),
+            "decided_by": nullable({"type": "string", "description": "The username of who answered."}),
+            "decided_at": optional_timestamp,
+        },
+        required=["approval_id", "title", "requested_at", "decision"],
+    )
     exported_message = obj(
         {
             "id": {"type": "string"},
@@ -167,6 +181,7 @@ def schemas() -> dict:
             "created_at": timestamp,
             "completed_at": optional_timestamp,
             "run": run,
+            "approvals": {"type": "array", "items": exported_approval},
         },
         required=["id", "role", "content", "status", "created_at"],
     )
@@ -241,6 +256,26 @@ def schemas() -> dict:
                 "message_id": {"type": "string", "description": "The reply being written."},
                 "user_message_id": {"type": "string"},
                 "stream_url": {"type": "string", "description": "GET it for the reply's events."},
+            }
+        ),
+        "ApprovalAnswer": obj(
+            {
+                "decision": {"enum": ["approve", "reject"]},
+                "comment": nullable({"type": "string", "maxLength": 2000}),
+            },
+            required=["decision"],
+            examples=[{"decision": "approve", "comment": "Go ahead."}],
+        ),
+        "ApprovalDecision": obj(
+            {
+                "message_id": {"type": "string"},
+                "approval_id": {"type": "string"},
+                "decision": {"enum": ["approve", "reject"]},
+                "comment": nullable({"type": "string"}),
+                "decided_by": {"type": "string"},
+                "decided_at": {"type": "string", "format": "date-time"},
+                "delivered": {"type": "boolean", "description": "Whether the agent took it."},
+                "message": nullable({"type": "string", "description": "Why the agent did not take it."}),
             }
         ),
         "CancelResult": obj(
@@ -463,6 +498,27 @@ def paths() -> dict:
                     "200": ok("Nothing was live: the reply's final status.", ref("CancelResult")),
                     "202": ok("Stopping.", ref("CancelResult")),
                     **errors(400, 401, 404, 409),
+                },
+            }
+        },
+        "/api/chat/sessions/{session_id}/approvals/{approval_id}": {
+            "post": {
+                "summary": "Answer the agent's approval request (the session's owner only, once, while the reply is live).",
+                "description": "The decision is recorded before the agent is told; a second answer, or one after "
+                "the reply ended, is 409. Anyone but the owner (admins included) gets 404.",
+                "parameters": sid
+                + [
+                    {
+                        "name": "approval_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    }
+                ],
+                "requestBody": {"required": True, "content": json_content(ref("ApprovalAnswer"))},
+                "responses": {
+                    "200": ok("Recorded, and given to the agent (see `delivered`).", ref("ApprovalDecision")),
+                    **errors(400, 401, 404, 409, 415, 422),
                 },
             }
         },

@@ -71,7 +71,10 @@
     if (event.target !== input || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
     if (stopButton()) {
-      say("A reply is still being written. Press Esc to stop it, or wait for it to finish.");
+      // An approval request is open (partials/composer_waiting.html): say what is awaited.
+      const waiting = (document.getElementById("composer-waiting")?.textContent || "").trim();
+      say(waiting ? `${waiting} Approve or reject it, or press Esc to stop the reply.`
+        : "A reply is still being written. Press Esc to stop it, or wait for it to finish.");
       return;
     }
     composerForm().requestSubmit();

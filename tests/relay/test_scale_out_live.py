@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import requests
+import sseclient
 from sqlalchemy import create_engine, text
 
 from ..postgres_server import postgres_server
@@ -73,3 +74,38 @@ def test_stop_sent_to_the_other_server_on_postgresql(stack):
     assert json.loads(events[-1].data)["status"] == "cancelled"
     row = wait_for(lambda: (r := stored(stack, sent["message_id"])) and r.status == "cancelled" and r)
     assert row.content == text_of(events)
+
+
+def test_an_approval_asked_on_one_server_is_answered_and_followed_on_the_other_on_postgresql(stack):
+    """The request is stored before it is shown, the answer lands on a server that does not drive
+    the run (recorded once in PostgreSQL, forwarded from there), and every stream sees the decision."""
+    api = stack.login()
+    sent = send(api, 'Scale out @@approval="resize the cluster" @@tokens=20')
+    seen = []
+    response = api.get(stack.other_url + sent["stream_url"], headers={"Accept": "text/event-stream"}, stream=True)
+    try:
+        for event in sseclient.SSEClient(response).events():  # up to the request, then wait
+            seen.append(event)
+            if event.event == "done" or (event.event == "status_update" and "approval" in json.loads(event.data)):
+                break
+    finally:
+        response.close()
+    approval = json.loads(seen[-1].data)["approval"]
+    assert approval["title"] == "resize the cluster"
+    other = requests.Session()
+    other.cookies.update(api.cookies)
+    other.headers.update(api.headers)
+    url = f"{stack.other_url}/api/chat/sessions/{sent['session_id']}/approvals/{approval['approval_id']}"
+    first = other.post(url, json={"decision": "approve", "comment": "scale"})
+    assert first.status_code == 200 and first.json()["delivered"] is True, first.text
+    assert api.post(url.replace(stack.other_url, ""), json={"decision": "reject"}).status_code == 409
+    events = read_events(api, sent["stream_url"], last_event_id=seen[-1].id)
+    assert [json.loads(e.data)["decision"] for e in events if e.event == "approval"] == ["approve"]
+    assert json.loads(events[-1].data)["status"] == "complete"
+    agent = requests.get(f"{stack.agent_url('dir-code')}/tasks/{sent['message_id']}", timeout=5).json()
+    assert [d["decision"] for d in agent["approvals"]] == ["approve"]
+    with stack.database.connect() as conn:
+        row = conn.execute(
+            text("SELECT decision, decider FROM approvals WHERE message_id = :id"), {"id": sent["message_id"]}
+        ).first()
+    assert (row.decision, row.decider) == ("approve", stack.username)

@@ -8,6 +8,7 @@ from flask_login import current_user
 from ..errors import json_body
 from ..fleet import health, registry
 from ..ownership import owned_session
+from . import approvals
 from .service import ChatError, cancel_latest, send_message
 from .streaming import json_event_stream, last_event_id, latest_run_id
 
@@ -107,3 +108,22 @@ def cancel(session_id: str):
     session = owned_session(session_id)
     status, body = cancel_latest(session)
     return jsonify(body), status
+
+
+@bp.post("/chat/sessions/<session_id>/approvals/<approval_id>")
+def answer_approval(session_id: str, approval_id: str):
+    """The owner's decision on the agent's approval request: once only, while the reply is live."""
+    session = owned_session(session_id)
+    body = json_body()
+    result = approvals.answer(session, approval_id, body.get("decision"), body.get("comment"), current_user)
+    view = result.view
+    return jsonify(
+        message_id=view.message_id,
+        approval_id=view.approval_id,
+        decision=view.decision,
+        comment=view.comment,
+        decided_by=view.decider,
+        decided_at=view.decided_at.isoformat(timespec="seconds") + "Z",
+        delivered=result.delivered,
+        message=result.problem,
+    )

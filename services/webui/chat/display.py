@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from services.gateway.registry import Agent, Model
 
+from ..approvals import approvals_for, open_approval
 from ..extensions import db
 from ..fleet import health, registry
 from ..models import LIVE_STATUSES, ConversationSession, Message, sane_usage, usage_columns, utcnow
@@ -230,6 +231,7 @@ class MessageView:
     model: Model | None = None
     model_id: str | None = None
     html: Markup = field(default_factory=Markup)
+    approvals: tuple = ()  # approvals.ApprovalView, oldest first
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -238,6 +240,11 @@ class MessageView:
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+    @property
+    def open_approval(self):
+        """The request the reply waits on, if any (only a live reply can wait)."""
+        return open_approval(self.approvals) if self.status == "awaiting_approval" else None
 
     @property
     def status_label(self) -> str:
@@ -282,7 +289,7 @@ class MessageView:
         return replace(self, html=render_message(self.id, self.content, final=not self.is_live))
 
 
-def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:
+def message_view(message: Message, agent_name: str, model: Model | None, approvals: tuple = ()) -> MessageView:
     return MessageView(
         id=message.id,
         role=message.role,
@@ -296,6 +303,7 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         created_at=message.created_at,
         model=model,
         model_id=message.model_id,
+        approvals=approvals,
     ).rendered()
 
 
@@ -310,10 +318,11 @@ def session_messages(session: ConversationSession) -> list[MessageView]:
         )
         .order_by(Message.created_at)
     ).all()
+    asked = approvals_for(row.id for row in rows if row.role == "assistant")
     views = []
     for row in rows:
         model = agent.model(row.model_id or "") if agent else None
-        views.append(message_view(row, session.agent_name, model))
+        views.append(message_view(row, session.agent_name, model, asked.get(row.id, ())))
     return views
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.sse import format_comment, format_sse
 
+from ..approvals import ApprovalView, approvals_for
 from ..extensions import db
 from ..markdown import GrowingText
 from ..models import Message
@@ -49,6 +50,7 @@ class IncrementalReply:
     committed: int = 0
     tail_sent: int = 0  # length of the tail text the page shows
     status_sent: str = ""
+    approvals_sent: int = 0  # ReplyState.approvals_version the page shows
 
     def split(self, text: str) -> GrowingText:
         """The text not yet committed, parsed once; what it finishes counts as sent from now."""
@@ -78,20 +80,36 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
     manager = run_manager(app)
     db.session.remove()  # no database connection is held by the long-lived part
 
-    def view_of(state: ReplyState, html) -> MessageView:
-        return replace(base, content=state.text, status=state.status, usage=state.usage, error=state.error, html=html)
+    def view_of(state: ReplyState, html, asked=None) -> MessageView:
+        if asked is None:
+            asked = tuple(ApprovalView.from_event(message_id, data) for data in state.approvals.values())
+        return replace(
+            base,
+            content=state.text,
+            status=state.status,
+            usage=state.usage,
+            error=state.error,
+            html=html,
+            approvals=asked,
+        )
 
     def whole(state: ReplyState, page: IncrementalReply) -> str:
         """The reply as blocks + tail (live), replacing whatever the page shows."""
         page.committed = 0
         parsed = page.split(state.text)
         page.tail_sent, page.status_sent = len(parsed.text) - parsed.finished, state.status
+        page.approvals_sent = state.approvals_version
+        view = view_of(state, parsed.finished_html())
         html = render_template(
-            "partials/message.html",
-            m=view_of(state, parsed.finished_html()),
-            tail=parsed.tail_html(),
-            oob=True,
+            "partials/message.html", m=view, tail=parsed.tail_html(), oob=True, session_id=session_id
         )
+        if state.approvals:
+            html += render_template(
+                "partials/composer_waiting.html",
+                oob=True,
+                waiting=view.open_approval is not None,
+                waiting_agent=view.agent_name,
+            )
         return format_sse(html, id=str(state.seq))
 
     def delta(state: ReplyState, page: IncrementalReply) -> str | None:
@@ -99,22 +117,29 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         tail_chars = len(parsed.text) - parsed.finished
         send_tail = bool(parsed.finished) or page.tail_due(tail_chars)
         status_changed = state.status != page.status_sent
-        if not parsed.finished and not send_tail and not status_changed:
+        approvals_changed = state.approvals_version != page.approvals_sent
+        if not parsed.finished and not send_tail and not status_changed and not approvals_changed:
             return None
         if send_tail:
             page.tail_sent = tail_chars
-        page.status_sent = state.status
+        page.status_sent, page.approvals_sent = state.status, state.approvals_version
         html = render_template(
             "partials/reply_delta.html",
             m=view_of(state, None),
             blocks=parsed.finished_html() if parsed.finished else None,
             tail=parsed.tail_html() if send_tail else None,
             status_changed=status_changed,
+            approvals_changed=approvals_changed,
+            session_id=session_id,
         )
         return format_sse(html, id=str(state.seq))
 
     def final(state: ReplyState) -> str:
-        view = view_of(state, None).rendered()
+        # Approvals as stored: a decision whose agent never went on is not among the events.
+        with app.app_context():
+            asked = approvals_for([message_id]).get(message_id, ())
+            db.session.remove()
+        view = view_of(state, None, asked).rendered()
         cost = None
         if session_id is not None:
             # The other replies as stored, plus this one as its events say (its end may not be
@@ -126,7 +151,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
                 log.warning("the running cost of session %s could not be read", session_id)
             finally:
                 db.session.remove()
-        html = render_template("partials/reply_final.html", m=view, cost=cost, **context_of())
+        html = render_template("partials/reply_final.html", m=view, cost=cost, session_id=session_id, **context_of())
         return format_sse(html, id=str(state.seq))
 
     def chunks():

@@ -10,12 +10,13 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..approvals import approvals_for
 from ..errors import error_response
 from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, Run
 from ..ownership import owned_session
-from . import display, page_stream
+from . import approvals, display, page_stream
 from .service import ChatError, cancel_latest, send_message
 from .streaming import last_event_id, latest_run_id, sse_response
 
@@ -230,7 +231,8 @@ def stop(session_id: str):
     agent = registry().get(agent_id)
     run = db.session.get(Run, body["message_id"])
     model = agent.model(run.model_id) if agent and run else None
-    view = display.message_view(message, agent_name, model) if message is not None else None
+    asked = approvals_for([message.id]).get(message.id, ()) if message is not None else ()
+    view = display.message_view(message, agent_name, model, asked) if message is not None else None
     gauge = plan = None
     if model is not None:
         plan = display.session_plan(db.session.get(ConversationSession, session_id), model)
@@ -242,6 +244,19 @@ def stop(session_id: str):
         gauge=gauge,
         plan=plan,
         cost=display.session_cost(session_id),
+    )
+
+
+@bp.post("/chat/<session_id>/approvals/<approval_id>")
+def answer_approval(session_id: str, approval_id: str):
+    """Approve or Reject from the reply's card: answers with the card as it now stands."""
+    session = owned_session(session_id)
+    form = request.form
+    result = approvals.answer(session, approval_id, form.get("decision"), form.get("comment"), current_user)
+    if not request.headers.get("HX-Request"):
+        return redirect(url_for(".session_page", session_id=session.id), 303)
+    return render_template(
+        "partials/approval_answered.html", approval=result.view, problem=result.problem, session=session
     )
 
 

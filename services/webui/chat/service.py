@@ -280,7 +280,7 @@ def claim_session(session: ConversationSession, run_id: str, model: Model, now) 
         .values(**claim)
     ).rowcount
     if not claimed:
-        raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
+        raise ChatError(409, _busy_sentence(session))
     for name, value in claim.items():
         set_committed_value(session, name, value)
 
@@ -302,6 +302,21 @@ def insert_run(run_id: str, session_id: str, agent: Agent, model: Model, now) ->
             "ended_at": None,
         },
     )
+
+
+def _busy_sentence(session: ConversationSession) -> str:
+    waiting = db.session.scalar(
+        select(Message.id).where(
+            Message.id == session.active_run_id,
+            Message.status == "awaiting_approval",
+        )
+    )
+    if waiting is not None:
+        return (
+            f"{session.agent_name} is waiting for your answer to its request above: "
+            "approve or reject it (or stop the reply) before sending a message."
+        )
+    return "A reply is still being written in this session. Stop it or wait for it to finish."
 
 
 def _message_columns(row: dict) -> dict:

@@ -66,7 +66,10 @@ class _MemoryLog:
 
 def snapshot_event(state: ReplyState) -> StreamEvent:
     """The reply up to `state.seq` as one event: what a subscriber that fell behind is given."""
-    return StreamEvent(state.seq, "snapshot", {"text": state.text, "status": state.status})
+    data = {"text": state.text, "status": state.status}
+    if state.approvals:
+        data["approvals"] = list(state.approvals.values())
+    return StreamEvent(state.seq, "snapshot", data)
 
 
 class MemoryBus:

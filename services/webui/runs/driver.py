@@ -9,6 +9,9 @@ that reads the session on `done` finds the finished reply.
 The store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newest event, and
 an event above the stored ceiling is held back until the ceiling moves: whoever ends a run after
 a crash can number its closing events above anything a client was sent.
+
+An approval request (a `status_update` with `approval`) is stored before it is published; when the
+agent goes on, the decision stored by whichever worker took it is published as an `approval` event.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from services.gateway.client import TaskStream, cancel_task
 from services.gateway.registry import Agent
 
+from .. import approvals
 from .events import ReplyState, StreamEvent
 from .store import Flush, RunStore
 
@@ -29,6 +33,7 @@ SEQ_HEADROOM = 10_000
 CANCEL_GRACE_SECONDS = 2.0
 TOO_LONG_ERROR = "The reply passed {limit:,} characters and was stopped there; the text so far is kept."
 LOST_STREAM_ERROR = "Switchboard lost this reply's stream."
+APPROVAL_NOT_STORED = "Switchboard could not record the agent's approval request, so the reply was stopped."
 
 
 class LiveRun:
@@ -47,6 +52,7 @@ class LiveRun:
         self.held: list[StreamEvent] = []
         self.last_flush: Flush | None = None
         self.dirty = False
+        self.waiting_on: str | None = None  # the approval request the agent waits on
 
     def request_cancel(self) -> None:
         """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
@@ -83,10 +89,15 @@ class Driver:
             for event in run.stream:
                 run.close_if_due()
                 if event is not None:
+                    if run.waiting_on is not None:
+                        self._take_decision(run)
                     if event.type == "done":
                         self._finish(run, dict(event.data))
                         return
-                    self._emit(run, event.type, dict(event.data))
+                    data = dict(event.data)
+                    if event.type == "status_update" and "approval" in data:
+                        data = self._store_approval(run, data)
+                    self._emit(run, event.type, data)
                     if run.state.chars > max_chars and run.cancel_deadline is None:
                         run.cancel_deadline = time.monotonic()
                         if run.agent.protocol == "native":
@@ -126,6 +137,38 @@ class Driver:
         else:
             self.bus.publish(run.run_id, event)
         return event
+
+    def _store_approval(self, run: LiveRun, data: dict) -> dict:
+        """An approval request is stored before anyone sees it (so an answer always finds its
+        row, and a reload shows it); this greenlet waits meanwhile, holding the run's events."""
+        request = approvals.clean_request(data.pop("approval"))
+        if request is None or data.get("status") != "awaiting_approval" or run.agent.protocol != "native":
+            return data  # not a request Switchboard can show: the status alone, as before
+        deadline = time.monotonic() + self.stale_seconds
+        while True:
+            try:
+                data["approval"] = self.store.run(approvals.store_request, self.store.engine, run.run_id, request)
+                run.waiting_on = request["approval_id"]
+                return data
+            except Exception:
+                if time.monotonic() >= deadline:
+                    log.exception("run %s could not store an approval request", run.run_id)
+                    cancel_task(run.agent, run.run_id)
+                    run.stream.close("error", APPROVAL_NOT_STORED)
+                    return data
+                time.sleep(0.2)
+
+    def _take_decision(self, run: LiveRun) -> None:
+        """The agent went on after a request: the decision (stored before the agent was told,
+        by whichever worker took it) becomes an `approval` event every subscriber sees."""
+        approval_id, run.waiting_on = run.waiting_on, None
+        try:
+            decision = self.store.run(approvals.stored_decision, self.store.engine, run.run_id, approval_id)
+        except Exception:  # the page shows it on reload; the stream goes on without it
+            log.exception("run %s could not read the decision on %s", run.run_id, approval_id)
+            return
+        if decision is not None:
+            self._emit(run, "approval", decision)
 
     def _take_stored_ceiling(self, run: LiveRun) -> None:
         flush = run.last_flush

@@ -15,7 +15,8 @@ from ..models import FINAL_STATUSES
 # Statuses a `status_update` may put a live reply in.
 UPDATE_STATUSES = frozenset({"planning", "executing", "awaiting_approval", "streaming"})
 # `snapshot` replaces the text so far: sent to a subscriber that fell behind a bounded log.
-EVENT_TYPES = ("token", "status_update", "usage", "done", "snapshot")
+# `approval` is the decision on a request a `status_update` carried (the driver adds it).
+EVENT_TYPES = ("token", "status_update", "usage", "done", "snapshot", "approval")
 
 
 def zero_usage() -> dict:
@@ -49,6 +50,9 @@ class ReplyState:
     usage: dict | None = None
     error: str | None = None
     seq: int = 0
+    # Approval requests by id, in order, with their decisions once given (see `_approval`).
+    approvals: dict[str, dict] = field(default_factory=dict)
+    approvals_version: int = 0  # changes whenever `approvals` does: a page re-renders them
 
     @property
     def text(self) -> str:
@@ -72,6 +76,10 @@ class ReplyState:
         elif event.type == "status_update":
             if data.get("status") in UPDATE_STATUSES and not self.done:
                 self.status = data["status"]
+            if isinstance(data.get("approval"), dict):
+                self._approval(data["approval"])
+        elif event.type == "approval":
+            self._approval(data)
         elif event.type == "usage":
             self.usage = data
         elif event.type == "snapshot":
@@ -81,6 +89,9 @@ class ReplyState:
             self.chars = len(text)
             if data.get("status") in UPDATE_STATUSES or data.get("status") == "pending":
                 self.status = data["status"]
+            for approval in data.get("approvals") or ():
+                if isinstance(approval, dict):
+                    self._approval(approval)
         elif event.type == "done":
             final = data.get("status")
             self.status = final if final in FINAL_STATUSES else "error"
@@ -89,6 +100,23 @@ class ReplyState:
                 # Recovery tells a client the stored text when it may have shown more.
                 self.parts[:] = [data["content"]]
                 self.chars = len(data["content"])
+
+    def _approval(self, data: dict) -> None:
+        """A request (approval_id, title, detail, requested_at) or its decision (approval_id,
+        decision, comment, decided_by, decided_at): merged into the request's record."""
+        approval_id = data.get("approval_id")
+        if not isinstance(approval_id, str) or not approval_id:
+            return
+        self.approvals[approval_id] = {**self.approvals.get(approval_id, {}), **data}
+        self.approvals_version += 1
+
+    @property
+    def open_approval_id(self) -> str | None:
+        """The request the run waits on: the newest one without a decision, while awaiting."""
+        if self.status != "awaiting_approval":
+            return None
+        open_ids = [key for key, value in self.approvals.items() if not value.get("decision")]
+        return open_ids[-1] if open_ids else None
 
     def usage_so_far(self) -> dict:
         return self.usage or zero_usage()

@@ -96,6 +96,7 @@ class RunManager:
             messages=messages,
             connect_timeout=config["AGENT_CONNECT_TIMEOUT"],
             idle_timeout=config["AGENT_IDLE_TIMEOUT"],
+            approval_timeout=config["APPROVAL_TIMEOUT"],
             tick=min(config["RUN_FLUSH_SECONDS"], 0.25),
         )
         # The run's thread first, the request second: starting a thread waits for it, and that

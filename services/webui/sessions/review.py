@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from ..approvals import approvals_for
 from ..extensions import db
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, User
 
@@ -29,6 +30,7 @@ class MessageView:
     cost_usd: float | None
     cost_estimated: bool = False
     model_name: str | None = None  # the model that wrote this reply: its registry name, else its id
+    approvals: tuple = ()  # approvals.ApprovalView: what the agent asked, and the answers
 
     @property
     def duration(self) -> timedelta | None:
@@ -101,6 +103,7 @@ def build_review(session: ConversationSession) -> Review:
         select(Message).where(Message.session_id == session.id).order_by(Message.created_at, Message.id)
     ).all()
     runs = {run.message_id: run for run in db.session.scalars(select(Run).where(Run.session_id == session.id))}
+    asked = approvals_for(message.id for message in messages if message.role == "assistant")
     totals = Totals()
     views = []
     price_cache: dict = {}
@@ -146,6 +149,7 @@ def build_review(session: ConversationSession) -> Review:
                 cost_usd=cost,
                 cost_estimated=estimated,
                 model_name=model_name,
+                approvals=asked.get(message.id, ()),
             )
         )
     totals.cost_usd = round(totals.cost_usd, 8)

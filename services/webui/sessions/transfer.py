@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import insert
 
+from .. import approvals
 from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
 from ..models import (
@@ -98,6 +99,8 @@ def session_document(review: Review, exported_by: str) -> dict:
                 },
             }
         )
+        if view.approvals:
+            messages[-1]["approvals"] = approvals.export_items(view.approvals)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -192,6 +195,8 @@ def export_markdown(session: ConversationSession) -> str:
             lines += [*_fenced(message.content, "markdown" if message.role == "assistant" else "text"), ""]
         else:
             lines += ["_(no text)_", ""]
+        for approval in view.approvals:
+            lines += _approval_lines(approval)
         details = []
         if view.usage:
             details.append(
@@ -209,6 +214,18 @@ def export_markdown(session: ConversationSession) -> str:
         if details:
             lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
     return "\n".join(lines)
+
+
+def _approval_lines(approval) -> list[str]:
+    """An approval request (its markdown detail fenced, like every body) and its answer."""
+    lines = [f"**Approval requested** · {_when(approval.requested_at)}: {_inline(approval.title)}", ""]
+    if approval.detail:
+        lines += [*_fenced(approval.detail, "markdown"), ""]
+    answer = approval.decision_label
+    if approval.decision is not None:
+        answer += f" by {_inline(approval.decider or 'a deleted user')} · {_when(approval.decided_at)}"
+    lines += [f"**{answer}**" + (f": {_inline(approval.comment)}" if approval.comment else ""), ""]
+    return lines
 
 
 def export_filename(session: ConversationSession, extension: str) -> str:
@@ -378,7 +395,10 @@ def parse_import(raw: bytes | str) -> dict:
             "created_at": created,
             "completed_at": completed,
             "run": None,
+            "approvals": approvals.parse_items(item.get("approvals"), f"{where}.approvals", _refuse, _timestamp),
         }
+        if message["approvals"] and role != "assistant":
+            _refuse(422, f"{where}.approvals is set, but only replies (role assistant) ask for approval.")
         if status in LIVE_STATUSES:
             # Nothing runs it here: an export taken mid-reply is imported as interrupted.
             message["status"] = "interrupted"
@@ -441,7 +461,7 @@ def import_document(plan: dict, user) -> ConversationSession:
         )
         db.session.add(session)
         db.session.flush()
-        message_rows, run_rows = [], []
+        message_rows, run_rows, approval_rows = [], [], []
         for item in plan["messages"]:
             message_id = new_id()
             message_rows.append(
@@ -461,6 +481,7 @@ def import_document(plan: dict, user) -> ConversationSession:
                     "completed_at": item["completed_at"],
                 }
             )
+            approval_rows += approvals.import_rows(message_id, item["approvals"])
             if item["run"] is not None:
                 run_rows.append(
                     {
@@ -476,6 +497,8 @@ def import_document(plan: dict, user) -> ConversationSession:
             db.session.execute(insert(Message.__table__), message_rows)
         if run_rows:
             db.session.execute(insert(Run.__table__), run_rows)
+        if approval_rows:
+            db.session.execute(insert(approvals.approvals_table), approval_rows)
         db.session.commit()
     except Exception:
         db.session.rollback()
