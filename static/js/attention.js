@@ -92,6 +92,43 @@
     }).then((response) => { if (!response.ok) seenPosted.delete(key); }, () => seenPosted.delete(key));
   }
 
+  // Where focus was in the old sidebar, as a selector for the same control in the new one.
+  function focusSelector(element) {
+    const href = element.getAttribute("href");
+    if (href) return `[href="${CSS.escape(href)}"]`;
+    return element.classList.length ? [...element.classList].map((c) => `.${CSS.escape(c)}`).join("") : null;
+  }
+
+  // A marked chat the list does not show yet (started in another tab, or through the API): the
+  // sidebar is fetched again, once per such set; keyboard focus stays on the same control.
+  let reloadedFor = "";
+  async function reloadSidebar() {
+    const nav = sidebar();
+    if (!nav || !nav.dataset.sidebarUrl) return;
+    const listed = new Set([...nav.querySelectorAll("li[data-session-id]")].map((li) => li.dataset.sessionId));
+    const missing = [...marks.keys()].filter((id) => !listed.has(id)).sort().join(",");
+    if (!missing || missing === reloadedFor) return;
+    reloadedFor = missing;
+    const url = new URL(nav.dataset.sidebarUrl, location.href);
+    const current = currentSession();
+    if (current) url.searchParams.set("current", current);
+    try {
+      const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "text/html"}});
+      if (!response.ok) return;
+      const fresh = document.createRange().createContextualFragment(await response.text()).querySelector("#session-list");
+      const old = sidebar();
+      if (!fresh || !old) return;
+      const focused = old.contains(document.activeElement) ? focusSelector(document.activeElement) : null;
+      old.replaceWith(fresh);
+      syncNotifyButton();
+      paint();
+      const again = focused && fresh.querySelector(focused);
+      if (again) again.focus();
+    } catch {
+      reloadedFor = "";  // try again at the next answer
+    }
+  }
+
   function apply(data) {
     const next = new Map(data.sessions.map((m) => [m.id, m]));
     const keys = new Set(data.sessions.map((m) => `${m.id}|${m.reply_id}|${m.state}`));
@@ -103,6 +140,7 @@
     marks = next;
     known = keys;
     paint();
+    reloadSidebar();
   }
 
   function pollSeconds() {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -23,7 +23,7 @@ from ..models import LIVE_STATUSES, ConversationSession, Message, utcnow
 from ..ownership import owned_session
 from .display import RECENT_SESSIONS
 
-bp = Blueprint("attention", __name__, url_prefix="/api/chat")
+bp = Blueprint("attention", __name__)
 
 # Order matters only for documentation: the states a chat can be marked with, and their words.
 MARK_LABELS = {
@@ -116,7 +116,7 @@ def attention_helpers():
     }
 
 
-@bp.get("/attention")
+@bp.get("/api/chat/attention")
 def attention():
     """The caller's marked chats among the recent ones, and the counts the tab title shows."""
     marks = list(recent_marks(current_user.id).values())
@@ -140,7 +140,7 @@ def attention():
     )
 
 
-@bp.post("/sessions/<session_id>/seen")
+@bp.post("/api/chat/sessions/<session_id>/seen")
 def seen(session_id: str):
     """The owner has looked at the session (its page is visible): its ended replies are seen.
 
@@ -150,3 +150,11 @@ def seen(session_id: str):
     session.seen_at = utcnow()
     db.session.commit()
     return jsonify(id=session.id, seen_at=session.seen_at.isoformat() + "Z")
+
+
+@bp.get("/chat/sidebar")
+def sidebar():
+    """The sidebar alone: the page asks for it when a marked chat is not in its list yet (a chat
+    started in another tab or through the API). ?current= is the session the page shows."""
+    current = request.args.get("current")
+    return render_template("partials/session_list.html", current_session_id=current)
