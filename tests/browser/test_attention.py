@@ -1,13 +1,13 @@
 """Attention in Chromium: the sidebar's marks, the tab title's count, notifications while hidden,
 Send that never turns into Stop under the cursor, and Esc that stops only from the composer.
 
-Each test logs in as its own user, so that chats of other tests never add to its marks or counts.
+The module logs in as its own user, and each test starts with nothing marked, so that chats of
+other tests never add to its marks or counts.
 Replies are started through the JSON API where no page should be looking at them.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 
@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "attention-password-123"
 # Marks follow the server within a poll (ATTENTION_POLL_SECONDS, 5 s) or two.
 POLL_WAIT = 30_000
-_names = itertools.count(1)
 
 # Notification recorded instead of shown; document.hidden under the test's control (Playwright
 # cannot hide a tab). The permission itself is the browser's, granted by the context.
@@ -48,12 +47,24 @@ window.__setHidden = (value) => { __hidden = value; document.dispatchEvent(new E
 """
 
 
+@pytest.fixture(scope="module")
+def attention_user(stack):
+    """One user for this module (a user is a CLI call, slow on a busy machine): (name, api session)."""
+    stack.add_user("attention", PASSWORD)
+    return "attention", stack.login("attention", PASSWORD)
+
+
 @pytest.fixture
-def user(stack):
-    """A fresh user: (username, api session)."""
-    name = f"attn{next(_names)}"
-    stack.add_user(name, PASSWORD)
-    return name, stack.login(name, PASSWORD)
+def user(attention_user):
+    """The module's user with nothing marked: earlier tests' chats stopped and seen."""
+    name, api = attention_user
+    for item in api.get("/api/chat/attention").json()["sessions"]:
+        if item["state"] != "unseen":
+            api.post(f"/api/chat/sessions/{item['id']}/cancel")
+            wait_until_ended(api, item["id"])
+        assert api.post(f"/api/chat/sessions/{item['id']}/seen").status_code == 200
+    assert api.get("/api/chat/attention").json()["sessions"] == []
+    return name, api
 
 
 def open_context(browser, stack, username, **options):

@@ -233,3 +233,14 @@ def test_composer_keeps_send_and_adds_stop_beside_it_while_a_reply_is_live(app, 
     html = alice.get(f"/chat/{idle}").text
     actions = re.search(r'<div class="composer-actions" id="composer-actions">(.*?)</div>', html, re.S).group(1)
     assert re.findall(r'id="composer-\w+"', actions) == ['id="composer-button"'] and "aria-disabled" not in actions
+
+
+def test_the_sidebar_fragment_is_the_callers_and_marks_the_current_chat(app, client, alice, bob):
+    mine, _ = add_session(app, "alice", status="streaming", title="Mine", seen_ago=timedelta(0))
+    theirs, _ = add_session(app, "bob", status="streaming", title="Theirs", seen_ago=timedelta(0))
+    assert client.get("/chat/sidebar").status_code in (302, 401)  # a login first
+    html = alice.get(f"/chat/sidebar?current={mine}").text
+    assert html.lstrip().startswith('<nav class="session-list" id="session-list"') and "hx-swap-oob" not in html
+    assert f'<li data-session-id="{mine}"><a href="/chat/{mine}" aria-current="page">' in html
+    assert 'data-state="running"' in html and theirs not in html and "Theirs" not in html
+    assert "aria-current" not in alice.get(f"/chat/sidebar?current={theirs}").text

@@ -7,7 +7,8 @@ the sidebar's recent sessions are considered, in one query that walks the user's
 ix_messages_session_role_created: cheap however many sessions a user has.
 
 The page keeps the marks current by asking GET /api/chat/attention every few seconds
-(static/js/attention.js) and says when the owner has looked with POST .../seen; a GET never writes.
+(static/js/attention.js), fetches GET /chat/sidebar again when a marked chat is not listed yet,
+and says when the owner has looked with POST .../seen; a GET never writes.
 """
 
 from __future__ import annotations
