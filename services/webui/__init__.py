@@ -69,6 +69,9 @@ def create_app(config: dict | None = None):
     app.register_blueprint(chat_pages.bp)
     app.register_blueprint(chat_api.bp)
     app.register_blueprint(context_routes.bp)
+    from .chat import attention
+
+    app.register_blueprint(attention.bp)
     from .sessions import init_sessions
 
     init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`

@@ -83,6 +83,9 @@ class ConversationSession(db.Model):
     # Set while a run is live; claimed with a conditional UPDATE so that two workers cannot
     # start two runs in one session.
     active_run_id = db.Column(db.String(36), nullable=True)
+    # When the owner last looked at the session (its page visible); a reply that ended later is
+    # "unseen" (chat/attention.py). NULL (sessions from before it was kept) counts as seen.
+    seen_at = db.Column(db.DateTime, nullable=True, default=utcnow)
 
     user = db.relationship("User")
     messages = db.relationship(

@@ -284,6 +284,29 @@ def schemas() -> dict:
                 "status": {"type": "string", "description": "`cancelling`, or the final status of a finished reply."},
             }
         ),
+        "Attention": obj(
+            {
+                "sessions": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "id": {"type": "string"},
+                            "title": {"type": "string"},
+                            "state": {"enum": ["running", "waiting", "unseen"]},
+                            "label": {"type": "string"},
+                            "reply_id": {"type": "string"},
+                            "url": {"type": "string"},
+                        }
+                    ),
+                    "description": "The recent chats with a mark (unmarked ones are left out).",
+                },
+                "running": count,
+                "waiting": count,
+                "unseen": count,
+                "attention": {**count, "description": "waiting + unseen: what the tab title counts."},
+                "poll_seconds": {"type": "number"},
+            }
+        ),
         "SessionSummary": obj(
             {
                 "id": {"type": "string"},
@@ -519,6 +542,26 @@ def paths() -> dict:
                 "responses": {
                     "200": ok("Recorded, and given to the agent (see `delivered`).", ref("ApprovalDecision")),
                     **errors(400, 401, 404, 409, 415, 422),
+                },
+            }
+        },
+        "/api/chat/attention": {
+            "get": {
+                "summary": "Which of the caller's recent chats are running, waiting for approval, or have "
+                "a reply that ended since the caller last looked (the sidebar's marks).",
+                "responses": {"200": ok("The marks and their counts.", ref("Attention")), **errors(400, 401)},
+            }
+        },
+        "/api/chat/sessions/{session_id}/seen": {
+            "post": {
+                "summary": "The owner has looked at the session: its ended replies are no longer new.",
+                "parameters": sid,
+                "responses": {
+                    "200": ok(
+                        "Seen.",
+                        obj({"id": {"type": "string"}, "seen_at": {"type": "string", "format": "date-time"}}),
+                    ),
+                    **errors(400, 401, 404),
                 },
             }
         },

@@ -30,10 +30,23 @@
     return null;
   }
 
+  // Why Send does nothing while a reply is live: an open approval request (composer_waiting.html)
+  // says what is awaited.
+  function busySentence() {
+    const waiting = (document.getElementById("composer-waiting")?.textContent || "").trim();
+    return waiting ? `${waiting} Approve or reject it, or press Esc to stop the reply.`
+      : "A reply is still being written. Press Esc to stop it, or wait for it to finish.";
+  }
+
   document.addEventListener("htmx:config:request", (event) => {
     const form = composerForm();
     if (!form || event.target !== form) return;
     const input = composerInput();
+    if (stopButton()) {  // Send stays Send while a reply is live (aria-disabled): it says why
+      event.preventDefault();
+      say(busySentence());
+      return;
+    }
     const problem = problemWith(input.value, input);
     if (problem) {
       event.preventDefault();
@@ -54,14 +67,23 @@
     if (ctx.response.status < 400 && input && input.value === form.dataset.sent) input.value = "";
   });
 
+  // Esc stops a reply from the composer or the page, never from a control with its own Esc
+  // meaning; an open menu takes Esc first (static/js/attention.js, which marks it handled).
+  const OWN_ESCAPE = "select, details, dialog, [role=menu], [role=listbox], [role=dialog], [role=combobox], [contenteditable]";
+  function escapeMayStop(target) {
+    if (!target || !target.closest || target === composerInput()) return true;
+    return !target.closest(OWN_ESCAPE) && !target.matches("input, textarea");
+  }
+
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
+      if (event.defaultPrevented) return;
       if (document.body.classList.contains("sidebar-open")) {
         $(".sidebar-toggle").click();
         return;
       }
       const stop = stopButton();
-      if (stop) {
+      if (stop && escapeMayStop(event.target)) {
         event.preventDefault();
         stop.click();
       }
@@ -71,10 +93,7 @@
     if (event.target !== input || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
     if (stopButton()) {
-      // An approval request is open (partials/composer_waiting.html): say what is awaited.
-      const waiting = (document.getElementById("composer-waiting")?.textContent || "").trim();
-      say(waiting ? `${waiting} Approve or reject it, or press Esc to stop the reply.`
-        : "A reply is still being written. Press Esc to stop it, or wait for it to finish.");
+      say(busySentence());
       return;
     }
     composerForm().requestSubmit();

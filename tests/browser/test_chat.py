@@ -76,7 +76,7 @@ def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, st
         page.keyboard.type("second line @@tokens=140 @@delay_ms=12")
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"/chat/[0-9a-f-]{36}$"))
-        expect(page.locator("#composer-button")).to_have_text("Stop")
+        expect(page.locator("#composer-stop")).to_have_text("Stop")
         reply = last_reply(page)
         expect(reply).to_have_attribute("data-status", "complete", timeout=15_000)
 
@@ -101,6 +101,7 @@ def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, st
         expect(page.locator("#context-meter")).to_have_attribute("value", str(used))
         expect(page.locator(".gauge-used")).to_have_text(f"~{used:,}")
         expect(page.locator("#composer-button")).to_have_text("Send")
+        expect(page.locator("#composer-stop")).to_have_count(0)
         assert "```" not in reply_text(reply) and reply.locator(".md pre code .k").count() > 0  # highlighted code
         assert page.evaluate("() => window.__csp") == []
     finally:
@@ -127,12 +128,13 @@ def test_stop_mid_stream_keeps_the_text_and_the_agent_stops(page, stack):
     send(page, "Write a long one @@tokens=400 @@delay_ms=30")
     reply = last_reply(page)
     wait_for_text(reply, 40)
-    page.click("#composer-button")  # Stop
+    page.click("#composer-stop")
     expect(reply).to_have_attribute("data-status", "cancelled")
     expect(reply.locator(".chip")).to_have_text("Cancelled")
     expect(reply.locator(".turn-note")).to_have_text("Stopped. The text so far is kept.")
     assert len(reply_text(reply)) >= 40
     expect(page.locator("#composer-button")).to_have_text("Send")  # usable again at once
+    expect(page.locator("#composer-stop")).to_have_count(0)
     task = agent_task(stack, "dir-code", message_id(reply))
     assert task["status"] == "cancelled" and 0 < task["tokens_sent"] < 400
 
@@ -140,7 +142,7 @@ def test_stop_mid_stream_keeps_the_text_and_the_agent_stops(page, stack):
 def test_stop_before_the_first_token_with_esc(page, stack):
     new_chat(page, "architect")
     send(page, "Slow start @@first_token_ms=3000")
-    expect(page.locator("#composer-button")).to_have_text("Stop")
+    expect(page.locator("#composer-stop")).to_have_text("Stop")
     reply = last_reply(page)
     page.focus("#composer-input")
     page.keyboard.press("Escape")
@@ -165,8 +167,8 @@ def test_reload_mid_stream_shows_the_text_continues_and_stop_still_works(page, s
     assert before > 10
     time.sleep(0.8)
     assert len(reply_text(reply)) > before  # it continues live
-    expect(page.locator("#composer-button")).to_have_text("Stop")
-    page.click("#composer-button")
+    expect(page.locator("#composer-stop")).to_have_text("Stop")
+    page.click("#composer-stop")
     expect(reply).to_have_attribute("data-status", "cancelled")
     assert agent_task(stack, "dir-data", rid)["status"] == "cancelled"
 
@@ -194,11 +196,12 @@ def test_two_tabs_follow_the_same_reply(context, page):
     page.bring_to_front()
     send(page, "Both of you watch this @@tokens=80 @@delay_ms=25")
     expect(other.locator("#messages .turn-assistant")).to_have_count(2)
-    expect(other.locator("#composer-button")).to_have_text("Stop")
+    expect(other.locator("#composer-stop")).to_have_text("Stop")
     for tab in (page, other):
         expect(last_reply(tab)).to_have_attribute("data-status", "complete", timeout=15_000)
     assert reply_text(last_reply(page)) == reply_text(last_reply(other))
     expect(other.locator("#composer-button")).to_have_text("Send")
+    expect(other.locator("#composer-stop")).to_have_count(0)
 
 
 def test_choosing_another_agent_opens_a_new_session_with_a_new_url(page):
@@ -343,7 +346,7 @@ def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_st
             time.sleep(0.4)
             shot.screenshot(path=str(SCREENSHOTS / f"chat-{width}-{scheme}.png"))
             context.close()
-    page.click("#composer-button")
+    page.click("#composer-stop")
     expect(last_reply(page)).to_have_attribute("data-status", "cancelled")
     for name in ("chat-1280-light", "chat-1280-dark", "chat-375-light", "chat-375-dark"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

@@ -285,7 +285,7 @@ def test_sending_on_a_new_chat_creates_the_session_and_pushes_its_url(app, alice
     assert response.headers["HX-Push-Url"] == f"/chat/{session.id}"
     html = response.text
     assert f'hx-sse:connect="/chat/{session.id}/stream?message_id={reply.id}"' in html
-    assert 'data-action="stop"' in html  # Send became Stop
+    assert 'data-action="stop"' in html  # Stop beside Send
     assert re.search(r'<nav [^>]*id="session-list"[^>]*hx-swap-oob="true"', html) and "Plan it" in html
 
 
