@@ -3,23 +3,23 @@
 Existing sessions keep NULL, which counts as seen: nothing is marked new after the upgrade.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE, not batch mode: a batch copy of the table on SQLite would drop the search
+# triggers that migration 0002 put on it. DROP COLUMN needs SQLite 3.35+.
 def upgrade():
-    with op.batch_alter_table("conversation_sessions", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("seen_at", sa.DateTime(), nullable=True))
+    op.add_column("conversation_sessions", sa.Column("seen_at", sa.DateTime(), nullable=True))
 
 
 def downgrade():
-    with op.batch_alter_table("conversation_sessions", schema=None) as batch_op:
-        batch_op.drop_column("seen_at")
+    op.drop_column("conversation_sessions", "seen_at")

@@ -7,7 +7,7 @@
   (`ix_messages_usage`) instead of JSON parsed row by row. Back-filled from `usage`.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 """
 
 import json
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

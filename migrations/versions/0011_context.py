@@ -1,7 +1,7 @@
 """Context you can see: each message's token count, stored once per tokenizer.
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0009
 """
 
 import sqlalchemy as sa
