@@ -150,6 +150,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "HEARTBEAT_SECONDS": _float(env, "HEARTBEAT_SECONDS", 15.0, minimum=0.05),
         "AGENT_IDLE_TIMEOUT": _float(env, "AGENT_IDLE_TIMEOUT", 120.0, minimum=0.1),
         "AGENT_CONNECT_TIMEOUT": _float(env, "AGENT_CONNECT_TIMEOUT", 3.0, minimum=0.1),
+        # A live reply whose agent said nothing this long shows "No output for N s" (0: never).
+        "STALL_NOTICE_SECONDS": _float(env, "STALL_NOTICE_SECONDS", 15.0),
         "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),

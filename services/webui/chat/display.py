@@ -208,6 +208,8 @@ class MessageView:
     created_at: datetime | None = None
     model: Model | None = None
     html: Markup = field(default_factory=Markup)
+    steps: list = field(default_factory=list)  # the timeline: [{status, detail, at}] (chat/progress.py)
+    last_output_at: str | None = None  # server time of the last token or status update, if known
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -265,6 +267,7 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         error=message.error,
         created_at=message.created_at,
         model=model,
+        steps=message.steps,
     ).rendered()
 
 

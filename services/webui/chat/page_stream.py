@@ -13,7 +13,7 @@ htmx's hx-sse extension swaps them (their parts out of band).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import current_app, render_template
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
 from .display import Gauge, MessageView, used_tokens
+from .progress import TimelineSent
 
 # Re-render a streaming reply's tail at most this often; a pending render is due after it.
 RENDER_INTERVAL = 0.15
@@ -45,6 +46,7 @@ class IncrementalReply:
     committed: int = 0
     tail_sent: int = 0  # length of the tail text the page shows
     status_sent: str = ""
+    timeline: TimelineSent = field(default_factory=TimelineSent)
 
     def split(self, text: str) -> GrowingText:
         """The text not yet committed, parsed once; what it finishes counts as sent from now."""
@@ -71,7 +73,16 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
     db.session.remove()  # no database connection is held by the long-lived part
 
     def view_of(state: ReplyState, html) -> MessageView:
-        return replace(base, content=state.text, status=state.status, usage=state.usage, error=state.error, html=html)
+        return replace(
+            base,
+            content=state.text,
+            status=state.status,
+            usage=state.usage,
+            error=state.error,
+            html=html,
+            steps=state.steps,
+            last_output_at=state.last_output_at,
+        )
 
     def whole(state: ReplyState, page: IncrementalReply) -> str:
         """The reply as blocks + tail (live), replacing whatever the page shows."""
@@ -83,6 +94,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
             m=view_of(state, parsed.finished_html()),
             tail=parsed.tail_html(),
             oob=True,
+            **page.timeline.whole(state),
         )
         return format_sse(html, id=str(state.seq))
 
@@ -91,7 +103,8 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
         tail_chars = len(parsed.text) - parsed.finished
         send_tail = bool(parsed.finished) or page.tail_due(tail_chars)
         status_changed = state.status != page.status_sent
-        if not parsed.finished and not send_tail and not status_changed:
+        progress = page.timeline.delta(state, base.created_at)
+        if not parsed.finished and not send_tail and not status_changed and not progress:
             return None
         if send_tail:
             page.tail_sent = tail_chars
@@ -102,6 +115,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
             blocks=parsed.finished_html() if parsed.finished else None,
             tail=parsed.tail_html() if send_tail else None,
             status_changed=status_changed,
+            **progress,
         )
         return format_sse(html, id=str(state.seq))
 
@@ -154,6 +168,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, gauge_windo
             if message is not None and not message.is_live:
                 state.parts[:] = [message.content]
                 state.status, state.error, state.usage = message.status, message.error, message.usage
+                state.replace_steps(message.steps)
             db.session.remove()
         yield final(state)
 

@@ -66,7 +66,12 @@ class _MemoryLog:
 
 def snapshot_event(state: ReplyState) -> StreamEvent:
     """The reply up to `state.seq` as one event: what a subscriber that fell behind is given."""
-    return StreamEvent(state.seq, "snapshot", {"text": state.text, "status": state.status})
+    data = {"text": state.text, "status": state.status}
+    if state.steps_seen:  # the timeline and the last output's time, so a late subscriber has them
+        data.update(steps=list(state.steps), steps_seen=state.steps_seen)
+    if state.last_output_at:
+        data["last_output_at"] = state.last_output_at
+    return StreamEvent(state.seq, "snapshot", data)
 
 
 class MemoryBus:

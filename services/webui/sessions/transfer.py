@@ -31,6 +31,7 @@ from ..models import (
     new_id,
     utcnow,
 )
+from ..runs.events import MAX_DETAIL_CHARS, MAX_STEP_STATUS_CHARS, MAX_STEPS
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
 
@@ -82,6 +83,7 @@ def session_document(review: Review, exported_by: str) -> dict:
                 "content": message.content,
                 "status": message.status,
                 "usage": view.usage,
+                "steps": message.steps,
                 "error": message.error,
                 "created_at": iso(message.created_at),
                 "completed_at": iso(message.completed_at),
@@ -204,7 +206,30 @@ def export_markdown(session: ConversationSession) -> str:
             details.append(f"error: {message.error}")
         if details:
             lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
+        lines += _steps_markdown(message.steps)
     return "\n".join(lines)
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _literal(value: str) -> str:
+    """Agent text on one markdown line, every ASCII punctuation escaped: no link, emphasis or
+    HTML a viewer could make of it (CommonMark shows a backslash-escaped character as itself)."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def _steps_markdown(steps: list[dict]) -> list[str]:
+    """A reply's timeline as a list: time, status, detail."""
+    if not steps:
+        return []
+    lines = ["Steps:", ""]
+    for step in steps:
+        at = step.get("at")
+        when = at[11:19] if isinstance(at, str) and len(at) >= 19 else "--:--:--"
+        detail = f" · {_literal(step['detail'])}" if step.get("detail") else ""
+        lines.append(f"- {when} · {_literal(step['status'])}{detail}")
+    return [*lines, ""]
 
 
 def export_filename(session: ConversationSession, extension: str) -> str:
@@ -278,6 +303,26 @@ def _usage(value, where: str) -> dict | None:
         if not isinstance(key, str) or len(key) > 64 or not short:
             _refuse(422, f"{where} may hold only named numbers and short values.")
     return value
+
+
+def _steps(value, where: str) -> list[dict]:
+    """A reply's timeline: at most MAX_STEPS of {status, detail, at}, as the run engine keeps it."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _refuse(422, f"{where} must be a list or null.")
+    if len(value) > MAX_STEPS:
+        _refuse(422, f"{where} has {len(value):,} steps; at most {MAX_STEPS} are kept.")
+    steps = []
+    for index, step in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(step, dict) or set(step) - {"status", "detail", "at"}:
+            _refuse(422, f"{at} must be an object with status, detail and at.")
+        status = _text(step.get("status"), f"{at}.status", MAX_STEP_STATUS_CHARS)
+        detail = _text(step.get("detail"), f"{at}.detail", MAX_DETAIL_CHARS, required=False, allow_empty=True)
+        when = _timestamp(step.get("at"), f"{at}.at", required=False)
+        steps.append({"status": status, "detail": detail or None, "at": iso(when)})
+    return steps
 
 
 def parse_import(raw: bytes | str) -> dict:
@@ -359,6 +404,9 @@ def parse_import(raw: bytes | str) -> dict:
         message_type = item.get("message_type", "chat")
         if message_type not in MESSAGE_TYPES:
             _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
+        steps = _steps(item.get("steps"), f"{where}.steps")
+        if steps and role != "assistant":
+            _refuse(422, f"{where}.steps is set, but only replies (role assistant) have steps.")
         message = {
             "role": role,
             "message_type": message_type,
@@ -366,6 +414,7 @@ def parse_import(raw: bytes | str) -> dict:
             "content": _text(item.get("content"), f"{where}.content", content_limits[role], allow_empty=True),
             "status": status,
             "usage": _usage(item.get("usage"), f"{where}.usage"),
+            "steps": steps,
             "error": error,
             "created_at": created,
             "completed_at": completed,
@@ -443,6 +492,7 @@ def import_document(plan: dict, user) -> ConversationSession:
                     "content": item["content"],
                     "status": item["status"],
                     "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
+                    "steps": json.dumps(item["steps"], ensure_ascii=False) if item["steps"] else None,
                     "error": item["error"],
                     "created_at": item["created_at"],
                     "completed_at": item["completed_at"],
