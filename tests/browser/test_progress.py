@@ -70,7 +70,7 @@ def test_the_timeline_shows_during_and_after_a_reply_and_after_a_reload(page, br
     # Live: the timeline is open with the agent's status updates, and the elapsed time counts.
     expect(steps).to_have_attribute("open", "")
     expect(steps.locator(".step")).to_have_count(2)
-    expect(steps.locator(".step").first.locator(".chip")).to_have_text("Planning")
+    expect(steps.locator(".step").first.locator(".step-status")).to_have_text("Planning")
     expect(steps.locator(".step").last).to_contain_text("Code Director is writing the reply.")
     expect(steps.locator(".step").last.locator("time")).to_have_text(re.compile(r"^\+\d+ s$"))
     elapsed = reply.locator(".progress-elapsed")

@@ -62,7 +62,7 @@ class StepView:
 
     @property
     def chip(self) -> str:
-        """The chip's class: a status the page knows, else a neutral one (agent text is no class)."""
+        """The status's class suffix: one the page knows, else a neutral one (agent text is no class)."""
         return self.status if self.status in STATUS_LABELS else "other"
 
     @property
