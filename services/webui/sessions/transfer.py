@@ -34,6 +34,7 @@ from ..models import (
 from ..runs.events import MAX_DETAIL_CHARS, MAX_STEP_STATUS_CHARS, MAX_STEPS
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
+from .timeline import steps_markdown
 
 FORMAT = "switchboard.session"
 VERSION = 1
@@ -206,30 +207,8 @@ def export_markdown(session: ConversationSession) -> str:
             details.append(f"error: {message.error}")
         if details:
             lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
-        lines += _steps_markdown(message.steps)
+        lines += steps_markdown(message.steps)
     return "\n".join(lines)
-
-
-_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-
-
-def _literal(value: str) -> str:
-    """Agent text on one markdown line, every ASCII punctuation escaped: no link, emphasis or
-    HTML a viewer could make of it (CommonMark shows a backslash-escaped character as itself)."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
-
-
-def _steps_markdown(steps: list[dict]) -> list[str]:
-    """A reply's timeline as a list: time, status, detail."""
-    if not steps:
-        return []
-    lines = ["Steps:", ""]
-    for step in steps:
-        at = step.get("at")
-        when = at[11:19] if isinstance(at, str) and len(at) >= 19 else "--:--:--"
-        detail = f" · {_literal(step['detail'])}" if step.get("detail") else ""
-        lines.append(f"- {when} · {_literal(step['status'])}{detail}")
-    return [*lines, ""]
 
 
 def export_filename(session: ConversationSession, extension: str) -> str:
