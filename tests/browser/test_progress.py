@@ -64,12 +64,15 @@ def shoot(browser, stack, logged_in_state, url: str, what: str, prepare) -> None
 
 def test_the_timeline_shows_during_and_after_a_reply_and_after_a_reload(page, browser, stack, logged_in_state):
     new_chat(page, "dir-code")
-    send(page, "Show me the progress @@tokens=220 @@delay_ms=30")
+    # The second status update comes 1.5 s after the first: the stream appends it to the timeline.
+    send(page, "Show me the progress @@tokens=220 @@delay_ms=30 @@first_token_ms=3000")
     reply = last_reply(page)
     steps = reply.locator(".reply-steps")
     # Live: the timeline is open with the agent's status updates, and the elapsed time counts.
     expect(steps).to_have_attribute("open", "")
     expect(steps.locator(".step")).to_have_count(2)
+    ids = steps.locator(".step").evaluate_all("els => els.map(e => e.id)")
+    assert len(set(ids)) == 2 and ids[0].endswith("-step-1") and ids[1].endswith("-step-2")
     expect(steps.locator(".step").first.locator(".step-status")).to_have_text("Planning")
     expect(steps.locator(".step").last).to_contain_text("Code Director is writing the reply.")
     expect(steps.locator(".step").last.locator("time")).to_have_text(re.compile(r"^\+\d+ s$"))
