@@ -3,14 +3,14 @@
 Existing sessions keep NULL, which counts as seen: nothing is marked new after the upgrade.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

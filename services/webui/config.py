@@ -153,6 +153,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "AGENT_CONNECT_TIMEOUT": _float(env, "AGENT_CONNECT_TIMEOUT", 3.0, minimum=0.1),
         # How often an open page asks for the sidebar's marks (chat/attention.py).
         "ATTENTION_POLL_SECONDS": _float(env, "ATTENTION_POLL_SECONDS", 5.0, minimum=0.5),
+        # A live reply whose agent said nothing this long shows "No output for N s" (0: never).
+        "STALL_NOTICE_SECONDS": _float(env, "STALL_NOTICE_SECONDS", 15.0),
         "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),

@@ -174,6 +174,9 @@ class Message(db.Model):
     content = db.Column(db.Text, nullable=False, default="")
     status = db.Column(db.String(24), nullable=False, default="complete")
     usage_json = db.Column("usage", db.Text, nullable=True)
+    # The reply's timeline: its status updates [{status, detail, at}] as JSON, kept with the
+    # message (the run's event log is deleted after a while).
+    steps_json = db.Column("steps", db.Text, nullable=True)
     error = db.Column(db.Text, nullable=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     completed_at = db.Column(db.DateTime, nullable=True)
@@ -218,6 +221,12 @@ class Message(db.Model):
         self.usage_json = json.dumps(value, sort_keys=True) if value is not None else None
         for name, number in usage_columns(value).items():
             setattr(self, name, number)
+
+    @property
+    def steps(self) -> list[dict]:
+        from .runs.events import load_steps
+
+        return load_steps(self.steps_json)
 
     @property
     def is_live(self) -> bool:

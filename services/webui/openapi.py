@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify
 
 from .errors import MAX_JSON_DEPTH, MAX_SAFE_INTEGER
 from .models import MESSAGE_ROLES, MESSAGE_STATUSES, USAGE_MAX_COST_USD, USAGE_MAX_TOKENS, USER_ROLES
+from .runs.events import MAX_DETAIL_CHARS, MAX_STEP_STATUS_CHARS, MAX_STEPS
 
 bp = Blueprint("openapi", __name__)
 
@@ -177,6 +178,20 @@ def schemas() -> dict:
             "status": {"enum": list(MESSAGE_STATUSES)},
             "usage": usage,
             "model_id": nullable({"type": "string", "description": "The model that wrote this reply."}),
+            "steps": {
+                "type": "array",
+                "description": "The reply's timeline: its agent's status updates, oldest first (at most "
+                f"{MAX_STEPS}); `at` is the server's time.",
+                "maxItems": MAX_STEPS,
+                "items": obj(
+                    {
+                        "status": {"type": "string", "maxLength": MAX_STEP_STATUS_CHARS},
+                        "detail": nullable({"type": "string", "maxLength": MAX_DETAIL_CHARS}),
+                        "at": optional_timestamp,
+                    },
+                    required=["status"],
+                ),
+            },
             "error": nullable({"type": "string"}),
             "created_at": timestamp,
             "completed_at": optional_timestamp,

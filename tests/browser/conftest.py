@@ -14,6 +14,8 @@ from ..servers import LiveStack
 from ..support import free_port
 
 MAX_MESSAGE_CHARS = 2000
+# Short, so a stalled reply shows its notice within seconds (tests/browser/test_progress.py).
+STALL_NOTICE_SECONDS = 3
 
 # Runs in every page before its own scripts: records what the tests need to prove things.
 PROBE = """
@@ -43,7 +45,7 @@ def stack(tmp_path_factory):
     with LiveStack(
         tmp_path_factory.mktemp("browser"),
         extra_agents=[down],
-        env_overrides={"MAX_MESSAGE_CHARS": str(MAX_MESSAGE_CHARS)},
+        env_overrides={"MAX_MESSAGE_CHARS": str(MAX_MESSAGE_CHARS), "STALL_NOTICE_SECONDS": str(STALL_NOTICE_SECONDS)},
     ) as stack:
         yield stack
 

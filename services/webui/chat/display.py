@@ -232,6 +232,8 @@ class MessageView:
     model_id: str | None = None
     html: Markup = field(default_factory=Markup)
     approvals: tuple = ()  # approvals.ApprovalView, oldest first
+    steps: list = field(default_factory=list)  # the timeline: [{status, detail, at}] (chat/progress.py)
+    last_output_at: str | None = None  # server time of the last token or status update, if known
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -304,6 +306,7 @@ def message_view(message: Message, agent_name: str, model: Model | None, approva
         model=model,
         model_id=message.model_id,
         approvals=approvals,
+        steps=message.steps,
     ).rendered()
 
 

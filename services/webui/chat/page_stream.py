@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import current_app, render_template
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from ..models import Message
 from ..runs import run_manager
 from ..runs.events import ReplyState
 from .display import MessageView, session_cost
+from .progress import TimelineSent
 
 log = logging.getLogger("switchboard.chat")
 
@@ -51,6 +52,7 @@ class IncrementalReply:
     tail_sent: int = 0  # length of the tail text the page shows
     status_sent: str = ""
     approvals_sent: int = 0  # ReplyState.approvals_version the page shows
+    timeline: TimelineSent = field(default_factory=TimelineSent)
 
     def split(self, text: str) -> GrowingText:
         """The text not yet committed, parsed once; what it finishes counts as sent from now."""
@@ -91,6 +93,8 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
             error=state.error,
             html=html,
             approvals=asked,
+            steps=state.steps,
+            last_output_at=state.last_output_at,
         )
 
     def whole(state: ReplyState, page: IncrementalReply) -> str:
@@ -101,7 +105,12 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         page.approvals_sent = state.approvals_version
         view = view_of(state, parsed.finished_html())
         html = render_template(
-            "partials/message.html", m=view, tail=parsed.tail_html(), oob=True, session_id=session_id
+            "partials/message.html",
+            m=view,
+            tail=parsed.tail_html(),
+            oob=True,
+            session_id=session_id,
+            **page.timeline.whole(state),
         )
         if state.approvals:
             html += render_template(
@@ -118,7 +127,8 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         send_tail = bool(parsed.finished) or page.tail_due(tail_chars)
         status_changed = state.status != page.status_sent
         approvals_changed = state.approvals_version != page.approvals_sent
-        if not parsed.finished and not send_tail and not status_changed and not approvals_changed:
+        progress = page.timeline.delta(state, base.created_at)
+        if not parsed.finished and not send_tail and not status_changed and not approvals_changed and not progress:
             return None
         if send_tail:
             page.tail_sent = tail_chars
@@ -131,6 +141,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
             status_changed=status_changed,
             approvals_changed=approvals_changed,
             session_id=session_id,
+            **progress,
         )
         return format_sse(html, id=str(state.seq))
 
@@ -197,6 +208,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
             if message is not None and not message.is_live:
                 state.parts[:] = [message.content]
                 state.status, state.error, state.usage = message.status, message.error, message.usage
+                state.replace_steps(message.steps)
             db.session.remove()
         yield final(state)
 

@@ -16,7 +16,7 @@ from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, Run
 from ..ownership import owned_session
-from . import approvals, display, page_stream
+from . import approvals, display, page_stream, progress
 from .service import ChatError, cancel_latest, send_message
 from .streaming import last_event_id, latest_run_id, sse_response
 
@@ -30,6 +30,8 @@ def chat_helpers():
         "recent_sessions": lambda: display.recent_sessions(current_user) if current_user.is_authenticated else [],
         "relative_time": display.relative_time,
         "model_label": display.model_label,
+        "reply_steps": progress.step_views,
+        "reply_progress": progress.progress_view,
     }
 
 

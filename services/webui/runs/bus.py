@@ -69,6 +69,10 @@ def snapshot_event(state: ReplyState) -> StreamEvent:
     data = {"text": state.text, "status": state.status}
     if state.approvals:
         data["approvals"] = list(state.approvals.values())
+    if state.steps_seen:  # the timeline and the last output's time, so a late subscriber has them
+        data.update(steps=list(state.steps), steps_seen=state.steps_seen)
+    if state.last_output_at:
+        data["last_output_at"] = state.last_output_at
     return StreamEvent(state.seq, "snapshot", data)
 
 

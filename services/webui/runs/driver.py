@@ -23,7 +23,7 @@ from services.gateway.client import TaskStream, cancel_task
 from services.gateway.registry import Agent
 
 from .. import approvals
-from .events import ReplyState, StreamEvent
+from .events import ReplyState, StreamEvent, stamp
 from .store import Flush, RunStore
 
 log = logging.getLogger("switchboard.runs")
@@ -34,6 +34,9 @@ CANCEL_GRACE_SECONDS = 2.0
 TOO_LONG_ERROR = "The reply passed {limit:,} characters and was stopped there; the text so far is kept."
 LOST_STREAM_ERROR = "Switchboard lost this reply's stream."
 APPROVAL_NOT_STORED = "Switchboard could not record the agent's approval request, so the reply was stopped."
+# Status updates always carry the server's time (`at`); a token carries it when the last stamp is
+# this old, so every subscriber and a replay agree within a second on when output last came.
+OUTPUT_STAMP_SECONDS = 1.0
 
 
 class LiveRun:
@@ -53,6 +56,7 @@ class LiveRun:
         self.last_flush: Flush | None = None
         self.dirty = False
         self.waiting_on: str | None = None  # the approval request the agent waits on
+        self.stamped_at = 0.0  # monotonic time of the last `at` put on an event
 
     def request_cancel(self) -> None:
         """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
@@ -129,6 +133,11 @@ class Driver:
                 run.stream.close(status="cancelled")
 
     def _emit(self, run: LiveRun, type_: str, data: dict) -> StreamEvent:
+        if type_ in ("token", "status_update"):
+            now = time.monotonic()
+            if type_ == "status_update" or now - run.stamped_at >= OUTPUT_STAMP_SECONDS:
+                data["at"] = stamp()
+                run.stamped_at = now
         event = StreamEvent(run.state.seq + 1, type_, data)
         run.state.apply(event)
         run.dirty = True
@@ -186,6 +195,7 @@ class Driver:
             status=state.status,
             usage=state.usage,
             error=state.error,
+            steps=list(state.steps) if state.steps_seen else None,
             final=final,
             ceiling=state.seq if final else state.seq + SEQ_HEADROOM,
         )

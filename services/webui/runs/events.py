@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from ..models import FINAL_STATUSES
 
@@ -17,6 +18,48 @@ UPDATE_STATUSES = frozenset({"planning", "executing", "awaiting_approval", "stre
 # `snapshot` replaces the text so far: sent to a subscriber that fell behind a bounded log.
 # `approval` is the decision on a request a `status_update` carried (the driver adds it).
 EVENT_TYPES = ("token", "status_update", "usage", "done", "snapshot", "approval")
+# A reply keeps its latest MAX_STEPS status updates (its timeline), each detail cut at
+# MAX_DETAIL_CHARS: an agent cannot blow up a row, a snapshot or a page.
+MAX_STEPS = 200
+MAX_DETAIL_CHARS = 2000
+MAX_STEP_STATUS_CHARS = 40
+
+
+def stamp(moment: datetime | None = None) -> str:
+    """A server time as events and exports carry it: ISO 8601 UTC with microseconds and Z."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def clean_step(raw) -> dict | None:
+    """One timeline step {status, detail, at} from an event or a stored row; None if unusable."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("status"), str) or not raw["status"].strip():
+        return None
+    detail = raw.get("detail")
+    detail = detail.strip() if isinstance(detail, str) else ""
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+    at = raw.get("at")
+    return {
+        "status": raw["status"].strip()[:MAX_STEP_STATUS_CHARS],
+        "detail": detail or None,
+        "at": at if isinstance(at, str) and len(at) <= 40 else None,
+    }
+
+
+def clean_steps(raw) -> list[dict]:
+    """A stored or sent timeline, bounded: the latest MAX_STEPS usable steps."""
+    if not isinstance(raw, list):
+        return []
+    return [step for step in map(clean_step, raw[-MAX_STEPS:]) if step is not None]
+
+
+def load_steps(stored: str | None) -> list[dict]:
+    """A timeline as `messages.steps` stores it (JSON text, or nothing)."""
+    try:
+        return clean_steps(json.loads(stored)) if stored else []
+    except ValueError:
+        return []
 
 
 def zero_usage() -> dict:
@@ -42,7 +85,8 @@ class StreamEvent:
 
 @dataclass
 class ReplyState:
-    """The reply as its events build it: raw text, status, usage, error, the last seq seen."""
+    """The reply as its events build it: raw text, status, usage, error, the last seq seen, and
+    its progress: the timeline of status updates and the server time of the last output."""
 
     parts: list[str] = field(default_factory=list)
     chars: int = 0
@@ -53,6 +97,9 @@ class ReplyState:
     # Approval requests by id, in order, with their decisions once given (see `_approval`).
     approvals: dict[str, dict] = field(default_factory=dict)
     approvals_version: int = 0  # changes whenever `approvals` does: a page re-renders them
+    steps: list[dict] = field(default_factory=list)  # the latest MAX_STEPS
+    steps_seen: int = 0  # every step ever added: numbers steps even after old ones are dropped
+    last_output_at: str | None = None  # the newest `at` of a token or status update
 
     @property
     def text(self) -> str:
@@ -67,6 +114,8 @@ class ReplyState:
     def apply(self, event: StreamEvent) -> None:
         self.seq = max(self.seq, event.seq)
         data = event.data if isinstance(event.data, dict) else {}
+        if event.type in ("token", "status_update"):
+            self._output_at(data.get("at"))
         if event.type == "token":
             piece = str(data.get("text", ""))
             self.parts.append(piece)
@@ -74,10 +123,13 @@ class ReplyState:
             if self.status == "pending":
                 self.status = "streaming"
         elif event.type == "status_update":
-            if data.get("status") in UPDATE_STATUSES and not self.done:
+            if self.done:
+                return
+            if data.get("status") in UPDATE_STATUSES:
                 self.status = data["status"]
             if isinstance(data.get("approval"), dict):
                 self._approval(data["approval"])
+            self.add_step(data)
         elif event.type == "approval":
             self._approval(data)
         elif event.type == "usage":
@@ -92,6 +144,9 @@ class ReplyState:
             for approval in data.get("approvals") or ():
                 if isinstance(approval, dict):
                     self._approval(approval)
+            if "steps" in data:
+                self.replace_steps(data["steps"], data.get("steps_seen"))
+            self._output_at(data.get("last_output_at"))
         elif event.type == "done":
             final = data.get("status")
             self.status = final if final in FINAL_STATUSES else "error"
@@ -100,6 +155,27 @@ class ReplyState:
                 # Recovery tells a client the stored text when it may have shown more.
                 self.parts[:] = [data["content"]]
                 self.chars = len(data["content"])
+            if "steps" in data:  # likewise the stored timeline
+                self.replace_steps(data["steps"])
+
+    def add_step(self, data: dict) -> None:
+        step = clean_step(data)
+        if step is None:
+            return
+        self.steps.append(step)
+        self.steps_seen += 1
+        if len(self.steps) > MAX_STEPS:
+            del self.steps[: len(self.steps) - MAX_STEPS]
+
+    def replace_steps(self, raw, seen=None) -> None:
+        self.steps = clean_steps(raw)
+        total = seen if isinstance(seen, int) and not isinstance(seen, bool) else 0
+        self.steps_seen = max(total, len(self.steps))
+
+    def _output_at(self, at) -> None:
+        # Same-format ISO strings order as the times do.
+        if isinstance(at, str) and len(at) <= 40 and (self.last_output_at is None or at > self.last_output_at):
+            self.last_output_at = at
 
     def _approval(self, data: dict) -> None:
         """A request (approval_id, title, detail, requested_at) or its decision (approval_id,

@@ -25,7 +25,7 @@ from ..models import Message, Run, utcnow
 from . import recovery
 from .bus import make_bus
 from .driver import Driver, LiveRun
-from .events import StreamEvent
+from .events import StreamEvent, load_steps
 from .store import RunStore
 
 log = logging.getLogger("switchboard.runs")
@@ -217,6 +217,8 @@ class RunManager:
         done = {"status": message.status, "message_id": row.message_id}
         if message.error:
             done["error"] = message.error
+        if message.steps:
+            done["steps"] = message.steps  # the timeline, kept with the message
         if sent == 0 and message.content and last >= 3:
             yield StreamEvent(last - 2, "token", {"text": message.content})
         elif message.content or sent > 0:
@@ -235,7 +237,11 @@ class RunManager:
         with self.store.engine.connect() as conn:
             row = conn.execute(
                 select(
-                    messages_table.c.content, messages_table.c.status, messages_table.c.error, messages_table.c.usage
+                    messages_table.c.content,
+                    messages_table.c.status,
+                    messages_table.c.error,
+                    messages_table.c.usage,
+                    messages_table.c.steps,
                 ).where(messages_table.c.id == message_id)
             ).first()
         if row is None:
@@ -249,6 +255,7 @@ class RunManager:
                 "status": row.status,
                 "error": row.error,
                 "usage": usage if isinstance(usage, dict) else None,
+                "steps": load_steps(row.steps),
             },
         )
 

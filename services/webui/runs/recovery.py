@@ -22,7 +22,7 @@ import psutil
 from sqlalchemy import and_, delete, select, update
 
 from ..models import LIVE_STATUSES, ConversationSession, IdempotencyKey, Message, Run, usage_columns, utcnow
-from .events import ReplyState, StreamEvent, zero_usage
+from .events import ReplyState, StreamEvent, load_steps, zero_usage
 
 runs_table = Run.__table__
 messages_table = Message.__table__
@@ -60,9 +60,9 @@ def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error
     if row is None or row.ended_at is not None:
         return None
     message = conn.execute(
-        select(messages_table.c.content, messages_table.c.usage, messages_table.c.session_id).where(
-            messages_table.c.id == run_id
-        )
+        select(
+            messages_table.c.content, messages_table.c.usage, messages_table.c.session_id, messages_table.c.steps
+        ).where(messages_table.c.id == run_id)
     ).first()
     state = ReplyState()
     for event in bus_events:
@@ -76,9 +76,14 @@ def end_run(conn, run_id: str, bus_events: list[StreamEvent], status: str, error
         if state.usage is not None:
             values["usage"] = json.dumps(state.usage, sort_keys=True)
             values.update(usage_columns(state.usage))
+        if state.steps_seen:
+            values["steps"] = json.dumps(state.steps, ensure_ascii=False)
     else:
         # A client may have been shown more than the last flush stored: tell it the stored text.
         done["content"] = message.content if message else ""
+        stored_steps = load_steps(message.steps) if message else []
+        if stored_steps:
+            done["steps"] = stored_steps  # and the stored timeline
     stored_usage = json.loads(values.get("usage") or (message.usage if message else None) or "null")
     closing = []
     if not any(event.type == "usage" for event in bus_events):

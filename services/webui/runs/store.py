@@ -76,6 +76,7 @@ class Flush:
     error: str | None
     ceiling: int
     final: bool = False
+    steps: list | None = None  # the reply's timeline (status updates), kept with the message
     stored: threading.Event = field(default_factory=threading.Event)
     lost: bool = False  # the run had been ended by someone else (recovery): stop driving it
 
@@ -180,6 +181,8 @@ class RunStore:
                 if flush.usage is not None:
                     message_values["usage"] = json.dumps(flush.usage, sort_keys=True)
                     message_values.update(usage_columns(flush.usage))
+                if flush.steps is not None:
+                    message_values["steps"] = json.dumps(flush.steps, ensure_ascii=False)
                 if flush.final:
                     message_values.update(error=flush.error, completed_at=now)
                 conn.execute(update(messages_table).where(messages_table.c.id == flush.run_id).values(**message_values))

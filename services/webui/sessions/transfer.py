@@ -34,8 +34,10 @@ from ..models import (
     usage_columns,
     utcnow,
 )
+from ..runs.events import MAX_DETAIL_CHARS, MAX_STEP_STATUS_CHARS, MAX_STEPS
 from .queries import SessionsError
 from .review import TOKEN_KEYS, Review, build_review
+from .timeline import steps_markdown
 
 FORMAT = "switchboard.session"
 VERSION = 1
@@ -85,6 +87,7 @@ def session_document(review: Review, exported_by: str) -> dict:
                 "status": message.status,
                 "usage": view.usage,
                 "model_id": message.model_id,
+                "steps": message.steps,
                 "error": message.error,
                 "created_at": iso(message.created_at),
                 "completed_at": iso(message.completed_at),
@@ -213,6 +216,7 @@ def export_markdown(session: ConversationSession) -> str:
             details.append(f"error: {message.error}")
         if details:
             lines += ["_" + _inline(" · ".join(details)).replace("_", r"\_") + "_", ""]
+        lines += steps_markdown(message.steps)
     return "\n".join(lines)
 
 
@@ -301,6 +305,26 @@ def _usage(value, where: str) -> dict | None:
     return value
 
 
+def _steps(value, where: str) -> list[dict]:
+    """A reply's timeline: at most MAX_STEPS of {status, detail, at}, as the run engine keeps it."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _refuse(422, f"{where} must be a list or null.")
+    if len(value) > MAX_STEPS:
+        _refuse(422, f"{where} has {len(value):,} steps; at most {MAX_STEPS} are kept.")
+    steps = []
+    for index, step in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(step, dict) or set(step) - {"status", "detail", "at"}:
+            _refuse(422, f"{at} must be an object with status, detail and at.")
+        status = _text(step.get("status"), f"{at}.status", MAX_STEP_STATUS_CHARS)
+        detail = _text(step.get("detail"), f"{at}.detail", MAX_DETAIL_CHARS, required=False, allow_empty=True)
+        when = _timestamp(step.get("at"), f"{at}.at", required=False)
+        steps.append({"status": status, "detail": detail or None, "at": iso(when)})
+    return steps
+
+
 def parse_import(raw: bytes | str) -> dict:
     """Validate an export file completely; returns the plan for `import_document`."""
     size = len(raw.encode() if isinstance(raw, str) else raw)
@@ -383,6 +407,9 @@ def parse_import(raw: bytes | str) -> dict:
         message_type = item.get("message_type", "chat")
         if message_type not in MESSAGE_TYPES:
             _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
+        steps = _steps(item.get("steps"), f"{where}.steps")
+        if steps and role != "assistant":
+            _refuse(422, f"{where}.steps is set, but only replies (role assistant) have steps.")
         message = {
             "role": role,
             "message_type": message_type,
@@ -391,6 +418,7 @@ def parse_import(raw: bytes | str) -> dict:
             "status": status,
             "usage": _usage(item.get("usage"), f"{where}.usage"),
             "model_id": model_id,
+            "steps": steps,
             "error": error,
             "created_at": created,
             "completed_at": completed,
@@ -476,6 +504,7 @@ def import_document(plan: dict, user) -> ConversationSession:
                     "usage": json.dumps(item["usage"], sort_keys=True) if item["usage"] is not None else None,
                     **usage_columns(item["usage"]),
                     "model_id": item["model_id"],
+                    "steps": json.dumps(item["steps"], ensure_ascii=False) if item["steps"] else None,
                     "error": item["error"],
                     "created_at": item["created_at"],
                     "completed_at": item["completed_at"],
