@@ -15,7 +15,7 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
     """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}].
 
     Written as given, not validated: some tests need a registry that is wrong on purpose.
-    `models` are (model_id, context_window) pairs.
+    `models` are (model_id, context_window) pairs, or (model_id, context_window, vision).
     """
     data = {
         "agents": [
@@ -34,8 +34,10 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
                         "context_window": window,
                         "cost_per_1m_input": 1.0,
                         "cost_per_1m_output": 2.0,
+                        "vision": vision,
                     }
-                    for model_id, window in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+                    for model_id, window, *flags in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+                    for vision in [bool(flags and flags[0])]
                 ],
             }
             for agent in agents
@@ -61,6 +63,7 @@ def base_config(tmp_path: Path, db_path: Path, agents_file: Path) -> dict:
         "AGENTS_FILE": str(agents_file),
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "HEARTBEAT_SECONDS": 0.5,
+        "ATTACHMENTS_DIR": str(tmp_path / "attachments"),
     }
 
 

@@ -44,6 +44,7 @@ class Model:
     context_window: int
     cost_per_1m_input: float
     cost_per_1m_output: float
+    vision: bool = False  # takes images as content parts
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return round(
@@ -94,6 +95,7 @@ class Agent:
                     "context_window": m.context_window,
                     "cost_per_1m_input": m.cost_per_1m_input,
                     "cost_per_1m_output": m.cost_per_1m_output,
+                    "vision": m.vision,
                 }
                 for m in self.models
             ],
@@ -244,9 +246,17 @@ def _parse_models(raw_models: Any, where: str, owner: str, source: str) -> tuple
                 context_window=context_window,
                 cost_per_1m_input=_parse_price(raw, "cost_per_1m_input", model_where),
                 cost_per_1m_output=_parse_price(raw, "cost_per_1m_output", model_where),
+                vision=_parse_flag(raw, "vision", model_where),
             )
         )
     return tuple(models)
+
+
+def _parse_flag(raw: dict, key: str, where: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise RegistryError(f"{where} has {key} {value!r}, which is not true or false.")
+    return value
 
 
 def _parse_price(raw: dict, key: str, where: str) -> float:

@@ -70,6 +70,9 @@ def create_app(config: dict | None = None):
     from .sessions import init_sessions
 
     init_sessions(app)  # /sessions pages, /api/chat/sessions, `flask sessions` and `flask dev`
+    from .attachments import init_attachments
+
+    init_attachments(app)  # /api/attachments, downloads, `flask attachments`
     app.cli.add_command(auth.users_cli)
     register_error_handlers(app, translators=[database.unavailable_from])
 

@@ -74,6 +74,7 @@ def post_message():
         model_id=body.get("model_id"),
         content=body.get("content"),
         session_id=body.get("session_id"),
+        attachment_ids=body.get("attachment_ids"),
         # A client that retries a send (a timeout, a dropped connection) gets the first answer.
         idempotency_key=request.headers.get("Idempotency-Key") or body.get("idempotency_key"),
     )

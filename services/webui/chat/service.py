@@ -17,6 +17,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from services.gateway.registry import Agent, Model
 
+from ..attachments import parts as attachment_parts
+from ..attachments import service as attachments
 from ..errors import RequestError
 from ..extensions import db
 from ..fleet import registry
@@ -97,7 +99,9 @@ def resolve_model(agent: Agent, model_id: str | None) -> Model:
     return model
 
 
-def validate_content(content) -> str:
+def validate_content(content, *, with_files: bool = False) -> str:
+    if with_files and (content is None or (isinstance(content, str) and not content.strip())):
+        return ""  # files alone are a message
     if not isinstance(content, str) or not content.strip():
         raise ChatError(422, "Write a message before sending.")
     limit = current_app.config["MAX_MESSAGE_CHARS"]
@@ -136,14 +140,18 @@ def earlier_send(user, key: str | None) -> SentMessage | None:
     )
 
 
-def send_message(user, *, agent_id, model_id, content, session_id=None, idempotency_key=None) -> SentMessage:
+def send_message(
+    user, *, agent_id, model_id, content, session_id=None, idempotency_key=None, attachment_ids=None
+) -> SentMessage:
     key = validate_idempotency_key(idempotency_key)
     repeat = earlier_send(user, key)
     if repeat is not None:
         return repeat
     agent = resolve_agent(agent_id)
     model = resolve_model(agent, model_id)
-    content = validate_content(content)
+    files = attachments.pick_for_message(user, attachment_ids, model)
+    content = validate_content(content, with_files=bool(files))
+    attachment_parts.check_fits(content, files, history_budget(model), model.model_id)
     reply_id = new_id()
     session = owned_session(str(session_id)) if session_id else None
     manager = run_manager()
@@ -151,12 +159,12 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     # inside the write transaction below.
     live = manager.prepare(agent, reply_id, session.id if session else None, model.model_id)
     try:
-        sent = _save_turn(user, agent, model, content, session, reply_id, key)
+        sent = _save_turn(user, agent, model, content, session, reply_id, key, files)
         live.session_id = sent.session_id
         history = (
             conversation_for_agent(sent.session_id, sent.user_row, model)
             if session is not None
-            else [{"role": "user", "content": content}]
+            else [{"role": "user", "content": attachment_parts.agent_content(content, files)[0]}]
         )
     except IntegrityError:
         # The same key, sent twice at once: the other request saved the turn first.
@@ -174,7 +182,9 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     return sent
 
 
-def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None) -> SentMessage:
+def _save_turn(
+    user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None, files=()
+) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
     Core INSERTs of plain rows: the ORM's bulk path and building model objects here cost about
@@ -208,7 +218,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
             "agent_name": agent.name,
             "parent_role": agent.parent_role,
             "model_id": model.model_id,
-            "title": make_title(content),
+            "title": make_title(content or ", ".join(f.filename for f in files)),
             "created_at": now,
             "updated_at": now,
             "archived_at": None,
@@ -242,6 +252,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         "completed_at": None,
     }
     db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
+    attachments.link(user_row["id"], list(files))
     db.session.execute(
         runs_table.insert(),
         {
@@ -281,27 +292,36 @@ def _message_columns(row: dict) -> dict:
     return columns
 
 
+def history_budget(model: Model) -> int:
+    return int(model.context_window * HISTORY_SHARE_OF_CONTEXT * 4)  # ~4 characters a token
+
+
 def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
-    """Earlier turns plus the new message (its row), newest kept first when the window is tight."""
-    budget = int(model.context_window * HISTORY_SHARE_OF_CONTEXT * 4)  # ~4 characters a token
-    turns = [{"role": "user", "content": new_message["content"]}]
-    used = len(new_message["content"])
+    """Earlier turns plus the new message (its row), newest kept first when the window is tight.
+
+    A message with attachments is sent as content parts (attachments/parts.py), at their cost."""
+    budget = history_budget(model)
     earlier = db.session.execute(
-        select(Message.role, Message.content)
+        select(Message.id, Message.role, Message.content)
         .where(
             Message.session_id == session_id,
             Message.id != new_message["id"],
             Message.role.in_(("user", "assistant")),
-            Message.content != "",
         )
         .order_by(Message.created_at.desc())
         .limit(200)
     ).all()
-    for role, text in earlier:
-        used += len(text)
+    files = attachments.by_message([new_message["id"], *(row.id for row in earlier if row.role == "user")])
+    content, used = attachment_parts.agent_content(new_message["content"], files.get(new_message["id"], []))
+    turns = [{"role": "user", "content": content}]
+    for message_id, role, text in earlier:
+        if not text and message_id not in files:
+            continue
+        cost = attachment_parts.cost_chars(text, files.get(message_id, []))
+        used += cost
         if used > budget:
             break
-        turns.append({"role": role, "content": text})
+        turns.append({"role": role, "content": attachment_parts.agent_content(text, files.get(message_id, []))[0]})
     turns.reverse()
     return turns
 

@@ -1,0 +1,66 @@
+"""A message as the agent receives it: plain text, or content parts when it carries attachments.
+
+Native protocol (docs/agent-protocol.md): `content` stays a string for a message without
+attachments, so existing agents keep working; with attachments it is a list of parts:
+    {"type": "text", "text": …}
+    {"type": "file", "name": …, "media_type": …, "text": extracted text}
+    {"type": "image", "name": …, "media_type": …, "data": base64}
+Their cost, for the context budget, is in characters (~4 a token): text by its length, an image
+by a fixed estimate.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from ..models import Attachment
+from . import storage
+
+IMAGE_COST_CHARS = 4 * 1000  # an image counts as ~1,000 tokens, whatever its size
+
+
+def file_text(attachment: Attachment) -> str:
+    if attachment.kind == "pdf":
+        return attachment.extracted_text or ""
+    return storage.read_bytes(attachment.sha256).decode("utf-8-sig", errors="replace")
+
+
+def cost_chars(text: str, attachments: list[Attachment]) -> int:
+    """What a message costs the context budget, without reading any file."""
+    return len(text) + sum(IMAGE_COST_CHARS if a.kind == "image" else a.text_chars for a in attachments)
+
+
+def part(attachment: Attachment) -> dict:
+    if attachment.kind == "image":
+        data = base64.b64encode(storage.read_bytes(attachment.sha256)).decode("ascii")
+        return {"type": "image", "name": attachment.filename, "media_type": attachment.media_type, "data": data}
+    return {
+        "type": "file",
+        "name": attachment.filename,
+        "media_type": attachment.media_type,
+        "text": file_text(attachment),
+    }
+
+
+def agent_content(text: str, attachments: list[Attachment]) -> tuple[str | list[dict], int]:
+    """The `content` to send for a message, and its cost in characters."""
+    if not attachments:
+        return text, len(text)
+    parts = [{"type": "text", "text": text}] if text else []
+    parts += [part(a) for a in attachments]
+    return parts, cost_chars(text, attachments)
+
+
+def check_fits(text: str, attachments: list[Attachment], budget_chars: int, model_id: str) -> None:
+    """Refuse a message whose files alone would overflow the model's share of its window."""
+    if not attachments:
+        return
+    cost = cost_chars(text, attachments)
+    if cost > budget_chars:
+        from .validation import AttachmentError
+
+        raise AttachmentError(
+            422,
+            f"The message and its files come to about {cost // 4:,} tokens; model {model_id} takes about "
+            f"{budget_chars // 4:,} for a message. Attach fewer or smaller files, or pick a larger model.",
+        )
