@@ -35,6 +35,7 @@ def model_summary(agent, model) -> dict:
         "context_window": model.context_window,
         "cost_per_1m_input": model.cost_per_1m_input,
         "cost_per_1m_output": model.cost_per_1m_output,
+        "vision": model.vision,
     }
 
 
