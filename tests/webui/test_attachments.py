@@ -285,3 +285,42 @@ def wait_final(app, message_id, timeout=10.0):
     from .test_chat_api import wait_final as wait
 
     return wait(app, message_id, timeout)
+
+
+def test_export_carries_the_files_and_import_restores_them_for_the_importer(app, alice, bob):
+    notes = uploaded(alice, b"exported notes\n", "notes.txt")
+    pdf = uploaded(alice, pdf_with_text("Exported PDF"), "doc.pdf")
+    sent = send(alice, [notes["id"], pdf["id"]]).json
+    wait_final(app, sent["message_id"])
+    export = alice.get(f"/api/chat/sessions/{sent['session_id']}/export").json
+    listed = export["messages"][0]["attachments"]
+    assert [item["filename"] for item in listed] == ["notes.txt", "doc.pdf"]
+    assert all(item["content_base64"] for item in listed)
+    markdown = alice.get(f"/api/chat/sessions/{sent['session_id']}/export?format=md").text
+    assert "Attachments: notes.txt (15 B), doc.pdf" in markdown
+    detail = alice.get(f"/api/chat/sessions/{sent['session_id']}").json
+    assert "content_base64" not in detail["messages"][0]["attachments"][0]  # the API lists, never inlines
+
+    imported = bob.post("/api/chat/sessions/import", json=export)
+    assert imported.status_code == 201, imported.text
+    with app.app_context():
+        user_message = db.session.scalars(
+            select(Message).where(Message.session_id == imported.json["session_id"], Message.role == "user")
+        ).one()
+        rows = attachments.by_message([user_message.id])[user_message.id]
+        assert [row.filename for row in rows] == ["notes.txt", "doc.pdf"]
+        assert rows[1].extracted_text == "Exported PDF"
+        bob_id = rows[0].id
+    download = bob.get(f"/attachments/{bob_id}")
+    assert download.status_code == 200 and download.data == b"exported notes\n"
+    assert alice.get(f"/attachments/{bob_id}").status_code == 404  # bob's copy is bob's
+    with app.app_context():
+        assert len(storage.stored_hashes()) == 2  # one blob per content, shared by both users
+
+    export["messages"][0]["attachments"][0]["sha256"] = "0" * 64
+    tampered = bob.post("/api/chat/sessions/import", json=export)
+    assert tampered.status_code == 422 and "does not match its sha256" in tampered.json["message"]
+    export["messages"][0]["attachments"][0].update(sha256=None, content_base64="PGh0bWw+PC9odG1sPg==")  # <html></html>
+    export["messages"][0]["attachments"][0]["filename"] = "x.html"
+    refused = bob.post("/api/chat/sessions/import", json=export)
+    assert refused.status_code == 422 and "x.html is HTML or SVG" in refused.json["message"]

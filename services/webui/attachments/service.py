@@ -47,8 +47,10 @@ def quota_used(user_id: int) -> int:
     return int(db.session.scalar(select(func.coalesce(func.sum(sizes.c.size), 0))) or 0)
 
 
-def upload(user, file_storage, model: Model | None = None) -> Attachment:
-    """Store one uploaded file for `user` (a werkzeug FileStorage), or AttachmentError."""
+def upload(user, file_storage, model: Model | None = None, *, commit: bool = True) -> Attachment:
+    """Store one uploaded file for `user` (a werkzeug FileStorage), or AttachmentError.
+
+    With commit=False (an import) the row is only flushed: the caller's transaction decides."""
     config = current_app.config
     filename = clean_filename(getattr(file_storage, "filename", None))
     limit = config["ATTACHMENT_MAX_BYTES"]
@@ -94,7 +96,10 @@ def upload(user, file_storage, model: Model | None = None) -> Attachment:
         created_at=utcnow(),
     )
     db.session.add(row)
-    db.session.commit()
+    if commit:
+        db.session.commit()
+    else:
+        db.session.flush()
     return row
 
 

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import insert
 
+from ..attachments import service as attachments
+from ..attachments import transfer as attachment_transfer
 from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
 from ..models import (
@@ -71,6 +73,7 @@ def usage_totals(messages) -> dict:
 def session_document(review: Review, exported_by: str) -> dict:
     session = review.session
     messages = []
+    files = attachment_transfer.listed(view.message.id for view in review.messages if view.message.role == "user")
     for view in review.messages:
         message, run = view.message, view.run
         messages.append(
@@ -96,6 +99,8 @@ def session_document(review: Review, exported_by: str) -> dict:
                 },
             }
         )
+        if message.id in files:
+            messages[-1]["attachments"] = files[message.id]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -118,7 +123,9 @@ def session_document(review: Review, exported_by: str) -> dict:
 
 
 def export_json(session: ConversationSession, exported_by: str) -> str:
-    return json.dumps(session_document(build_review(session), exported_by), indent=2, ensure_ascii=False) + "\n"
+    document = session_document(build_review(session), exported_by)
+    attachment_transfer.add_contents(document)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def _when(value: datetime | None) -> str:
@@ -178,6 +185,7 @@ def export_markdown(session: ConversationSession) -> str:
         f"- Duration: {totals.duration or '—'}",
         "",
     ]
+    files = attachment_transfer.listed(view.message.id for view in review.messages if view.message.role == "user")
     for view in review.messages:
         message = view.message
         heading = message.role.capitalize()
@@ -188,6 +196,8 @@ def export_markdown(session: ConversationSession) -> str:
             lines += [*_fenced(message.content, "markdown" if message.role == "assistant" else "text"), ""]
         else:
             lines += ["_(no text)_", ""]
+        if message.id in files:
+            lines += [_inline(attachment_transfer.markdown_line(files[message.id])), ""]
         details = []
         if view.usage:
             details.append(
@@ -370,6 +380,7 @@ def parse_import(raw: bytes | str) -> dict:
             "created_at": created,
             "completed_at": completed,
             "run": None,
+            "attachments": attachment_transfer.parse(item.get("attachments"), where, _refuse),
         }
         if status in LIVE_STATUSES:
             # Nothing runs it here: an export taken mid-reply is imported as interrupted.
@@ -461,6 +472,8 @@ def import_document(plan: dict, user) -> ConversationSession:
                 )
         if message_rows:
             db.session.execute(insert(Message.__table__), message_rows)
+        for row, item in zip(message_rows, plan["messages"]):
+            attachments.link(row["id"], attachment_transfer.restore(user, item["attachments"]))
         if run_rows:
             db.session.execute(insert(Run.__table__), run_rows)
         db.session.commit()
