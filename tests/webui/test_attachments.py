@@ -324,3 +324,11 @@ def test_export_carries_the_files_and_import_restores_them_for_the_importer(app,
     export["messages"][0]["attachments"][0]["filename"] = "x.html"
     refused = bob.post("/api/chat/sessions/import", json=export)
     assert refused.status_code == 422 and "x.html is HTML or SVG" in refused.json["message"]
+
+
+def test_an_image_counts_as_a_fixed_estimate_not_its_base64():
+    from services.gateway.content import IMAGE_PART_CHARS, content_chars
+
+    parts = [{"type": "text", "text": "abc"}, {"type": "image", "data": "A" * 100_000}, {"type": "file", "text": "xy"}]
+    assert content_chars(parts) == 3 + IMAGE_PART_CHARS + 2
+    assert content_chars("plain") == 5
