@@ -332,3 +332,38 @@ def test_an_image_counts_as_a_fixed_estimate_not_its_base64():
     parts = [{"type": "text", "text": "abc"}, {"type": "image", "data": "A" * 100_000}, {"type": "file", "text": "xy"}]
     assert content_chars(parts) == 3 + IMAGE_PART_CHARS + 2
     assert content_chars("plain") == 5
+
+
+def test_an_admin_reviewing_a_session_may_download_its_files_but_not_unsent_uploads(app, alice, make_user):
+    admin = make_user("root", role="admin")
+    sent_file = uploaded(alice, b"reviewed\n", "reviewed.txt")
+    unsent = uploaded(alice, b"private draft\n", "draft.txt")
+    sent = send(alice, [sent_file["id"]]).json
+    wait_final(app, sent["message_id"])
+    review = admin.get(f"/sessions/{sent['session_id']}").text
+    assert f'href="/attachments/{sent_file["id"]}"' in review
+    assert admin.get(f"/attachments/{sent_file['id']}").status_code == 200
+    assert admin.get(f"/attachments/{unsent['id']}").status_code == 404
+    assert admin.delete(f"/api/attachments/{sent_file['id']}").status_code == 404  # reading only
+
+
+def test_the_reference_agent_reads_native_and_openai_parts():
+    from services.agents.replies import split_content
+
+    text, attached = split_content(
+        [
+            {"type": "text", "text": "hello"},
+            {"type": "text", "text": "[attachment: a.csv (text/csv)]\nx,y\n1,2\n"},
+            {"type": "file", "name": "b.log", "media_type": "text/plain", "text": "\n first \nsecond"},
+            {"type": "image", "name": "c.png", "media_type": "image/png", "data": "AAAA"},
+            {"type": "image_url", "image_url": {"url": "data:image/gif;base64,AAAAAAAA"}},
+        ]
+    )
+    assert text == "hello"
+    assert [(a.name, a.media_type, a.size, a.first_line) for a in attached] == [
+        ("a.csv", "text/csv", "8 characters", "x,y"),
+        ("b.log", "text/plain", "15 characters", "first"),
+        ("c.png", "image/png", "~3 bytes", ""),
+        ("image", "image/gif", "~6 bytes", ""),
+    ]
+    assert split_content("just text") == ("just text", [])
