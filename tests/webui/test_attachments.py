@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -265,13 +266,17 @@ def test_cleanup_removes_old_unsent_uploads_and_orphan_files(app, alice, runner)
         orphan = storage.root() / ("ab" * 32)[:2] / ("ab" * 32)
         orphan.parent.mkdir(exist_ok=True)
         orphan.write_bytes(b"left by a crash")
+        os.utime(orphan, (time.time() - 7200, time.time() - 7200))  # older than the orphan grace
+        fresh = storage.root() / "cd" / ("cd" * 32)
+        fresh.parent.mkdir(exist_ok=True)
+        fresh.write_bytes(b"an upload not yet committed")
         row = db.session.get(Attachment, body["id"])
         row.created_at = row.created_at - attachments.UNSENT_GRACE * 2
         db.session.commit()
     result = runner.invoke(args=["attachments", "cleanup"])
     assert result.exit_code == 0 and "Removed 1 unsent upload(s), 2 blob file(s)" in result.output
     with app.app_context():
-        assert storage.stored_hashes() == set()
+        assert storage.stored_hashes() == {"cd" * 32}
 
 
 def test_user_messages_show_their_files_as_download_chips(app, alice):
@@ -367,3 +372,18 @@ def test_the_reference_agent_reads_native_and_openai_parts():
         ("image", "image/gif", "~6 bytes", ""),
     ]
     assert split_content("just text") == ("just text", [])
+
+
+def test_attachments_live_beside_their_sqlite_database_unless_told(tmp_path, monkeypatch):
+    from services.webui.config import load_config
+
+    monkeypatch.delenv("ATTACHMENTS_DIR", raising=False)
+    config = load_config(
+        str(tmp_path), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "SECRET_KEY": "k" * 20}
+    )
+    assert config["ATTACHMENTS_DIR"] == str(tmp_path.resolve() / "attachments")
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "elsewhere"))
+    config = load_config(
+        str(tmp_path), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "SECRET_KEY": "k" * 20}
+    )
+    assert config["ATTACHMENTS_DIR"] == str(tmp_path / "elsewhere")

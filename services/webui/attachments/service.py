@@ -26,6 +26,7 @@ L = MessageAttachment
 ID_MAX = 36
 # Unsent uploads (chips never sent) older than this are removed by `flask attachments cleanup`.
 UNSENT_GRACE = timedelta(hours=24)
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 def megabytes(size: int) -> str:
@@ -221,7 +222,8 @@ def cleanup(now=None) -> dict:
     db.session.commit()
     removed = remove_blobs(hashes)
     known = set(db.session.scalars(select(A.sha256).distinct()).all())
-    orphans = storage.stored_hashes() - known
+    # Only files older than the grace: a fresh one may belong to an upload not yet committed.
+    orphans = storage.stored_hashes(older_than_seconds=ORPHAN_GRACE.total_seconds()) - known
     removed += storage.remove(orphans)
     temps = storage.stale_temp_files(UNSENT_GRACE.total_seconds())
     for path in temps:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -119,16 +120,19 @@ def remove(sha256s) -> int:
     return removed
 
 
-def stored_hashes() -> set[str]:
+def stored_hashes(older_than_seconds: float = 0.0) -> set[str]:
     folder = root()
     if not folder.is_dir():
         return set()
-    return {path.name for path in folder.glob("??/*") if _SHA256.match(path.name)}
+    cutoff = time.time() - older_than_seconds
+    return {
+        path.name
+        for path in folder.glob("??/*")
+        if _SHA256.match(path.name) and (not older_than_seconds or path.stat().st_mtime < cutoff)
+    }
 
 
 def stale_temp_files(older_than_seconds: float) -> list[Path]:
-    import time
-
     folder = root() / "tmp"
     if not folder.is_dir():
         return []
