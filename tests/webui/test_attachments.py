@@ -387,3 +387,17 @@ def test_attachments_live_beside_their_sqlite_database_unless_told(tmp_path, mon
         str(tmp_path), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "SECRET_KEY": "k" * 20}
     )
     assert config["ATTACHMENTS_DIR"] == str(tmp_path / "elsewhere")
+
+
+def test_a_file_missing_from_the_store_is_said_not_a_crash(app, alice):
+    body = uploaded(alice, b"soon gone\n", "gone.txt")
+    with app.app_context():
+        storage.remove([body["sha256"]])
+    sent = send(alice, [body["id"]])
+    assert sent.status_code == 202
+    assert alice.get(body["url"]).status_code == 404
+    with app.app_context():
+        model = registry().get("architect").model("ref-standard")
+        new = db.session.get(Message, sent.json["user_message_id"])
+        turns = conversation_for_agent(sent.json["session_id"], {"id": new.id, "content": new.content}, model)
+    assert turns[-1]["content"][1]["text"] == "(this file is missing from Switchboard's store)"

@@ -19,10 +19,16 @@ from . import storage
 IMAGE_COST_CHARS = 4 * 1000  # an image counts as ~1,000 tokens, whatever its size
 
 
+MISSING = "(this file is missing from Switchboard's store)"
+
+
 def file_text(attachment: Attachment) -> str:
     if attachment.kind == "pdf":
         return attachment.extracted_text or ""
-    return storage.read_bytes(attachment.sha256).decode("utf-8-sig", errors="replace")
+    try:
+        return storage.read_bytes(attachment.sha256).decode("utf-8-sig", errors="replace")
+    except FileNotFoundError:  # removed by hand, or a lost race with a deletion: say so, do not fail
+        return MISSING
 
 
 def cost_chars(text: str, attachments: list[Attachment]) -> int:
@@ -32,7 +38,10 @@ def cost_chars(text: str, attachments: list[Attachment]) -> int:
 
 def part(attachment: Attachment) -> dict:
     if attachment.kind == "image":
-        data = base64.b64encode(storage.read_bytes(attachment.sha256)).decode("ascii")
+        try:
+            data = base64.b64encode(storage.read_bytes(attachment.sha256)).decode("ascii")
+        except FileNotFoundError:
+            return {"type": "file", "name": attachment.filename, "media_type": attachment.media_type, "text": MISSING}
         return {"type": "image", "name": attachment.filename, "media_type": attachment.media_type, "data": data}
     return {
         "type": "file",
