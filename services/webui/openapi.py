@@ -112,6 +112,8 @@ STREAM = {
 
 
 def schemas() -> dict:
+    from .attachments import api_doc as attachments_doc
+
     timestamp = {"type": "string", "format": "date-time"}
     optional_timestamp = nullable(timestamp)
     count = {"type": "integer", "minimum": 0}
@@ -152,24 +154,7 @@ def schemas() -> dict:
             "created_at": timestamp,
             "completed_at": optional_timestamp,
             "run": run,
-            "attachments": {
-                "type": "array",
-                "description": "A user message's files (absent when it has none). Exports carry each file's "
-                "bytes as content_base64 (null when the export would outgrow the import limit; an import "
-                "skips those); the session API lists them without bytes.",
-                "items": obj(
-                    {
-                        "id": {"type": "string"},
-                        "filename": {"type": "string"},
-                        "media_type": {"type": "string"},
-                        "kind": {"enum": ["text", "pdf", "image"]},
-                        "size": count,
-                        "sha256": nullable({"type": "string"}),
-                        "content_base64": nullable({"type": "string"}),
-                    },
-                    required=["filename"],
-                ),
-            },
+            "attachments": attachments_doc.exported_attachments(),
         },
         required=["id", "role", "content", "status", "created_at"],
     )

@@ -25,6 +25,28 @@ def schemas() -> dict:
     }
 
 
+def exported_attachments() -> dict:
+    """The `attachments` of a message in an export and in the session API."""
+    return {
+        "type": "array",
+        "description": "A user message's files (absent when it has none). Exports carry each file's "
+        "bytes as content_base64 (null when the export would outgrow the import limit; an import "
+        "skips those); the session API lists them without bytes.",
+        "items": obj(
+            {
+                "id": {"type": "string"},
+                "filename": {"type": "string"},
+                "media_type": {"type": "string"},
+                "kind": {"enum": ["text", "pdf", "image"]},
+                "size": {"type": "integer", "minimum": 0},
+                "sha256": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "content_base64": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+            required=["filename"],
+        ),
+    }
+
+
 def paths() -> dict:
     aid = [
         {
