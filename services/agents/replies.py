@@ -179,14 +179,19 @@ def split_content(content) -> tuple[str, list[Attached]]:
                 )
             )
         elif kind == "image":
-            size = len(part.get("data", "")) * 3 // 4
+            size = _decoded_size(part.get("data", ""))
             attached.append(Attached(part.get("name", "image"), part.get("media_type", "?"), f"~{size:,} bytes"))
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url", "")
             found = _DATA_URL.match(url)
-            media_type, size = (found[1], len(found[2]) * 3 // 4) if found else ("a URL", 0)
+            media_type, size = (found[1], _decoded_size(found[2])) if found else ("a URL", 0)
             attached.append(Attached("image", media_type, f"~{size:,} bytes"))
     return "\n".join(texts), attached
+
+
+def _decoded_size(data: str) -> int:
+    data = data.strip()
+    return len(data) * 3 // 4 - len(data) + len(data.rstrip("="))
 
 
 def content_chars(content) -> int:

@@ -369,7 +369,7 @@ def test_the_reference_agent_reads_native_and_openai_parts():
         ("a.csv", "text/csv", "8 characters", "x,y"),
         ("b.log", "text/plain", "15 characters", "first"),
         ("c.png", "image/png", "~3 bytes", ""),
-        ("image", "image/gif", "~6 bytes", ""),
+        ("image", "image/gif", "~6 bytes", ""),  # AAAAAAAA: 8 characters of base64, 6 bytes
     ]
     assert split_content("just text") == ("just text", [])
 
