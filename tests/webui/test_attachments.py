@@ -180,7 +180,7 @@ def test_downloads_are_attachments_never_rendered(alice):
         response = alice.get(body["url"])
         assert response.status_code == 200 and response.data == data
         assert response.headers["Content-Type"] == content_type
-        assert response.headers["Content-Disposition"].startswith("attachment;")
+        assert response.headers["Content-Disposition"] == f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "sandbox" in response.headers["Content-Security-Policy"]
     unicode_name = uploaded(alice, b"data\n", "résumé <b>.txt")

@@ -14,6 +14,8 @@ is text/plain, application/pdf, a raster image or application/octet-stream.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from flask_login import current_user
 
@@ -29,6 +31,12 @@ bp = Blueprint("attachments_api", __name__)
 MULTIPART_ROOM = 64 * 1024
 DOWNLOAD_CSP = "default-src 'none'; img-src 'self'; sandbox"
 SERVED_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"}
+
+
+def content_disposition(filename: str) -> str:
+    """Always a download: an ASCII fallback name and the exact one (RFC 6266 / 5987)."""
+    fallback = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @bp.url_value_preprocessor
@@ -122,6 +130,7 @@ def download(attachment_id: str):
         )
     except FileNotFoundError:
         raise AttachmentError(404, "The file of this attachment is missing from the store.") from None
+    response.headers["Content-Disposition"] = content_disposition(row.filename)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-cache"
     return response
