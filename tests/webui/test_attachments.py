@@ -401,3 +401,28 @@ def test_a_file_missing_from_the_store_is_said_not_a_crash(app, alice):
         new = db.session.get(Message, sent.json["user_message_id"])
         turns = conversation_for_agent(sent.json["session_id"], {"id": new.id, "content": new.content}, model)
     assert turns[-1]["content"][1]["text"] == "(this file is missing from Switchboard's store)"
+
+
+def test_a_session_page_loads_all_its_attachments_in_one_query(app, alice):
+    from sqlalchemy import event
+
+    ids = [uploaded(alice, f"file {i}\n".encode(), f"f{i}.txt")["id"] for i in range(3)]
+    first = send(alice, ids[:2]).json
+    wait_final(app, first["message_id"])
+    second = send(alice, ids[2:], session_id=first["session_id"]).json
+    wait_final(app, second["message_id"])
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        if "message_attachments" in statement:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = alice.get(f"/chat/{first['session_id']}").text
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert all(f'href="/attachments/{i}"' in page for i in ids)
+    assert len(statements) == 1

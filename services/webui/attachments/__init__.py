@@ -23,6 +23,18 @@ def message_attachments(message_id: str) -> list:
     return cache[message_id]
 
 
+def prefetch_attachments(message_ids) -> str:
+    """For templates listing many messages: load all their attachments in one query, up front."""
+    from . import service
+
+    ids = [message_id for message_id in message_ids if message_id]
+    cache = g.setdefault("message_attachments", {})
+    cache.update(service.by_message(ids))
+    for message_id in ids:
+        cache.setdefault(message_id, [])
+    return ""
+
+
 attachments_cli = AppGroup("attachments", help="Attachment housekeeping.")
 
 
@@ -44,6 +56,7 @@ def init_attachments(app) -> None:
     app.register_blueprint(routes.bp)
     app.cli.add_command(attachments_cli)
     app.jinja_env.globals["message_attachments"] = message_attachments
+    app.jinja_env.globals["prefetch_attachments"] = prefetch_attachments
     app.jinja_env.filters["filesize"] = filesize
 
 
