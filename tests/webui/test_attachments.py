@@ -124,7 +124,12 @@ def test_an_image_is_refused_for_a_model_without_vision_at_upload_and_at_send(al
     assert image["kind"] == "image" and image["media_type"] == "image/png"
     at_send = send(alice, [image["id"]], model_id="ref-standard")
     assert at_send.status_code == 422 and "does not take images" in at_send.json["message"]
-    assert send(alice, [image["id"]], model_id="ref-vision").status_code == 202
+    sent = send(alice, [image["id"]], model_id="ref-vision")
+    assert sent.status_code == 202
+    page = alice.get(f"/chat/{sent.json['session_id']}").text  # a raster image gets a thumbnail
+    assert f'<img class="attachment-thumb" src="/attachments/{image["id"]}"' in page
+    download = alice.get(image["url"])
+    assert download.headers["Content-Type"] == "image/png" and download.data == PNG
 
 
 def test_size_count_and_quota_limits_each_say_what_is_wrong(app, alice):
