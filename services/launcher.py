@@ -37,6 +37,7 @@ def main() -> int:
     flask("db", "upgrade")
     flask("users", "ensure-admin")
     flask("sessions", "archive-idle")  # does nothing while ARCHIVE_IDLE_DAYS is 0
+    flask("attachments", "cleanup")  # unsent uploads past a day, files a crash left behind
 
     fleet = Fleet(agents_file)
     fleet.start()

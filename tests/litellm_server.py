@@ -51,13 +51,25 @@ general_settings:
 MODELS = ("mock-small", "mock-long", "mock-slow-start")
 
 
+def forwarding_model(name: str, upstream_model: str, upstream_port: int) -> str:
+    """A model_list entry that forwards to an OpenAI-compatible server (e.g. a reference agent)."""
+    return (
+        f"  - model_name: {name}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{upstream_model}\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: not-used-offline\n"
+    )
+
+
 @contextmanager
-def litellm_proxy(folder: Path):
-    """Run the proxy on a free loopback port; yields the port."""
+def litellm_proxy(folder: Path, extra_models: str = "", port: int | None = None):
+    """Run the proxy on a free loopback port (or `port`); yields the port. `extra_models` are more
+    model_list entries (see forwarding_model)."""
     if not LITELLM.exists():
         pytest.skip(f"{LITELLM} is missing; `make litellm` installs it.")
-    (folder / "config.yaml").write_text(CONFIG)
-    port = free_port()
+    (folder / "config.yaml").write_text(CONFIG.replace("general_settings:", extra_models + "general_settings:"))
+    port = port or free_port()
     env = {
         **os.environ,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",

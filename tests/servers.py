@@ -61,6 +61,7 @@ class LiveStack:
             "LOGIN_RATE_LIMIT": "1000 per minute",
             "HEARTBEAT_SECONDS": "0.5",
             "WEB_WORKERS": str(self.workers),
+            "ATTACHMENTS_DIR": str(self.workdir / "attachments"),
             "PORT": str(self.port),
             **({"REDIS_URL": self.redis_url} if self.redis_url else {}),
             **self.env_overrides,

@@ -15,7 +15,8 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
     """A registry TOML for tests: [{agent_id, port, parent_role?, protocol?, models?}].
 
     Written as given, not validated: some tests need a registry that is wrong on purpose.
-    `models` are (model_id, context_window) pairs, or (model_id, context_window, tokenizer).
+    `models` are (model_id, context_window) pairs, optionally followed by a tokenizer name
+    ("cl100k_base") and/or True for a vision model.
     """
     data = {
         "agents": [
@@ -28,15 +29,7 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
                 "protocol": agent.get("protocol", "native"),
                 "api_key_env": agent.get("api_key_env"),
                 "models": [
-                    {
-                        "model_id": model[0],
-                        "name": model[0],
-                        "context_window": model[1],
-                        "cost_per_1m_input": 1.0,
-                        "cost_per_1m_output": 2.0,
-                        **({"tokenizer": model[2]} if len(model) > 2 else {}),
-                    }
-                    for model in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
+                    _model_entry(model) for model in agent.get("models", [("ref-standard", 32768), ("ref-fast", 8192)])
                 ],
             }
             for agent in agents
@@ -44,6 +37,22 @@ def write_registry(path: Path, agents: list[dict]) -> Path:
     }
     path.write_text(registry_to_toml(data))
     return path
+
+
+def _model_entry(model: tuple) -> dict:
+    model_id, window, *extras = model
+    entry = {
+        "model_id": model_id,
+        "name": model_id,
+        "context_window": window,
+        "cost_per_1m_input": 1.0,
+        "cost_per_1m_output": 2.0,
+        "vision": any(extra is True for extra in extras),
+    }
+    tokenizer = next((extra for extra in extras if isinstance(extra, str)), None)
+    if tokenizer:
+        entry["tokenizer"] = tokenizer
+    return entry
 
 
 def default_test_agents() -> list[dict]:
@@ -62,6 +71,7 @@ def base_config(tmp_path: Path, db_path: Path, agents_file: Path) -> dict:
         "AGENTS_FILE": str(agents_file),
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "HEARTBEAT_SECONDS": 0.5,
+        "ATTACHMENTS_DIR": str(tmp_path / "attachments"),
     }
 
 

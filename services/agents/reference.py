@@ -35,11 +35,12 @@ from gevent.event import Event  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from services.agents.approvals import PendingApproval, answer_problem  # noqa: E402
-from services.agents.replies import parse_directives, reply_tokens, tokenize  # noqa: E402
+from services.agents.replies import content_chars, parse_directives, reply_tokens, split_content, tokenize  # noqa: E402
 from services.gateway.registry import DEFAULT_REGISTRY_PATH, Agent, Model, RegistryError, load_registry_file  # noqa: E402
 from services.gateway.sse import format_sse  # noqa: E402
 
-MAX_BODY_BYTES = 1_000_000
+# Room for a message with attachments: ten files of 10 MB, images as base64.
+MAX_BODY_BYTES = 160_000_000
 MAX_REMEMBERED_TASKS = 5000
 _TASK_PATH = re.compile(r"^/tasks/([^/]+)(?:(/cancel)|/approvals/([^/]+))?$")
 _ROLES = ("system", "user", "assistant", "tool")
@@ -208,10 +209,12 @@ class ReferenceAgent:
                     break
 
     def _stream(self, task: Task, model: Model, messages: list[dict], sock):
-        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        last_user, attached = split_content(next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""))
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
-        prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
+        tokens = reply_tokens(
+            knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages, attached
+        )
+        prompt_tokens = math.ceil(sum(content_chars(m["content"]) for m in messages) / 4)
 
         def usage(completion: int) -> bytes:
             return _event(
@@ -317,10 +320,12 @@ class ReferenceAgent:
     def _completion_stream(self, task: Task, model: Model, messages: list[dict], include_usage: bool, sock):
         """chat.completion.chunk messages paced like the native stream; a closed connection is
         the only stop (pywsgi closes this generator, and the task is marked cancelled)."""
-        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        last_user, attached = split_content(next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""))
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
-        prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
+        tokens = reply_tokens(
+            knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages, attached
+        )
+        prompt_tokens = math.ceil(sum(content_chars(m["content"]) for m in messages) / 4)
         created = int(time.time())
 
         def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
@@ -377,10 +382,12 @@ class ReferenceAgent:
 
     def _whole_completion(self, task: Task, model: Model, messages: list[dict], start_response):
         """stream: false: the whole reply at once (no pacing: nothing watches it arrive)."""
-        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        last_user, attached = split_content(next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""))
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
-        prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
+        tokens = reply_tokens(
+            knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages, attached
+        )
+        prompt_tokens = math.ceil(sum(content_chars(m["content"]) for m in messages) / 4)
         task.tokens_sent = len(tokens)
         task.stop("complete")
         body = json.dumps(
@@ -435,10 +442,17 @@ def _messages_problem(messages) -> str | None:
         if (
             not isinstance(message, dict)
             or message.get("role") not in _ROLES
-            or not isinstance(message.get("content"), str)
+            or not _content_ok(message.get("content"))
         ):
-            return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content"
+            return f"message #{index + 1} needs a role ({', '.join(_ROLES)}) and a string content or a list of parts"
     return None
+
+
+def _content_ok(content) -> bool:
+    """A string, or a list of parts (native or OpenAI), each an object with a type."""
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
 
 
 def _json(start_response, status: int, payload: dict):

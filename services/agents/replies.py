@@ -11,6 +11,9 @@ word-sized tokens. Directives in that last message change the pace or the ending
 `@@echo_context` answers with one line per message the agent received ("- role: first words"),
 so tests can see exactly what Switchboard sent.
 
+`@@echo` answers with the message's text and, when it carries attachments (content parts,
+native or OpenAI), one line per attachment: name, media type, size and the first line of its text.
+
 A reply longer than the document is padded with a short paragraph repeated; `@@filler=doc`
 repeats the whole document instead (headings, lists, code blocks), which is what a long,
 realistic markdown reply looks like to the renderer.
@@ -141,6 +144,82 @@ def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic
     )
 
 
+_OPENAI_FILE_HEADER = re.compile(r"^\[attachment: (.+) \(([^()\n]+)\)\]\n")
+_DATA_URL = re.compile(r"^data:([\w.+/-]+);base64,(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What the agent got of one attachment."""
+
+    name: str
+    media_type: str
+    size: str  # "123 characters" or "456 bytes"
+    first_line: str = ""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
+
+
+def split_content(content) -> tuple[str, list[Attached]]:
+    """A message's text and its attachments: `content` is a string, or a list of parts in the
+    native shape (text, file, image) or OpenAI's (text, with a file's header line, and image_url)."""
+    if isinstance(content, str):
+        return content, []
+    texts: list[str] = []
+    attached: list[Attached] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            header = _OPENAI_FILE_HEADER.match(part.get("text", ""))
+            if header:
+                body = part["text"][header.end() :]
+                attached.append(Attached(header[1], header[2], f"{len(body):,} characters", _first_line(body)))
+            else:
+                texts.append(part.get("text", ""))
+        elif kind == "file":
+            body = part.get("text", "")
+            attached.append(
+                Attached(
+                    part.get("name", "?"), part.get("media_type", "?"), f"{len(body):,} characters", _first_line(body)
+                )
+            )
+        elif kind == "image":
+            size = _decoded_size(part.get("data", ""))
+            attached.append(Attached(part.get("name", "image"), part.get("media_type", "?"), f"~{size:,} bytes"))
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            found = _DATA_URL.match(url)
+            media_type, size = (found[1], _decoded_size(found[2])) if found else ("a URL", 0)
+            attached.append(Attached("image", media_type, f"~{size:,} bytes"))
+    return "\n".join(texts), attached
+
+
+def _decoded_size(data: str) -> int:
+    data = data.strip()
+    return len(data) * 3 // 4 - len(data) + len(data.rstrip("="))
+
+
+def content_chars(content) -> int:
+    """How long a message is, for a usage estimate: its text, and its files' text."""
+    if isinstance(content, str):
+        return len(content)
+    return sum(len(part.get("text", "")) for part in content) + 1000 * sum(
+        1 for part in content if part.get("type") in ("image", "image_url")
+    )
+
+
+def describe_attached(attached: list[Attached]) -> str:
+    lines = [f"Received {len(attached)} attachment{'s' if len(attached) != 1 else ''}:", ""]
+    for item in attached:
+        line = f"- attachment `{item.name}` · {item.media_type} · {item.size}"
+        if item.first_line:
+            line += f" · first line: {item.first_line}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 ECHO_CONTEXT_WORDS = 16
 
 
@@ -148,7 +227,7 @@ def context_lines(messages: list[dict]) -> str:
     """What @@echo_context answers: each received message as "- role: its first words"."""
     lines = []
     for message in messages:
-        words = str(message.get("content", "")).split()
+        words = split_content(message.get("content", ""))[0].split()
         lines.append(f"- {message.get('role')}: {' '.join(words[:ECHO_CONTEXT_WORDS])}")
     return "\n".join(lines) + "\n"
 
@@ -160,10 +239,13 @@ def reply_tokens(
     agent_id: str,
     parent_name: str | None,
     messages: list[dict] | None = None,
+    attached: list[Attached] | None = None,
 ) -> list[str]:
     if knobs.echo_context:
         return tokenize(context_lines(messages or []))
     if knobs.echo:
+        if attached:
+            return tokenize(f"{cleaned_text}\n\n{describe_attached(attached)}".strip())
         return tokenize(cleaned_text)
     tokens = tokenize(compose_reply(agent_name, agent_id, parent_name, topic_of(cleaned_text)))
     if knobs.tokens is None:

@@ -24,6 +24,7 @@ import requests
 import urllib3
 
 from . import transport
+from .content import content_chars
 from .events import AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage, NativeTranslator
 from .openai_adapter import OpenAITranslator, chat_completions_request
 from .registry import Agent
@@ -201,7 +202,7 @@ class TaskStream:
         if estimated:
             if self._agent_usage is not None:
                 log.warning("Agent %s sent usage without token counts; estimating it.", self.agent.agent_id)
-            prompt = _estimate_tokens(sum(len(str(m.get("content", ""))) for m in self.messages))
+            prompt = _estimate_tokens(sum(content_chars(m.get("content", "")) for m in self.messages))
             completion = _estimate_tokens(self._text_chars)
         total = _count(reported.get("total_tokens")) if not estimated else None
         cost = reported.get("cost_usd") if not estimated else None

@@ -19,11 +19,30 @@ from .sse import SSEMessage
 def chat_completions_request(agent: Agent, model_id: str, messages: list[dict]) -> tuple[str, dict]:
     body = {
         "model": model_id,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "messages": [{"role": m["role"], "content": openai_content(m["content"])} for m in messages],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     return f"{agent.base_url}/v1/chat/completions", body
+
+
+def openai_content(content):
+    """Native content → OpenAI's: a string stays a string; parts become text and image_url parts,
+    a file's text inlined under a header line that names it."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "file":
+            header = f"[attachment: {part['name']} ({part['media_type']})]"
+            parts.append({"type": "text", "text": f"{header}\n{part['text']}"})
+        elif kind == "image":
+            url = f"data:{part['media_type']};base64,{part['data']}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
 
 
 class OpenAITranslator:

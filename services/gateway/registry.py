@@ -46,6 +46,7 @@ class Model:
     cost_per_1m_output: float
     # The model's tokenizer by its tiktoken encoding name ("cl100k_base"); None: counts are estimated.
     tokenizer: str | None = None
+    vision: bool = False  # takes images as content parts
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return round(
@@ -97,6 +98,7 @@ class Agent:
                     "cost_per_1m_input": m.cost_per_1m_input,
                     "cost_per_1m_output": m.cost_per_1m_output,
                     **({"tokenizer": m.tokenizer} if m.tokenizer else {}),
+                    "vision": m.vision,
                 }
                 for m in self.models
             ],
@@ -248,9 +250,17 @@ def _parse_models(raw_models: Any, where: str, owner: str, source: str) -> tuple
                 cost_per_1m_input=_parse_price(raw, "cost_per_1m_input", model_where),
                 cost_per_1m_output=_parse_price(raw, "cost_per_1m_output", model_where),
                 tokenizer=_optional_str(raw, "tokenizer", model_where) or None,
+                vision=_parse_flag(raw, "vision", model_where),
             )
         )
     return tuple(models)
+
+
+def _parse_flag(raw: dict, key: str, where: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise RegistryError(f"{where} has {key} {value!r}, which is not true or false.")
+    return value
 
 
 def _parse_price(raw: dict, key: str, where: str) -> float:

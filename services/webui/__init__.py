@@ -78,6 +78,9 @@ def create_app(config: dict | None = None):
     from .usage import init_usage
 
     init_usage(app)  # /usage, /usage.csv, /api/usage
+    from .attachments import init_attachments
+
+    init_attachments(app)  # /api/attachments, downloads, `flask attachments`
     app.cli.add_command(auth.users_cli)
     register_error_handlers(app, translators=[database.unavailable_from])
 

@@ -97,6 +97,18 @@ def _database_url(env: dict) -> str:
     return f"sqlite:///{DEFAULT_DATA_DIR / 'switchboard.db'}"
 
 
+def _attachments_dir(env: dict, database_url: str) -> str:
+    """ATTACHMENTS_DIR, else `attachments/` beside the SQLite file (so a database and its files
+    stay together, and a test database never meets someone's real files), else the data folder."""
+    if env.get("ATTACHMENTS_DIR"):
+        return env["ATTACHMENTS_DIR"]
+    if database_url.startswith("sqlite:///"):
+        path = database_url[len("sqlite:///") :].split("?", 1)[0]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return str(Path(path).resolve().parent / "attachments")
+    return str(DEFAULT_DATA_DIR / "attachments")
+
+
 def _redis_url(env: dict) -> str | None:
     url = env.get("REDIS_URL") or None
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -171,6 +183,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "MARKDOWN_BUDGET_MS": _float(env, "MARKDOWN_BUDGET_MS", 50.0, minimum=1.0),
         "MARKDOWN_MAX_CHARS": _int(env, "MARKDOWN_MAX_CHARS", 40_000, minimum=0),
         "MARKDOWN_CACHE_CHARS": _int(env, "MARKDOWN_CACHE_CHARS", 32_000_000, minimum=0),
+        "ATTACHMENTS_DIR": _attachments_dir(env, database_url),
+        "ATTACHMENT_MAX_FILES": _int(env, "ATTACHMENT_MAX_FILES", 10, minimum=0),
+        "ATTACHMENT_MAX_BYTES": _int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1),
+        "ATTACHMENT_QUOTA_BYTES": _int(env, "ATTACHMENT_QUOTA_BYTES", 200 * 1024 * 1024, minimum=0),
         "SESSIONS_IMPORT_MAX_BYTES": _int(env, "SESSIONS_IMPORT_MAX_BYTES", 4 * 1024 * 1024, minimum=1024),
         "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute",
         "LOGIN_ACCOUNT_RATE_LIMIT": env.get("LOGIN_ACCOUNT_RATE_LIMIT") or "5 per minute;20 per hour",

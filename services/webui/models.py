@@ -294,3 +294,43 @@ class IdempotencyKey(db.Model):
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
 
     __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+
+class Attachment(db.Model):
+    """A file a user uploaded: metadata here, the bytes on disk by SHA-256 (attachments/storage.py).
+
+    Rows are per user and upload; the blob is shared by every row with the same hash (dedupe).
+    """
+
+    __tablename__ = "attachments"
+
+    id = db.Column(db.String(36), primary_key=True, default=new_id)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    sha256 = db.Column(db.String(64), nullable=False)
+    filename = db.Column(db.String(255), nullable=False)
+    # Decided by the server from the content (and the extension for text), never by the client.
+    media_type = db.Column(db.String(100), nullable=False)
+    kind = db.Column(db.String(16), nullable=False)  # text, pdf or image
+    size = db.Column(db.Integer, nullable=False)
+    text_chars = db.Column(db.Integer, nullable=False, default=0)
+    # A PDF's extracted text; a text file's text is the blob itself.
+    extracted_text = db.Column(db.Text, nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_attachments_user_sha256", "user_id", "sha256"),
+        Index("ix_attachments_sha256", "sha256"),
+        Index("ix_attachments_created_at", "created_at"),
+    )
+
+
+class MessageAttachment(db.Model):
+    """Which attachments a (user) message carries, in order."""
+
+    __tablename__ = "message_attachments"
+
+    message_id = db.Column(db.String(36), db.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    position = db.Column(db.Integer, primary_key=True)
+    attachment_id = db.Column(db.String(36), db.ForeignKey("attachments.id", ondelete="CASCADE"), nullable=False)
+
+    __table_args__ = (Index("ix_message_attachments_attachment_id", "attachment_id"),)

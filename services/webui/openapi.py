@@ -53,10 +53,11 @@ ERROR_SENTENCES = {
     "or a missing/expired CSRF token (`error: csrf_failed`).",
     "401": "Not logged in, or the login expired (`error: login_required`).",
     "403": "Logged in, but not allowed (e.g. listing other users' sessions without being an admin).",
-    "404": "No such session, agent or reply, or it belongs to someone else.",
+    "404": "No such session, agent, reply or attachment, or it belongs to someone else.",
     "409": "Conflicts with the session's state: a reply is still being written, it is archived, "
     "or it belongs to another agent.",
-    "413": "The body (or the imported file) is larger than the limit.",
+    "413": "The body (or the imported file) is larger than the limit, or an attachment is larger than its "
+    "limit or does not fit the quota.",
     "415": "The body is not JSON (Content-Type: application/json).",
     "422": "Well-formed but not acceptable: an unknown model, an empty or too long message or title, "
     "an inconsistent import.",
@@ -113,6 +114,8 @@ STREAM = {
 
 
 def schemas() -> dict:
+    from .attachments import api_doc as attachments_doc
+
     timestamp = {"type": "string", "format": "date-time"}
     optional_timestamp = nullable(timestamp)
     count = {"type": "integer", "minimum": 0}
@@ -197,6 +200,7 @@ def schemas() -> dict:
             "completed_at": optional_timestamp,
             "run": run,
             "approvals": {"type": "array", "items": exported_approval},
+            "attachments": attachments_doc.exported_attachments(),
         },
         required=["id", "role", "content", "status", "created_at"],
     )
@@ -240,12 +244,22 @@ def schemas() -> dict:
                 "context_window": count,
                 "cost_per_1m_input": {"type": "number", "minimum": 0},
                 "cost_per_1m_output": {"type": "number", "minimum": 0},
+                "vision": {"type": "boolean", "description": "Takes images as attachments."},
             }
         ),
         "SendMessage": obj(
             {
                 "agent_id": {"type": "string", "description": "An agent of the registry (GET /api/agents)."},
-                "content": {"type": "string", "minLength": 1, "description": "At most MAX_MESSAGE_CHARS characters."},
+                "content": {
+                    "type": "string",
+                    "description": "At most MAX_MESSAGE_CHARS characters; may be empty when files are attached.",
+                },
+                "attachment_ids": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": ID_MAX},
+                    "maxItems": 100,
+                    "description": "Ids from POST /api/attachments, in order (at most ATTACHMENT_MAX_FILES).",
+                },
                 "model_id": nullable({"type": "string", "description": "Default: the agent's first model."}),
                 "session_id": nullable(
                     {
@@ -717,6 +731,7 @@ def paths() -> dict:
 
 def document(cookie_name: str = "switchboard_session") -> dict:
     """The description, built afresh on each call (nothing shared between requests)."""
+    from .attachments import api_doc as attachments_doc
     from .chat.context_openapi import context_paths, context_schemas  # it builds on the helpers above
 
     return {
@@ -734,9 +749,9 @@ def document(cookie_name: str = "switchboard_session") -> dict:
             "Last-Event-ID is a number beyond 64 bits; dates must lie between 1970-01-01 "
             "and 9999-12-31 (UTC).",
         },
-        "paths": {**paths(), **context_paths()},
+        "paths": {**paths(), **context_paths(), **attachments_doc.paths()},
         "components": {
-            "schemas": {**schemas(), **context_schemas()},
+            "schemas": {**schemas(), **context_schemas(), **attachments_doc.schemas()},
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": cookie_name},
                 "csrf": {

@@ -22,7 +22,8 @@
 
   // Empty and over-long messages get a sentence under the composer instead of a request.
   function problemWith(text, input) {
-    if (!text.trim()) return "Write a message before sending.";
+    const withFiles = input.form && input.form.querySelector('input[name="attachment_ids"]');
+    if (!text.trim() && !withFiles) return "Write a message before sending.";
     const limit = Number(input.dataset.maxChars || 0);
     if (limit && text.length > limit) {
       return `The message is ${text.length.toLocaleString("en")} characters long; the limit is ${limit.toLocaleString("en")}.`;

@@ -193,3 +193,28 @@ def test_document_filler_repeats_the_whole_markdown_document(agent, task_id):
     text = "".join(data["text"] for kind, data in events if kind == "token")
     assert [kind for kind, _ in events].count("token") == 300
     assert text.count("```python") >= 2 and text.count("## Test Child: Plan it") >= 2
+
+
+ATTACHED = [
+    {"type": "text", "text": "@@echo @@delay_ms=0 @@first_token_ms=0 Look"},
+    {"type": "file", "name": "app.log", "media_type": "text/plain", "text": "boom at line 3\nmore\n"},
+    {"type": "image", "name": "dot.png", "media_type": "image/png", "data": "iVBORw0KGgo="},
+]
+
+
+@pytest.mark.parametrize("protocol", ["native", "openai"])
+def test_content_parts_reach_the_agent_over_both_protocols(agent, protocol):
+    """Attachments as content parts: native as they are, openai mapped by the gateway to text and
+    image_url parts; the agent's @@echo lists what it got."""
+    stream = open_task(
+        replace(agent, protocol=protocol),
+        model_id="ref-fast",
+        messages=[{"role": "system", "content": "You are a test."}, {"role": "user", "content": ATTACHED}],
+    )
+    events, _ = collect(stream)
+    assert_grammar(events)
+    text = text_of(events)
+    assert text.startswith("Look") and "Received 2 attachments" in text
+    assert "`app.log` · text/plain · 20 characters · first line: boom at line 3" in text
+    image_name = "dot.png" if protocol == "native" else "image"  # OpenAI's image_url has no name
+    assert f"`{image_name}` · image/png · ~8 bytes" in text

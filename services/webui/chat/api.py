@@ -36,6 +36,7 @@ def model_summary(agent, model) -> dict:
         "context_window": model.context_window,
         "cost_per_1m_input": model.cost_per_1m_input,
         "cost_per_1m_output": model.cost_per_1m_output,
+        "vision": model.vision,
     }
 
 
@@ -75,6 +76,7 @@ def post_message():
         model_id=body.get("model_id"),
         content=body.get("content"),
         session_id=body.get("session_id"),
+        attachment_ids=body.get("attachment_ids"),
         # A client that retries a send (a timeout, a dropped connection) gets the first answer.
         idempotency_key=request.headers.get("Idempotency-Key") or body.get("idempotency_key"),
     )

@@ -186,7 +186,8 @@ def plan_context(
         )
         .where(
             Message.session_id == session_id,
-            (Message.role.in_(("user", "assistant")) & (Message.content != ""))
+            # A person's message may be files only (no text); an empty reply adds nothing.
+            (Message.role.in_(("user", "assistant")) & ((Message.content != "") | (Message.role == "user")))
             | (Message.message_type == "context_reset"),
         )
         .order_by(Message.created_at.desc(), Message.id.desc())

@@ -133,6 +133,7 @@ def send():
         model_id=form.get("model_id"),
         content=form.get("content"),
         session_id=existing,
+        attachment_ids=form.getlist("attachment_ids"),
     )
     session_url = url_for(".session_page", session_id=sent.session_id)
     if not request.headers.get("HX-Request"):

@@ -17,6 +17,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from services.gateway.registry import Agent, Model
 
+from ..attachments import parts as attachment_parts
+from ..attachments import service as attachments
 from ..errors import RequestError
 from ..extensions import db
 from ..fleet import registry
@@ -98,7 +100,9 @@ def resolve_model(agent: Agent, model_id: str | None) -> Model:
     return model
 
 
-def validate_content(content) -> str:
+def validate_content(content, *, with_files: bool = False) -> str:
+    if with_files and (content is None or (isinstance(content, str) and not content.strip())):
+        return ""  # files alone are a message
     if not isinstance(content, str) or not content.strip():
         raise ChatError(422, "Write a message before sending.")
     limit = current_app.config["MAX_MESSAGE_CHARS"]
@@ -137,15 +141,18 @@ def earlier_send(user, key: str | None) -> SentMessage | None:
     )
 
 
-def send_message(user, *, agent_id, model_id, content, session_id=None, idempotency_key=None) -> SentMessage:
+def send_message(
+    user, *, agent_id, model_id, content, session_id=None, idempotency_key=None, attachment_ids=None
+) -> SentMessage:
     key = validate_idempotency_key(idempotency_key)
     repeat = earlier_send(user, key)
     if repeat is not None:
         return repeat
     agent = resolve_agent(agent_id)
     model = resolve_model(agent, model_id)
-    content = validate_content(content)
-    counts = check_fits(model, content)
+    files = attachments.pick_for_message(user, attachment_ids, model)
+    content = validate_content(content, with_files=bool(files))
+    counts = check_fits(model, content, files)
     reply_id = new_id()
     session = owned_session(str(session_id)) if session_id else None
     manager = run_manager()
@@ -153,9 +160,10 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
     # inside the write transaction below.
     live = manager.prepare(agent, reply_id, session.id if session else None, model.model_id)
     try:
-        sent = _save_turn(user, agent, model, content, session, reply_id, key, counts)
+        sent = _save_turn(user, agent, model, content, session, reply_id, key, counts, files)
         live.session_id = sent.session_id
-        plan = conversation_plan(sent.session_id if session is not None else None, sent.user_row, model)
+        plan = conversation_plan(sent.session_id if session is not None else None, sent.user_row, model, files)
+        history = plan_messages(plan, sent.user_row, files)
     except IntegrityError:
         # The same key, sent twice at once: the other request saved the turn first.
         manager.abandon(live)
@@ -168,29 +176,37 @@ def send_message(user, *, agent_id, model_id, content, session_id=None, idempote
         manager.abandon(live)
         db.session.rollback()
         raise
-    manager.launch(live, plan.agent_messages() + [{"role": "user", "content": content}])
+    manager.launch(live, history)
     store_counts(plan)  # after the agent has the request
     return sent
 
 
-def check_fits(model: Model, content: str) -> dict:
-    """Refuse, before anything is saved, a message that alone cannot fit the model's window."""
+def check_fits(model: Model, content: str, files=()) -> dict:
+    """Refuse, before anything is saved, a message that alone (with its files) cannot fit the
+    model's window; the message's own token count, to store with it."""
     counter = counter_for(model)
     counts = stored_count(content, counter)
     budget = budget_of(model)
-    if counts["token_count"] > budget:
-        kind = "" if counter.exact else "about "
+    total = counts["token_count"] + attachment_parts.extra_tokens(files)
+    if total > budget:
+        kind = "" if counter.exact and not files else "about "
+        what = "This message and its files come to" if files else "This message is"
         raise ChatError(
             422,
-            f"This message is {kind}{counts['token_count']:,} tokens; {model.name} has a window of "
+            f"{what} {kind}{total:,} tokens; {model.name} has a window of "
             f"{model.context_window:,} tokens, {reply_reserve(model.context_window):,} of them kept for the reply, "
-            f"so a message can take at most {budget:,}. Shorten it or pick a model with a larger window.",
+            f"so a message can take at most {budget:,}. "
+            + (
+                "Attach fewer or smaller files, or pick a model with a larger window."
+                if files
+                else "Shorten it or pick a model with a larger window."
+            ),
         )
     return counts
 
 
 def _save_turn(
-    user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None, counts: dict
+    user, agent: Agent, model: Model, content: str, session, reply_id: str, key: str | None, counts: dict, files=()
 ) -> SentMessage:
     """Claim the session, save the user's message, the pending reply and its run; commit.
 
@@ -216,7 +232,7 @@ def _save_turn(
             "agent_name": agent.name,
             "parent_role": agent.parent_role,
             "model_id": model.model_id,
-            "title": make_title(content),
+            "title": make_title(content or ", ".join(f.filename for f in files)),
             "created_at": now,
             "updated_at": now,
             "archived_at": None,
@@ -254,6 +270,7 @@ def _save_turn(
     db.session.execute(
         messages_table.insert(), [_message_columns(user_row) | counts, _message_columns(reply_row) | NOT_COUNTED]
     )
+    attachments.link(user_row["id"], list(files))
     insert_run(reply_id, session_row["id"], agent, model, now)
     if key is not None:
         db.session.execute(
@@ -326,15 +343,39 @@ def _message_columns(row: dict) -> dict:
     return columns
 
 
-def conversation_plan(session_id: str | None, new_message: dict, model: Model):
-    """The plan of what the agent receives with the new message (chat/context.py): one home."""
-    return plan_context(session_id, model, new_text=new_message["content"], exclude_id=new_message["id"])
+def conversation_plan(session_id: str | None, new_message: dict, model: Model, files=()):
+    """The plan of what the agent receives with the new message (chat/context.py): one home.
+    Attachments count against the budget (attachments/parts.py)."""
+    plan = plan_context(
+        session_id,
+        model,
+        new_text=new_message["content"],
+        exclude_id=new_message["id"],
+        extra_tokens=attachment_parts.extra_tokens_of_messages,
+    )
+    plan.new_tokens += attachment_parts.extra_tokens(files)
+    return plan
+
+
+def plan_messages(plan, new_message: dict, files=()) -> list[dict]:
+    """What the agent is sent for this plan: the history it keeps, then the new message; a
+    message with attachments as content parts."""
+    sent = plan.sent
+    files_of = attachments.by_message(item.id for item in sent if item.role == "user")
+    messages = []
+    for item in sent:
+        message = item.agent_message
+        if files_of.get(item.id):
+            message["content"] = attachment_parts.agent_content(message["content"], files_of[item.id])[0]
+        messages.append(message)
+    content = attachment_parts.agent_content(new_message["content"], list(files))[0]
+    return messages + [{"role": "user", "content": content}]
 
 
 def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
     """Earlier turns that fit plus the new message: exactly what send_message sends."""
-    plan = conversation_plan(session_id, new_message, model)
-    return plan.agent_messages() + [{"role": "user", "content": new_message["content"]}]
+    files = attachments.by_message([new_message["id"]]).get(new_message["id"], [])
+    return plan_messages(conversation_plan(session_id, new_message, model, files), new_message, files)
 
 
 def cancel_latest(session: ConversationSession) -> tuple[int, dict]:

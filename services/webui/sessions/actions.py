@@ -3,6 +3,7 @@
 Shared by the JSON API, the pages and the CLI, so all three enforce exactly the same rules.
 Deleting a session deletes its messages, runs and run events through the foreign keys' ON DELETE
 CASCADE, and its search entries through the triggers (SQLite) or the indexes (PostgreSQL).
+Attachments no remaining message carries go with it, their files after the commit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 
+from ..attachments import service as attachments
 from ..extensions import db
 from ..models import ConversationSession, Message, utcnow
 from .queries import SessionsError
@@ -57,9 +59,12 @@ def unarchive(session: S) -> S:
 def delete_session(session: S) -> None:
     if session.active_run_id is not None:
         raise SessionsError(409, BUSY)
+    carried = attachments.used_by_sessions([session.id])
     db.session.execute(delete(S).where(S.id == session.id))
+    hashes = attachments.drop_unused(carried)
     db.session.commit()
     db.session.expunge_all()
+    attachments.remove_blobs(hashes)
 
 
 # ---- retention ----------------------------------------------------------------------------------
@@ -91,8 +96,11 @@ def purge_archived(days: int, *, dry_run: bool = False, batch: int = 500) -> Ret
         if not ids:
             break
         messages += db.session.scalar(select(func.count()).select_from(Message).where(Message.session_id.in_(ids))) or 0
+        carried = attachments.used_by_sessions(ids)
         sessions += db.session.execute(delete(S).where(S.id.in_(ids))).rowcount
+        hashes = attachments.drop_unused(carried)
         db.session.commit()
+        attachments.remove_blobs(hashes)
     return RetentionReport(sessions=sessions, messages=messages, cutoff=cutoff)
 
 

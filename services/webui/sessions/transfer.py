@@ -18,6 +18,8 @@ from flask import current_app
 from sqlalchemy import insert
 
 from .. import approvals
+from ..attachments import service as attachments
+from ..attachments import transfer as attachment_transfer
 from ..errors import bounded_number, parse_datetime, parse_json
 from ..extensions import db
 from ..models import (
@@ -75,6 +77,7 @@ def usage_totals(messages) -> dict:
 def session_document(review: Review, exported_by: str) -> dict:
     session = review.session
     messages = []
+    files = attachment_transfer.listed(view.message.id for view in review.messages if view.message.role == "user")
     for view in review.messages:
         message, run = view.message, view.run
         messages.append(
@@ -104,6 +107,8 @@ def session_document(review: Review, exported_by: str) -> dict:
         )
         if view.approvals:
             messages[-1]["approvals"] = approvals.export_items(view.approvals)
+        if message.id in files:
+            messages[-1]["attachments"] = files[message.id]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -126,7 +131,9 @@ def session_document(review: Review, exported_by: str) -> dict:
 
 
 def export_json(session: ConversationSession, exported_by: str) -> str:
-    return json.dumps(session_document(build_review(session), exported_by), indent=2, ensure_ascii=False) + "\n"
+    document = session_document(build_review(session), exported_by)
+    attachment_transfer.add_contents(document)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def _when(value: datetime | None) -> str:
@@ -186,6 +193,7 @@ def export_markdown(session: ConversationSession) -> str:
         f"- Duration: {totals.duration or '—'}",
         "",
     ]
+    files = attachment_transfer.listed(view.message.id for view in review.messages if view.message.role == "user")
     for view in review.messages:
         message = view.message
         heading = message.role.capitalize()
@@ -200,6 +208,8 @@ def export_markdown(session: ConversationSession) -> str:
             lines += ["_(no text)_", ""]
         for approval in view.approvals:
             lines += _approval_lines(approval)
+        if message.id in files:
+            lines += [_inline(attachment_transfer.markdown_line(files[message.id])), ""]
         details = []
         if view.usage:
             details.append(
@@ -424,6 +434,7 @@ def parse_import(raw: bytes | str) -> dict:
             "completed_at": completed,
             "run": None,
             "approvals": approvals.parse_items(item.get("approvals"), f"{where}.approvals", _refuse, _timestamp),
+            "attachments": attachment_transfer.parse(item.get("attachments"), where, _refuse),
         }
         if message["approvals"] and role != "assistant":
             _refuse(422, f"{where}.approvals is set, but only replies (role assistant) ask for approval.")
@@ -524,6 +535,8 @@ def import_document(plan: dict, user) -> ConversationSession:
                 )
         if message_rows:
             db.session.execute(insert(Message.__table__), message_rows)
+        for row, item in zip(message_rows, plan["messages"]):
+            attachments.link(row["id"], attachment_transfer.restore(user, item["attachments"]))
         if run_rows:
             db.session.execute(insert(Run.__table__), run_rows)
         if approval_rows:
