@@ -179,7 +179,7 @@ class ReferenceAgent:
     def _stream(self, task: Task, model: Model, messages: list[dict], sock):
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name)
+        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
         prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
 
         def usage(completion: int) -> bytes:
@@ -278,7 +278,7 @@ class ReferenceAgent:
         the only stop (pywsgi closes this generator, and the task is marked cancelled)."""
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name)
+        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
         prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
         created = int(time.time())
 
@@ -338,7 +338,7 @@ class ReferenceAgent:
         """stream: false: the whole reply at once (no pacing: nothing watches it arrive)."""
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         knobs, cleaned = parse_directives(last_user, model.model_id)
-        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name)
+        tokens = reply_tokens(knobs, cleaned, self.agent.name, self.agent.agent_id, self.parent_name, messages)
         prompt_tokens = math.ceil(sum(len(m["content"]) for m in messages) / 4)
         task.tokens_sent = len(tokens)
         task.stop("complete")

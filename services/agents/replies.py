@@ -6,11 +6,13 @@ word-sized tokens. Directives in that last message change the pace or the ending
 
     @@tokens=40 @@delay_ms=20 @@first_token_ms=1500 @@stall_after=5 @@stall_ms=3000
     @@crash_after=10 @@malformed=1 @@echo @@status=awaiting_approval @@error=message
-    @@usage=early|none @@filler=doc
+    @@usage=early|none @@filler=doc @@echo_context
 
 A reply longer than the document is padded with a short paragraph repeated; `@@filler=doc`
 repeats the whole document instead (headings, lists, code blocks), which is what a long,
-realistic markdown reply looks like to the renderer.
+realistic markdown reply looks like to the renderer. `@@echo_context` answers with what the
+agent was sent: one line per message, "role: first words" (directives left out), so tests can
+check exactly which path of a conversation reached the agent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Knobs:
     crash_after: int | None = None
     malformed: bool = False
     echo: bool = False
+    echo_context: bool = False
     status: str | None = None
     error: str | None = None
     usage: str = "normal"  # "early" sends usage before the tokens, "none" never sends it
@@ -63,7 +66,7 @@ def parse_directives(text: str, model_id: str) -> tuple[Knobs, str]:
             changes[name] = int(value)
         elif name in _MS_KNOBS and value is not None and _is_number(value):
             changes[name] = min(float(value), 600_000.0)
-        elif name in ("malformed", "echo"):
+        elif name in ("malformed", "echo", "echo_context"):
             changes[name] = value in (None, "", "1", "true", "yes")
         elif name == "status" and value:
             changes["status"] = value
@@ -134,7 +137,23 @@ def compose_reply(agent_name: str, agent_id: str, parent_name: str | None, topic
     )
 
 
-def reply_tokens(knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str, parent_name: str | None) -> list[str]:
+CONTEXT_WORDS = 6
+
+
+def context_echo(messages) -> str:
+    """What the agent was sent, one line a message: its role and first words."""
+    lines = []
+    for message in messages or ():
+        words = _DIRECTIVE.sub("", str(message.get("content", ""))).split()[:CONTEXT_WORDS]
+        lines.append(f"{message.get('role')}: {' '.join(words)}")
+    return "\n".join(lines) + "\n"
+
+
+def reply_tokens(
+    knobs: Knobs, cleaned_text: str, agent_name: str, agent_id: str, parent_name: str | None, messages=None
+) -> list[str]:
+    if knobs.echo_context:
+        return tokenize(context_echo(messages))
     if knobs.echo:
         return tokenize(cleaned_text)
     tokens = tokenize(compose_reply(agent_name, agent_id, parent_name, topic_of(cleaned_text)))

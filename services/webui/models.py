@@ -80,6 +80,9 @@ class ConversationSession(db.Model):
     # Set while a run is live; claimed with a conditional UPDATE so that two workers cannot
     # start two runs in one session.
     active_run_id = db.Column(db.String(36), nullable=True)
+    # The last message of the path the page shows and the agent is sent (chat/tree.py). No
+    # foreign key: the session row is written before its first message.
+    current_leaf_id = db.Column(db.String(36), nullable=True)
 
     user = db.relationship("User")
     messages = db.relationship(
@@ -145,6 +148,9 @@ class Message(db.Model):
 
     id = db.Column(db.String(36), primary_key=True, default=new_id)
     session_id = db.Column(db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False)
+    # The previous message on this message's path (None for a first message): a session's
+    # messages form a tree, edits and regenerations adding siblings (chat/tree.py).
+    parent_id = db.Column(db.String(36), db.ForeignKey("messages.id"), nullable=True)
     role = db.Column(db.String(16), nullable=False)
     message_type = db.Column(db.String(32), nullable=False, default="chat")
     agent_id = db.Column(db.String(64), nullable=True)
@@ -161,6 +167,7 @@ class Message(db.Model):
         Index("ix_messages_session_created", "session_id", "created_at"),
         # "status of the latest reply" in one covering seek
         Index("ix_messages_session_role_created", "session_id", "role", "created_at", "status"),
+        Index("ix_messages_parent_id", "parent_id"),
     )
 
     @property

@@ -107,3 +107,6 @@ def cancel(session_id: str):
     session = owned_session(session_id)
     status, body = cancel_latest(session)
     return jsonify(body), status
+
+
+from . import branch_api  # noqa: E402, F401  (conversation control's routes, on this blueprint)

@@ -24,6 +24,7 @@ from ..models import ConversationSession, IdempotencyKey, Message, Run, new_id, 
 from ..ownership import owned_session
 from ..runs import run_manager
 from ..runs.driver import SEQ_HEADROOM
+from . import tree
 
 TITLE_CHARS = 80
 # Leave room for the reply: the history sent to an agent uses at most this share of its window.
@@ -199,6 +200,9 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
             raise ChatError(409, "A reply is still being written in this session. Stop it or wait for it to finish.")
         for name, value in claim.items():
             set_committed_value(session, name, value)
+        tree.adopt(session)  # read after the claim: no other write can move the leaf now
+        parent_id = session.current_leaf_id
+        tree.set_leaf(session, reply_id)
         session_row = {"id": session.id}
     else:
         session_row = {
@@ -213,7 +217,9 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
             "updated_at": now,
             "archived_at": None,
             "active_run_id": reply_id,
+            "current_leaf_id": reply_id,
         }
+        parent_id = None
         db.session.execute(sessions_table.insert(), session_row)
 
     message = {
@@ -226,6 +232,7 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
     user_row = {
         **message,
         "id": new_id(),
+        "parent_id": parent_id,
         "role": "user",
         "content": content,
         "status": "complete",
@@ -241,23 +248,9 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
         "created_at": now + timedelta(microseconds=1),
         "completed_at": None,
     }
+    reply_row["parent_id"] = user_row["id"]
     db.session.execute(messages_table.insert(), [_message_columns(user_row), _message_columns(reply_row)])
-    db.session.execute(
-        runs_table.insert(),
-        {
-            "message_id": reply_id,
-            "session_id": session_row["id"],
-            "agent_id": agent.agent_id,
-            "model_id": model.model_id,
-            "owner": run_manager().owner,
-            "beat_at": now,
-            "created_at": now,
-            # No event above this can be sent before the run stores a higher one (runs/manager.py).
-            "last_seq": SEQ_HEADROOM,
-            "cancel_requested_at": None,
-            "ended_at": None,
-        },
-    )
+    insert_run(reply_id, session_row["id"], agent, model, now)
     if key is not None:
         db.session.execute(
             keys_table.insert(),
@@ -274,6 +267,25 @@ def _save_turn(user, agent: Agent, model: Model, content: str, session, reply_id
     return SentMessage(session_row, user_row, reply_row, existing_session=session)
 
 
+def insert_run(reply_id: str, session_id: str, agent: Agent, model: Model, now) -> None:
+    db.session.execute(
+        runs_table.insert(),
+        {
+            "message_id": reply_id,
+            "session_id": session_id,
+            "agent_id": agent.agent_id,
+            "model_id": model.model_id,
+            "owner": run_manager().owner,
+            "beat_at": now,
+            "created_at": now,
+            # No event above this can be sent before the run stores a higher one (runs/manager.py).
+            "last_seq": SEQ_HEADROOM,
+            "cancel_requested_at": None,
+            "ended_at": None,
+        },
+    )
+
+
 def _message_columns(row: dict) -> dict:
     """A message row keyed by column name: the attribute usage_json is the column "usage"."""
     columns = dict(row)
@@ -286,10 +298,12 @@ def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> 
     budget = int(model.context_window * HISTORY_SHARE_OF_CONTEXT * 4)  # ~4 characters a token
     turns = [{"role": "user", "content": new_message["content"]}]
     used = len(new_message["content"])
+    # Exactly the current path (chat/tree.py), never the session's other branches.
+    path = tree.path_ids(db.session.get(ConversationSession, session_id))
     earlier = db.session.execute(
         select(Message.role, Message.content)
         .where(
-            Message.session_id == session_id,
+            Message.id.in_(path[-201:]),
             Message.id != new_message["id"],
             Message.role.in_(("user", "assistant")),
             Message.content != "",
