@@ -271,11 +271,11 @@ def test_agent_error_and_interrupted_replies_say_what_to_do(page):
     send(page, 'Fail please @@tokens=5 @@error="the model refused"')
     reply = last_reply(page)
     expect(reply).to_have_attribute("data-status", "error")
-    expect(reply.locator(".turn-note")).to_contain_text("the model refused. Try again in a moment")
+    expect(reply.locator(".turn-note")).to_contain_text("the model refused. Retry in a moment")
     send(page, "Crash please @@tokens=50 @@crash_after=8 @@delay_ms=10")
     reply = last_reply(page)
     expect(reply).to_have_attribute("data-status", "interrupted")
-    expect(reply.locator(".turn-note")).to_contain_text("The text so far is kept; send your message again")
+    expect(reply.locator(".turn-note")).to_contain_text("The text so far is kept; retry or continue it below")
     assert len(reply_text(reply)) > 0
 
 

@@ -40,8 +40,8 @@ def current_path(session_id: str):
 
 @bp.post(PREFIX + "/regenerate")
 def regenerate(session_id: str, message_id: str):
-    body = _optional_body()
-    return accepted(branching.regenerate(owned_session(session_id), message_id, body.get("model_id")))
+    session = owned_session(session_id)  # ownership before anything about the body
+    return accepted(branching.regenerate(session, message_id, _optional_body().get("model_id")))
 
 
 @bp.post(PREFIX + "/retry")
@@ -56,9 +56,9 @@ def continue_reply(session_id: str, message_id: str):
 
 @bp.post(PREFIX + "/edit")
 def edit(session_id: str, message_id: str):
+    session = owned_session(session_id)
     body = json_body()
-    started = branching.edit(owned_session(session_id), message_id, body.get("content"), body.get("model_id"))
-    return accepted(started)
+    return accepted(branching.edit(session, message_id, body.get("content"), body.get("model_id")))
 
 
 @bp.post(PREFIX + "/switch")
@@ -70,8 +70,8 @@ def switch(session_id: str, message_id: str):
 
 @bp.post(PREFIX + "/branch")
 def branch(session_id: str, message_id: str):
-    body = _optional_body()
     session = owned_session(session_id)
+    body = _optional_body()
     from_agent = session.agent_id
     new = branching.branch(session, message_id, current_user, body.get("agent_id"), body.get("model_id"))
     response = jsonify(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from markupsafe import Markup
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from ..extensions import db
 from ..fleet import health, registry
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, sane_usage, utcnow
 from ..rendering import render_message
+from . import branch_view, tree
 
 RECENT_SESSIONS = 30
 GAUGE_WARN = 0.60
@@ -208,6 +210,8 @@ class MessageView:
     created_at: datetime | None = None
     model: Model | None = None
     html: Markup = field(default_factory=Markup)
+    kind: str = "chat"  # the message_type: "handoff" carries another chat's transcript
+    place: Any = None  # branch_view.Place: the action row and "‹ 2 / 3 ›" (None: no actions)
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -240,10 +244,10 @@ class MessageView:
         """A sentence for a reply that did not complete, and what to do about it."""
         if self.status == "error":
             reason = (self.error or "The agent reported an error.").rstrip(".") + "."
-            return f"{reason} Try again in a moment, or start a new chat with another agent."
+            return f"{reason} Retry in a moment, or branch into a chat with another agent."
         if self.status == "interrupted":
             reason = (self.error or "The reply stream broke off.").rstrip(".") + "."
-            return f"{reason} The text so far is kept; send your message again to continue."
+            return f"{reason} The text so far is kept; retry or continue it below."
         if self.status == "cancelled":
             return "Stopped. The text so far is kept."
         return None
@@ -254,7 +258,7 @@ class MessageView:
         return replace(self, html=render_message(self.id, self.content, final=not self.is_live))
 
 
-def message_view(message: Message, agent_name: str, model: Model | None) -> MessageView:
+def message_view(message: Message, agent_name: str, model: Model | None, place=None) -> MessageView:
     return MessageView(
         id=message.id,
         role=message.role,
@@ -265,22 +269,22 @@ def message_view(message: Message, agent_name: str, model: Model | None) -> Mess
         error=message.error,
         created_at=message.created_at,
         model=model,
+        kind=message.message_type,
+        place=place,
     ).rendered()
 
 
 def session_messages(session: ConversationSession) -> list[MessageView]:
+    """The current path of the session's tree (chat/tree.py), with each message's action row."""
     fleet = registry()
     agent = fleet.get(session.agent_id)
     model_of = dict(db.session.execute(select(Run.message_id, Run.model_id).where(Run.session_id == session.id)).all())
-    rows = db.session.scalars(
-        select(Message)
-        .where(Message.session_id == session.id, Message.role.in_(("user", "assistant")))
-        .order_by(Message.created_at)
-    ).all()
+    shape = tree.load(session)
+    place = branch_view.placer(session, shape)
     views = []
-    for row in rows:
+    for row in tree.messages_of(shape.path(), roles=("user", "assistant")):
         model = agent.model(model_of.get(row.id, "")) if agent else None
-        views.append(message_view(row, session.agent_name, model))
+        views.append(message_view(row, session.agent_name, model, place(row.id, model_of.get(row.id))))
     return views
 
 

@@ -15,7 +15,7 @@ from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, Run
 from ..ownership import owned_session
-from . import display, page_stream
+from . import branch_view, display, page_stream
 from .service import ChatError, cancel_latest, send_message
 from .streaming import last_event_id, latest_run_id, sse_response
 
@@ -140,10 +140,13 @@ def send():
         return response
     agent = registry().get(sent.session.agent_id)
     model = agent.model(sent.session.model_id) if agent else None
+    place = branch_view.placer(sent.session)
     return render_template(
         "partials/sent.html",
         session=sent.session,
-        user_message=display.message_view(sent.user_message, sent.session.agent_name, model),
+        user_message=display.message_view(
+            sent.user_message, sent.session.agent_name, model, place(sent.user_message_id)
+        ),
         reply=display.message_view(sent.reply, sent.session.agent_name, model),
     )
 
@@ -167,6 +170,7 @@ def stream(session_id: str):
         agent_name=session.agent_name,
         created_at=message.created_at,
         model=model,
+        place=branch_view.placer(session)(message.id, run.model_id),  # the final render's action row
     )
     window = model.context_window if model else 0
     return sse_response(page_stream.reply_stream(base, message.id, last_event_id(), window))
@@ -229,3 +233,6 @@ def gauge():
         abort(404, "There is no such agent.")
     model = agent.model(request.args.get("model_id") or "") or agent.models[0]
     return render_template("partials/context_gauge.html", gauge=display.session_gauge(session, model))
+
+
+from . import branch_pages  # noqa: E402, F401  (conversation control's forms, on this blueprint)

@@ -78,6 +78,18 @@ class Tree:
         ids.reverse()
         return ids
 
+    def parent_of(self, message_id: str) -> str | None:
+        """The parent as the tree reads it: for a session written without parents, the message before."""
+        if self.linear:
+            index = next(i for i, node in enumerate(self.ordered) if node.id == message_id)
+            return self.ordered[index - 1].id if index else None
+        return self.nodes[message_id].parent_id
+
+    def parents(self) -> dict[str, str | None]:
+        if self.linear:
+            return {node.id: (self.ordered[i - 1].id if i else None) for i, node in enumerate(self.ordered)}
+        return {node_id: node.parent_id for node_id, node in self.nodes.items()}
+
     def siblings(self, message_id: str) -> Siblings:
         node = self.nodes[message_id]
         if self.linear:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from ..chat import tree
 from ..extensions import db
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, User
 
@@ -70,10 +71,20 @@ class Totals:
 
 @dataclass
 class Review:
+    """`messages`: every message of the session's tree, oldest first (totals count them all);
+    `path`: the current path (chat/tree.py), which the page and the Markdown export show."""
+
     session: ConversationSession
     owner: str
     messages: list[MessageView]
     totals: Totals
+    path: list[MessageView] = field(default_factory=list)
+    parents: dict = field(default_factory=dict)  # message id → parent id, as the tree reads it
+
+    @property
+    def branched(self) -> bool:
+        """Some messages are on other branches than the current path."""
+        return len(self.path) < len(self.messages)
 
     @property
     def live(self) -> bool:
@@ -133,4 +144,7 @@ def build_review(session: ConversationSession) -> Review:
         totals.ended_at = max(filter(None, (totals.ended_at, end)))
         views.append(MessageView(message=message, run=run, usage=usage, cost_usd=cost, cost_estimated=estimated))
     totals.cost_usd = round(totals.cost_usd, 8)
-    return Review(session=session, owner=owner, messages=views, totals=totals)
+    by_id = {view.message.id: view for view in views}
+    shape = tree.load(session)
+    path = [by_id[i] for i in shape.path() if i in by_id]
+    return Review(session=session, owner=owner, messages=views, totals=totals, path=path, parents=shape.parents())

@@ -40,7 +40,7 @@ MAX_IMPORT_MESSAGES = 20_000
 TITLE_MAX = 200
 # An import may hold only what Switchboard itself writes: the kinds of message it makes, token
 # counts and costs no real reply reaches, times between the project's start and tomorrow.
-MESSAGE_TYPES = ("chat",)
+MESSAGE_TYPES = ("chat", "handoff")
 MAX_USAGE_KEYS = 16
 MAX_USAGE_TEXT = 64
 EARLIEST = datetime(2000, 1, 1)
@@ -76,6 +76,7 @@ def session_document(review: Review, exported_by: str) -> dict:
         messages.append(
             {
                 "id": message.id,
+                "parent_id": review.parents.get(message.id),
                 "role": message.role,
                 "message_type": message.message_type,
                 "agent_id": message.agent_id,
@@ -111,6 +112,8 @@ def session_document(review: Review, exported_by: str) -> dict:
             "created_at": iso(session.created_at),
             "updated_at": iso(session.updated_at),
             "archived_at": iso(session.archived_at),
+            # The whole tree travels (every message with its parent); this is the path shown.
+            "current_leaf_id": review.path[-1].message.id if review.path else None,
         },
         "messages": messages,
         "totals": usage_totals(messages),
@@ -176,9 +179,14 @@ def export_markdown(session: ConversationSession) -> str:
         f"- Tokens: {totals.total_tokens:,} ({totals.prompt_tokens:,} in, {totals.completion_tokens:,} out)",
         f"- Cost: {_cost(totals.cost_usd, totals.cost_estimated)}",
         f"- Duration: {totals.duration or '—'}",
+        *(
+            ["- Branches: other versions of some messages exist; this file shows the current path."]
+            if review.branched
+            else []
+        ),
         "",
     ]
-    for view in review.messages:
+    for view in review.path:
         message = view.message
         heading = message.role.capitalize()
         if message.role == "assistant" and message.agent_id:
@@ -331,6 +339,8 @@ def parse_import(raw: bytes | str) -> dict:
         _refuse(413, f"The export holds {len(messages):,} messages; the import limit is {MAX_IMPORT_MESSAGES:,}.")
     seen_ids: set[str] = set()
     previous: datetime | None = None
+    # Exports before the message tree have no parent ids: their messages are one path.
+    tree_export = any(isinstance(item, dict) and "parent_id" in item for item in messages)
     for index, item in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(item, dict):
@@ -338,6 +348,9 @@ def parse_import(raw: bytes | str) -> dict:
         old_id = _text(item.get("id"), f"{where}.id", 64)
         if old_id in seen_ids:
             _refuse(422, f"{where}.id {old_id[:40]!r} appears twice.")
+        parent = _text(item.get("parent_id"), f"{where}.parent_id", 64, required=False) if tree_export else None
+        if parent is not None and parent not in seen_ids:
+            _refuse(422, f"{where}.parent_id {parent[:40]!r} names no earlier message.")
         seen_ids.add(old_id)
         role = item.get("role")
         if role not in MESSAGE_ROLES:
@@ -360,6 +373,8 @@ def parse_import(raw: bytes | str) -> dict:
         if message_type not in MESSAGE_TYPES:
             _refuse(422, f"{where}.message_type must be one of {', '.join(MESSAGE_TYPES)}.")
         message = {
+            "old_id": old_id,
+            "parent": parent if tree_export else (plan["messages"][-1]["old_id"] if plan["messages"] else None),
             "role": role,
             "message_type": message_type,
             "agent_id": message_agent,
@@ -400,6 +415,11 @@ def parse_import(raw: bytes | str) -> dict:
             }
         plan["messages"].append(message)
 
+    leaf = _text(session.get("current_leaf_id"), "session.current_leaf_id", 64, required=False)
+    if leaf is not None and leaf not in seen_ids:
+        _refuse(422, f"session.current_leaf_id {leaf[:40]!r} names no message of the export.")
+    plan["current_leaf"] = leaf if leaf is not None else (plan["messages"][-1]["old_id"] if plan["messages"] else None)
+
     totals = document.get("totals")
     if totals is not None:
         expected = usage_totals(plan["messages"])
@@ -430,12 +450,13 @@ def import_document(plan: dict, user) -> ConversationSession:
         )
         db.session.add(session)
         db.session.flush()
-        message_rows, run_rows = [], []
+        message_rows, run_rows, new_ids = [], [], {}
         for item in plan["messages"]:
-            message_id = new_id()
+            message_id = new_ids[item["old_id"]] = new_id()
             message_rows.append(
                 {
                     "id": message_id,
+                    "parent_id": new_ids.get(item["parent"]) if item["parent"] is not None else None,
                     "session_id": session_id,
                     "role": item["role"],
                     "message_type": item["message_type"],
@@ -463,6 +484,7 @@ def import_document(plan: dict, user) -> ConversationSession:
             db.session.execute(insert(Message.__table__), message_rows)
         if run_rows:
             db.session.execute(insert(Run.__table__), run_rows)
+        session.current_leaf_id = new_ids.get(plan["current_leaf"]) if plan["current_leaf"] else None
         db.session.commit()
     except Exception:
         db.session.rollback()
