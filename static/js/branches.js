@@ -52,6 +52,17 @@
     }
   });
 
+  // A send's answer (appended turns) can land after the session watcher has already morphed the
+  // same turns in (a race older than branching): keep the first element of each id, the one that
+  // oob updates reach, so a conversation never shows a turn twice.
+  document.addEventListener("htmx:after:swap", () => {
+    const seen = new Set();
+    document.querySelectorAll("#messages > [id]").forEach((element) => {
+      if (seen.has(element.id)) element.remove();
+      else seen.add(element.id);
+    });
+  });
+
   // Opening an edit form puts the cursor at the end of the text.
   document.addEventListener(
     "toggle",

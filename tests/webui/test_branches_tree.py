@@ -252,3 +252,11 @@ def test_sessions_written_without_parents_are_adopted_before_they_branch(app, al
     assert (path["messages"][1]["position"], path["messages"][1]["count"]) == (2, 2)
     with app.app_context():
         assert db.session.get(ConversationSession, sid).current_leaf_id == response.json["message_id"]
+
+
+def test_a_branched_session_can_be_deleted_whole(app, alice):
+    chat = branched_session(app, alice)
+    assert alice.delete(f"/api/chat/sessions/{chat['sid']}").status_code == 200
+    with app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM messages")).scalar() == 0
+    fts_integrity(app)

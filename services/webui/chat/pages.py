@@ -203,7 +203,8 @@ def stop(session_id: str):
     agent = registry().get(agent_id)
     run = db.session.get(Run, body["message_id"])
     model = agent.model(run.model_id) if agent and run else None
-    view = display.message_view(message, agent_name, model) if message is not None else None
+    place = branch_view.placer(session)(message.id, run.model_id if run else None) if message is not None else None
+    view = display.message_view(message, agent_name, model, place) if message is not None else None
     gauge = None
     if view is not None and view.usage and model is not None:
         gauge = display.Gauge(display.used_tokens(view.usage), model.context_window)
