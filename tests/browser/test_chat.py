@@ -85,7 +85,7 @@ def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, st
         intermediate = {int(length) for _, status, length in states if status not in FINAL and int(length) > 0}
         assert len(intermediate) >= 2, states  # the reply was seen growing before it completed
         assert (
-            page.locator(".turn-user")
+            page.locator(".turn-user .turn-body")
             .last.inner_text()
             .endswith("Plan the release\nsecond line @@tokens=140 @@delay_ms=12")
         )
