@@ -90,9 +90,13 @@ def test_0012_backfills_every_session_as_one_path_and_keeps_search(tmp_path, age
         upgrade(revision="0005")
         create_user("alice", "pw-alice-123456")
         db.session.commit()
-    first = add_session(app, "alice", title="Old one", messages=conversation("q1", "kestrel answer") * 2)
-    second = add_session(app, "alice", title="Old two", messages=conversation("q2", "ptarmigan answer"))
-    empty = add_session(app, "alice", title="Empty")
+    first = add_session(
+        app, "alice", title="Old one", messages=conversation("q1", "kestrel answer") * 2, old_schema=True
+    )
+    second = add_session(
+        app, "alice", title="Old two", messages=conversation("q2", "ptarmigan answer"), old_schema=True
+    )
+    empty = add_session(app, "alice", title="Empty", old_schema=True)
     with app.app_context():
         upgrade()
         rows = db.session.execute(

@@ -39,8 +39,10 @@ def add_session(
     updated_at=None,
     archived_at=None,
     active_run_id=None,
+    old_schema=False,
 ) -> str:
-    """A session straight into the database. messages: dicts with role, content and optionally
+    """A session straight into the database (`old_schema`: a database at an older revision, whose
+    tables may lack columns the models have). messages: dicts with role, content and optionally
     status, usage, error, cancelled (a run whose cancel was requested)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
@@ -79,7 +81,7 @@ def add_session(
                         "cancel_requested_at": at if spec.get("cancelled") else None,
                     }
                 )
-        # Core inserts of the columns this database has: tests of old revisions use it too.
+        # Core inserts; on an older revision, of the columns that database has.
         _insert(
             "conversation_sessions",
             [
@@ -97,17 +99,21 @@ def add_session(
                     "active_run_id": active_run_id,
                 }
             ],
+            old_schema,
         )
-        _insert("messages", message_rows)
-        _insert("runs", run_rows)
+        _insert("messages", message_rows, old_schema)
+        _insert("runs", run_rows, old_schema)
         db.session.commit()
         return session_id
 
 
-def _insert(table_name: str, rows: list[dict]) -> None:
+def _insert(table_name: str, rows: list[dict], old_schema: bool) -> None:
     if not rows:
         return
-    table = Table(table_name, MetaData(), autoload_with=db.session.connection())
+    if old_schema:
+        table = Table(table_name, MetaData(), autoload_with=db.session.connection())
+    else:
+        table = db.metadata.tables[table_name]
     db.session.execute(table.insert(), [{k: v for k, v in row.items() if k in table.c} for row in rows])
 
 
@@ -532,8 +538,10 @@ def test_upgrading_from_0002_takes_live_replies_out_of_the_index(tmp_path, agent
     with app.app_context():
         create_user("alice", "pw-alice-123456")
         db.session.commit()
-    add_session(app, "alice", title="Old", messages=conversation("q", "half a ptarmigan", status="streaming"))
-    add_session(app, "alice", title="Done", messages=conversation("q", "a whole kestrel"))
+    add_session(
+        app, "alice", title="Old", messages=conversation("q", "half a ptarmigan", status="streaming"), old_schema=True
+    )
+    add_session(app, "alice", title="Done", messages=conversation("q", "a whole kestrel"), old_schema=True)
 
     def searchable(word: str) -> int:
         with app.app_context():
