@@ -37,6 +37,6 @@ def placer(session: ConversationSession, shape: tree.Tree | None = None):
     def place(message_id: str, model_id: str | None = None) -> Place | None:
         if message_id not in shape.nodes:
             return None
-        return Place(session.id, shape.siblings(message_id), model_id, models, agents, writable)
+        return Place(session.id, shape.siblings(message_id), model_id or session.model_id, models, agents, writable)
 
     return place
