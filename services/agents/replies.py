@@ -8,8 +8,9 @@ word-sized tokens. Directives in that last message change the pace or the ending
     @@crash_after=10 @@malformed=1 @@echo @@status=awaiting_approval @@error=message
     @@usage=early|none @@filler=doc @@echo_context @@approval="what it wants to do"
 
-`@@echo_context` answers with one line per message the agent received ("- role: first words"),
-so tests can see exactly what Switchboard sent.
+`@@echo_context` answers with one line per message the agent received ("- role: first words",
+directives left out), so tests can see exactly which messages, and which path of a branched
+conversation, Switchboard sent.
 
 `@@echo` answers with the message's text and, when it carries attachments (content parts,
 native or OpenAI), one line per attachment: name, media type, size and the first line of its text.
@@ -227,7 +228,7 @@ def context_lines(messages: list[dict]) -> str:
     """What @@echo_context answers: each received message as "- role: its first words"."""
     lines = []
     for message in messages:
-        words = split_content(message.get("content", ""))[0].split()
+        words = _DIRECTIVE.sub("", split_content(message.get("content", ""))[0]).split()
         lines.append(f"- {message.get('role')}: {' '.join(words[:ECHO_CONTEXT_WORDS])}")
     return "\n".join(lines) + "\n"
 

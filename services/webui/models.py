@@ -20,7 +20,7 @@ USER_ROLES = ("admin", "user")
 MESSAGE_ROLES = ("user", "assistant", "system")
 # "summary": a reply that stands in for every message before it (chat/context.py);
 # "context_reset": a divider (role system) before which nothing is sent to the agent.
-MESSAGE_TYPES = ("chat", "summary", "context_reset")
+MESSAGE_TYPES = ("chat", "summary", "context_reset", "handoff")
 # A reply is "live" while a run may still change it.
 LIVE_STATUSES = ("pending", "streaming", "planning", "executing", "awaiting_approval")
 FINAL_STATUSES = ("complete", "cancelled", "error", "interrupted")
@@ -86,6 +86,9 @@ class ConversationSession(db.Model):
     # When the owner last looked at the session (its page visible); a reply that ended later is
     # "unseen" (chat/attention.py). NULL (sessions from before it was kept) counts as seen.
     seen_at = db.Column(db.DateTime, nullable=True, default=utcnow)
+    # The last message of the path the page shows and the agent is sent (chat/tree.py). No
+    # foreign key: the session row is written before its first message.
+    current_leaf_id = db.Column(db.String(36), nullable=True)
 
     user = db.relationship("User")
     messages = db.relationship(
@@ -168,6 +171,9 @@ class Message(db.Model):
 
     id = db.Column(db.String(36), primary_key=True, default=new_id)
     session_id = db.Column(db.String(36), db.ForeignKey("conversation_sessions.id", ondelete="CASCADE"), nullable=False)
+    # The previous message on this message's path (None for a first message): a session's
+    # messages form a tree, edits and regenerations adding siblings (chat/tree.py).
+    parent_id = db.Column(db.String(36), db.ForeignKey("messages.id"), nullable=True)
     role = db.Column(db.String(16), nullable=False)
     message_type = db.Column(db.String(32), nullable=False, default="chat")
     agent_id = db.Column(db.String(64), nullable=True)
@@ -210,6 +216,7 @@ class Message(db.Model):
             "completion_tokens",
             "cost_usd",
         ),
+        Index("ix_messages_parent_id", "parent_id"),
     )
 
     @property

@@ -85,7 +85,7 @@ def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, st
         intermediate = {int(length) for _, status, length in states if status not in FINAL and int(length) > 0}
         assert len(intermediate) >= 2, states  # the reply was seen growing before it completed
         assert (
-            page.locator(".turn-user")
+            page.locator(".turn-user .turn-body")
             .last.inner_text()
             .endswith("Plan the release\nsecond line @@tokens=140 @@delay_ms=12")
         )
@@ -277,11 +277,11 @@ def test_agent_error_and_interrupted_replies_say_what_to_do(page):
     send(page, 'Fail please @@tokens=5 @@error="the model refused"')
     reply = last_reply(page)
     expect(reply).to_have_attribute("data-status", "error")
-    expect(reply.locator(".turn-note")).to_contain_text("the model refused. Try again in a moment")
+    expect(reply.locator(".turn-note")).to_contain_text("the model refused. Retry in a moment")
     send(page, "Crash please @@tokens=50 @@crash_after=8 @@delay_ms=10")
     reply = last_reply(page)
     expect(reply).to_have_attribute("data-status", "interrupted")
-    expect(reply.locator(".turn-note")).to_contain_text("The text so far is kept; send your message again")
+    expect(reply.locator(".turn-note")).to_contain_text("The text so far is kept; retry or continue it below")
     assert len(reply_text(reply)) > 0
 
 

@@ -378,9 +378,9 @@ def test_error_and_interrupted_replies_say_what_to_do(app, alice, agents_up):
         )
         db.session.commit()
     html = alice.get(f"/chat/{sid}").text
-    assert "The reply stream broke off. The text so far is kept; send your message again to continue." in html
+    assert "The reply stream broke off. The text so far is kept; retry or continue it below." in html
     assert (
-        "Agent architect is not answering on its port 1. Try again in a moment, or start a new chat with another agent."
+        "Agent architect is not answering on its port 1. Retry in a moment, or branch into a chat with another agent."
         in html
     )
 

@@ -150,8 +150,10 @@ def test_pages_filters_transfer_and_delete_on_postgresql(pg_app, pg_alice):
     imported = pg_alice.post("/api/chat/sessions/import", json=exported)
     assert imported.status_code == 201
     again = pg_alice.get(f"/api/chat/sessions/{imported.json['session_id']}/export").json
-    strip = lambda d: [{k: v for k, v in m.items() if k != "id"} for m in d["messages"]]  # noqa: E731
+    strip = lambda d: [{k: v for k, v in m.items() if k not in ("id", "parent_id")} for m in d["messages"]]  # noqa: E731
     assert strip(again) == strip(exported) and again["totals"] == exported["totals"]
+    # The tree comes back with new ids: each parent is the message before it (one path).
+    assert [m["parent_id"] for m in again["messages"][1:]] == [m["id"] for m in again["messages"][:-1]]
     assert pg_alice.get(f"/sessions/{session_id}").status_code == 200
     assert pg_alice.delete(f"/api/chat/sessions/{session_id}").status_code == 200
     with pg_app.app_context():

@@ -47,8 +47,13 @@ def without_changing_parts(document: dict) -> dict:
     for key in ("exported_at", "exported_by"):
         document.pop(key)
     document["session"].pop("id")
+    # Parent and leaf ids change with the ids: compare where they point (an index) instead.
+    index = {message["id"]: n for n, message in enumerate(document["messages"])}
+    leaf = document["session"].pop("current_leaf_id")
+    document["session"]["current_leaf"] = index.get(leaf)
     for message in document["messages"]:
         message.pop("id")
+        message["parent"] = index.get(message.pop("parent_id"))
     return document
 
 

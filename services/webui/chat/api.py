@@ -129,3 +129,6 @@ def answer_approval(session_id: str, approval_id: str):
         delivered=result.delivered,
         message=result.problem,
     )
+
+
+from . import branch_api  # noqa: E402, F401  (conversation control's routes, on this blueprint)

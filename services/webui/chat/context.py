@@ -25,7 +25,8 @@ from services.gateway.registry import Model
 
 from ..database import WRITE_WAIT_OPTION, DatabaseUnavailable
 from ..extensions import db
-from ..models import LIVE_STATUSES, Message
+from ..models import LIVE_STATUSES, ConversationSession, Message
+from . import tree
 from .tokens import Counter, counter_for
 
 log = logging.getLogger("switchboard.context")
@@ -195,8 +196,11 @@ def plan_context(
     )
     if exclude_id is not None:
         query = query.where(Message.id != exclude_id)
-    rows = db.session.execute(query).all()
-    plan.older_unread = len(rows) > HISTORY_BOUND
+    # Only the current path (chat/tree.py) is sent, never another branch; its tail is enough.
+    path = tree.path_ids(db.session.get(ConversationSession, session_id))
+    tail = path[-2 * HISTORY_BOUND :]
+    rows = db.session.execute(query.where(Message.id.in_(tail))).all()
+    plan.older_unread = len(rows) > HISTORY_BOUND or len(path) > len(tail)
     newest_first = [
         PlanItem(row.id, row.role, row.message_type, row.status, row.content) for row in rows[:HISTORY_BOUND]
     ]

@@ -18,8 +18,9 @@ from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, new_id, utcnow
 from ..runs import run_manager
+from . import tree
 from .context import SUMMARY_INSTRUCTION, plan_context, store_counts
-from .service import NOT_COUNTED, ChatError, _message_columns, claim_session, insert_run
+from .service import NOT_COUNTED, ChatError, _message_columns, claim_session, insert_run, take_leaf
 
 log = logging.getLogger("switchboard.context")
 messages_table = Message.__table__
@@ -54,6 +55,7 @@ def start_summary(session: ConversationSession) -> str:
     try:
         now = utcnow()
         claim_session(session, summary_id, model, now)
+        parent_id = take_leaf(session, summary_id)
         row = {
             "id": summary_id,
             "session_id": session.id,
@@ -67,6 +69,7 @@ def start_summary(session: ConversationSession) -> str:
             "created_at": now + timedelta(microseconds=1),
             "completed_at": None,
             "model_id": model.model_id,
+            "parent_id": parent_id,
         }
         db.session.execute(messages_table.insert(), _message_columns(row) | NOT_COUNTED)
         insert_run(summary_id, session.id, agent, model, now)
@@ -84,8 +87,11 @@ def reset_context(session: ConversationSession) -> str:
     """Store a fresh-context marker: nothing before it is sent to the agent."""
     _writable(session)
     now = utcnow()
+    marker_id = new_id()
+    parent_id = take_leaf(session, marker_id)
     row = {
-        "id": new_id(),
+        "id": marker_id,
+        "parent_id": parent_id,
         "session_id": session.id,
         "role": "system",
         "message_type": "context_reset",
@@ -139,6 +145,12 @@ def remove_context_message(session: ConversationSession, message_id: str) -> Non
     """Undo a fresh-context marker or drop a summary: the messages before it are sent again."""
     _writable(session)
     message = _context_message(session, message_id, REMOVABLE_TYPES)
+    # Keep the path whole (chat/tree.py): what followed it now follows what came before it.
+    db.session.execute(
+        update(messages_table).where(messages_table.c.parent_id == message.id).values(parent_id=message.parent_id)
+    )
+    if session.current_leaf_id == message.id:
+        tree.set_leaf(session, message.parent_id)
     db.session.execute(delete(messages_table).where(messages_table.c.id == message.id))
     db.session.commit()
 

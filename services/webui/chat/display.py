@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from markupsafe import Markup
 from sqlalchemy import func, select
@@ -18,6 +19,7 @@ from ..extensions import db
 from ..fleet import health, registry
 from ..models import LIVE_STATUSES, ConversationSession, Message, sane_usage, usage_columns, utcnow
 from ..rendering import render_message
+from . import branch_view, tree
 from .context import ContextPlan, plan_context, store_counts
 
 RECENT_SESSIONS = 30
@@ -234,6 +236,7 @@ class MessageView:
     approvals: tuple = ()  # approvals.ApprovalView, oldest first
     steps: list = field(default_factory=list)  # the timeline: [{status, detail, at}] (chat/progress.py)
     last_output_at: str | None = None  # server time of the last token or status update, if known
+    place: Any = None  # branch_view.Place: the action row and "‹ 2 / 3 ›" (None: no actions)
 
     def __post_init__(self):
         # Usage also arrives live from agents: numbers no arithmetic can use are ignored here.
@@ -277,10 +280,10 @@ class MessageView:
         """A sentence for a reply that did not complete, and what to do about it."""
         if self.status == "error":
             reason = (self.error or "The agent reported an error.").rstrip(".") + "."
-            return f"{reason} Try again in a moment, or start a new chat with another agent."
+            return f"{reason} Retry in a moment, or branch into a chat with another agent."
         if self.status == "interrupted":
             reason = (self.error or "The reply stream broke off.").rstrip(".") + "."
-            return f"{reason} The text so far is kept; send your message again to continue."
+            return f"{reason} The text so far is kept; retry or continue it below."
         if self.status == "cancelled":
             return "Stopped. The text so far is kept."
         return None
@@ -291,7 +294,9 @@ class MessageView:
         return replace(self, html=render_message(self.id, self.content, final=not self.is_live))
 
 
-def message_view(message: Message, agent_name: str, model: Model | None, approvals: tuple = ()) -> MessageView:
+def message_view(
+    message: Message, agent_name: str, model: Model | None, approvals: tuple = (), place=None
+) -> MessageView:
     return MessageView(
         id=message.id,
         role=message.role,
@@ -307,25 +312,27 @@ def message_view(message: Message, agent_name: str, model: Model | None, approva
         model_id=message.model_id,
         approvals=approvals,
         steps=message.steps,
+        place=place,
     ).rendered()
 
 
 def session_messages(session: ConversationSession) -> list[MessageView]:
+    """The current path of the session's tree (chat/tree.py), with each message's action row."""
     fleet = registry()
     agent = fleet.get(session.agent_id)
-    rows = db.session.scalars(
-        select(Message)
-        .where(
-            Message.session_id == session.id,
-            Message.role.in_(("user", "assistant")) | (Message.message_type == "context_reset"),
-        )
-        .order_by(Message.created_at)
-    ).all()
+    # The current path only (chat/tree.py): other versions are reached with "‹ 2 / 3 ›".
+    shape = tree.load(session)
+    place = branch_view.placer(session, shape)
+    rows = [
+        row
+        for row in tree.messages_of(shape.path())
+        if row.role in ("user", "assistant") or row.message_type == "context_reset"
+    ]
     asked = approvals_for(row.id for row in rows if row.role == "assistant")
     views = []
     for row in rows:
         model = agent.model(row.model_id or "") if agent else None
-        views.append(message_view(row, session.agent_name, model, asked.get(row.id, ())))
+        views.append(message_view(row, session.agent_name, model, asked.get(row.id, ()), place(row.id, row.model_id)))
     return views
 
 

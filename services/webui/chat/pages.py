@@ -16,7 +16,7 @@ from ..extensions import db
 from ..fleet import registry
 from ..models import ConversationSession, Message, Run
 from ..ownership import owned_session
-from . import approvals, display, page_stream, progress
+from . import approvals, branch_view, display, page_stream, progress
 from .service import ChatError, cancel_latest, send_message
 from .streaming import last_event_id, latest_run_id, sse_response
 
@@ -148,12 +148,15 @@ def send():
     agent = registry().get(sent.session.agent_id)
     model = agent.model(sent.session.model_id) if agent else None
     plan = display.session_plan(sent.session, model) if model else None
+    place = branch_view.placer(sent.session)
     return render_template(
         "partials/sent.html",
         plan=plan,
         gauge=display.plan_gauge(plan) if plan else None,
         session=sent.session,
-        user_message=display.message_view(sent.user_message, sent.session.agent_name, model),
+        user_message=display.message_view(
+            sent.user_message, sent.session.agent_name, model, place=place(sent.user_message_id)
+        ),
         reply=display.message_view(sent.reply, sent.session.agent_name, model),
     )
 
@@ -180,6 +183,7 @@ def stream(session_id: str):
         created_at=message.created_at,
         model=model,
         model_id=message.model_id or run.model_id,
+        place=branch_view.placer(session)(message.id, run.model_id),  # the final render's action row
     )
     return sse_response(
         page_stream.reply_stream(base, message.id, last_event_id(), context_after(session.id, model), session.id)
@@ -235,7 +239,8 @@ def stop(session_id: str):
     run = db.session.get(Run, body["message_id"])
     model = agent.model(run.model_id) if agent and run else None
     asked = approvals_for([message.id]).get(message.id, ()) if message is not None else ()
-    view = display.message_view(message, agent_name, model, asked) if message is not None else None
+    place = branch_view.placer(session)(message.id, run.model_id if run else None) if message is not None else None
+    view = display.message_view(message, agent_name, model, asked, place=place) if message is not None else None
     gauge = plan = None
     if model is not None:
         plan = display.session_plan(db.session.get(ConversationSession, session_id), model)
@@ -286,3 +291,6 @@ def gauge():
         abort(404, "There is no such agent.")
     model = agent.model(request.args.get("model_id") or "") or agent.models[0]
     return render_template("partials/context_gauge.html", gauge=display.session_gauge(session, model))
+
+
+from . import branch_pages  # noqa: E402, F401  (conversation control's forms, on this blueprint)

@@ -26,6 +26,7 @@ from ..models import ConversationSession, IdempotencyKey, Message, Run, new_id, 
 from ..ownership import owned_session
 from ..runs import run_manager
 from ..runs.driver import SEQ_HEADROOM
+from . import tree
 from .context import budget_of, plan_context, reply_reserve, store_counts, stored_count
 from .tokens import counter_for
 
@@ -223,6 +224,7 @@ def _save_turn(
                 f"This session belongs to agent {session.agent_id}; start a new chat to talk to {agent.agent_id}.",
             )
         claim_session(session, reply_id, model, now)
+        parent_id = take_leaf(session, reply_id)
         session_row = {"id": session.id}
     else:
         session_row = {
@@ -237,7 +239,9 @@ def _save_turn(
             "updated_at": now,
             "archived_at": None,
             "active_run_id": reply_id,
+            "current_leaf_id": reply_id,
         }
+        parent_id = None
         db.session.execute(sessions_table.insert(), session_row)
 
     message = {
@@ -250,6 +254,7 @@ def _save_turn(
     user_row = {
         **message,
         "id": new_id(),
+        "parent_id": parent_id,
         "role": "user",
         "content": content,
         "status": "complete",
@@ -267,6 +272,7 @@ def _save_turn(
         "completed_at": None,
         "model_id": model.model_id,  # the model can change within a session: each reply keeps its own
     }
+    reply_row["parent_id"] = user_row["id"]
     db.session.execute(
         messages_table.insert(), [_message_columns(user_row) | counts, _message_columns(reply_row) | NOT_COUNTED]
     )
@@ -300,6 +306,15 @@ def claim_session(session: ConversationSession, run_id: str, model: Model, now) 
         raise ChatError(409, _busy_sentence(session))
     for name, value in claim.items():
         set_committed_value(session, name, value)
+
+
+def take_leaf(session: ConversationSession, message_id: str) -> str | None:
+    """Put a new message at the end of the session's current path (chat/tree.py); the message
+    it follows. The caller holds the session's claim, so no other write moves the leaf meanwhile."""
+    tree.adopt(session)
+    parent_id = session.current_leaf_id
+    tree.set_leaf(session, message_id)
+    return parent_id
 
 
 def insert_run(run_id: str, session_id: str, agent: Agent, model: Model, now) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from ..approvals import approvals_for
+from ..chat import tree
 from ..extensions import db
 from ..models import LIVE_STATUSES, ConversationSession, Message, Run, User
 
@@ -73,10 +74,20 @@ class Totals:
 
 @dataclass
 class Review:
+    """`messages`: every message of the session's tree, oldest first (totals count them all);
+    `path`: the current path (chat/tree.py), which the page and the Markdown export show."""
+
     session: ConversationSession
     owner: str
     messages: list[MessageView]
     totals: Totals
+    path: list[MessageView] = field(default_factory=list)
+    parents: dict = field(default_factory=dict)  # message id → parent id, as the tree reads it
+
+    @property
+    def branched(self) -> bool:
+        """Some messages are on other branches than the current path."""
+        return len(self.path) < len(self.messages)
 
     @property
     def live(self) -> bool:
@@ -153,4 +164,7 @@ def build_review(session: ConversationSession) -> Review:
             )
         )
     totals.cost_usd = round(totals.cost_usd, 8)
-    return Review(session=session, owner=owner, messages=views, totals=totals)
+    by_id = {view.message.id: view for view in views}
+    shape = tree.load(session)
+    path = [by_id[i] for i in shape.path() if i in by_id]
+    return Review(session=session, owner=owner, messages=views, totals=totals, path=path, parents=shape.parents())

@@ -83,6 +83,7 @@ def session_document(review: Review, exported_by: str) -> dict:
         messages.append(
             {
                 "id": message.id,
+                "parent_id": review.parents.get(message.id),
                 "role": message.role,
                 "message_type": message.message_type,
                 "agent_id": message.agent_id,
@@ -124,6 +125,8 @@ def session_document(review: Review, exported_by: str) -> dict:
             "created_at": iso(session.created_at),
             "updated_at": iso(session.updated_at),
             "archived_at": iso(session.archived_at),
+            # The whole tree travels (every message with its parent); this is the path shown.
+            "current_leaf_id": review.path[-1].message.id if review.path else None,
         },
         "messages": messages,
         "totals": usage_totals(messages),
@@ -191,10 +194,15 @@ def export_markdown(session: ConversationSession) -> str:
         f"- Tokens: {totals.total_tokens:,} ({totals.prompt_tokens:,} in, {totals.completion_tokens:,} out)",
         f"- Cost: {_cost(totals.cost_usd, totals.cost_estimated)}",
         f"- Duration: {totals.duration or '—'}",
+        *(
+            ["- Branches: other versions of some messages exist; this file shows the current path."]
+            if review.branched
+            else []
+        ),
         "",
     ]
     files = attachment_transfer.listed(view.message.id for view in review.messages if view.message.role == "user")
-    for view in review.messages:
+    for view in review.path:
         message = view.message
         heading = message.role.capitalize()
         if message.role == "assistant" and message.agent_id:
@@ -386,6 +394,8 @@ def parse_import(raw: bytes | str) -> dict:
         _refuse(413, f"The export holds {len(messages):,} messages; the import limit is {MAX_IMPORT_MESSAGES:,}.")
     seen_ids: set[str] = set()
     previous: datetime | None = None
+    # Exports before the message tree have no parent ids: their messages are one path.
+    tree_export = any(isinstance(item, dict) and "parent_id" in item for item in messages)
     for index, item in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(item, dict):
@@ -393,6 +403,9 @@ def parse_import(raw: bytes | str) -> dict:
         old_id = _text(item.get("id"), f"{where}.id", 64)
         if old_id in seen_ids:
             _refuse(422, f"{where}.id {old_id[:40]!r} appears twice.")
+        parent = _text(item.get("parent_id"), f"{where}.parent_id", 64, required=False) if tree_export else None
+        if parent is not None and parent not in seen_ids:
+            _refuse(422, f"{where}.parent_id {parent[:40]!r} names no earlier message.")
         seen_ids.add(old_id)
         role = item.get("role")
         if role not in MESSAGE_ROLES:
@@ -421,6 +434,8 @@ def parse_import(raw: bytes | str) -> dict:
         if steps and role != "assistant":
             _refuse(422, f"{where}.steps is set, but only replies (role assistant) have steps.")
         message = {
+            "old_id": old_id,
+            "parent": parent if tree_export else (plan["messages"][-1]["old_id"] if plan["messages"] else None),
             "role": role,
             "message_type": message_type,
             "agent_id": message_agent,
@@ -470,6 +485,11 @@ def parse_import(raw: bytes | str) -> dict:
             message["model_id"] = message["run"]["model_id"] if message["run"] else plan["model_id"]
         plan["messages"].append(message)
 
+    leaf = _text(session.get("current_leaf_id"), "session.current_leaf_id", 64, required=False)
+    if leaf is not None and leaf not in seen_ids:
+        _refuse(422, f"session.current_leaf_id {leaf[:40]!r} names no message of the export.")
+    plan["current_leaf"] = leaf if leaf is not None else (plan["messages"][-1]["old_id"] if plan["messages"] else None)
+
     totals = document.get("totals")
     if totals is not None:
         expected = usage_totals(plan["messages"])
@@ -500,12 +520,13 @@ def import_document(plan: dict, user) -> ConversationSession:
         )
         db.session.add(session)
         db.session.flush()
-        message_rows, run_rows, approval_rows = [], [], []
+        message_rows, run_rows, approval_rows, new_ids = [], [], [], {}
         for item in plan["messages"]:
-            message_id = new_id()
+            message_id = new_ids[item["old_id"]] = new_id()
             message_rows.append(
                 {
                     "id": message_id,
+                    "parent_id": new_ids.get(item["parent"]) if item["parent"] is not None else None,
                     "session_id": session_id,
                     "role": item["role"],
                     "message_type": item["message_type"],
@@ -541,6 +562,7 @@ def import_document(plan: dict, user) -> ConversationSession:
             db.session.execute(insert(Run.__table__), run_rows)
         if approval_rows:
             db.session.execute(insert(approvals.approvals_table), approval_rows)
+        session.current_leaf_id = new_ids.get(plan["current_leaf"]) if plan["current_leaf"] else None
         db.session.commit()
     except Exception:
         db.session.rollback()
