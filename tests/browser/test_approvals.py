@@ -62,7 +62,7 @@ def test_approve_through_the_button_survives_a_reload_and_shows_in_a_second_tab(
     expect(card.locator(".approval-detail strong")).to_have_text("Code Director")
     expect(card.locator(".approval-detail li")).to_have_count(3)
     expect(page.locator("#composer-waiting")).to_have_text("Code Director is waiting for your answer above.")
-    expect(page.locator("#composer-button")).to_have_text("Stop")
+    expect(page.locator("#composer-stop")).to_have_text("Stop")
 
     page.reload()  # the request is stored: a reload shows it, still answerable
     reply = last_reply(page)
@@ -113,7 +113,7 @@ def test_reject_through_the_button_ends_with_a_sentence_and_the_other_tab_shows_
 def test_stop_while_waiting_ends_cancelled_and_a_second_answer_is_refused(context, page, stack):
     reply = ask(page, "rewrite the users table")
     other = second_tab(context, page.url)
-    page.click("#composer-button")
+    page.click("#composer-stop")
     expect(reply).to_have_attribute("data-status", "cancelled", timeout=15_000)
     expect(reply.locator(".approval-outcome")).to_have_text("Not answered")
     expect(page.locator("#composer-waiting")).to_be_empty()

@@ -97,23 +97,23 @@ def test_retry_and_continue_after_a_stopped_reply(page):
     send(page, "a long answer @@tokens=400 @@delay_ms=40")
     reply = replies(page).last
     wait_for_text(reply)
-    page.click("#composer-button")  # Stop
+    page.click("#composer-stop")
     expect(reply).to_have_attribute("data-status", "cancelled", timeout=20_000)
     expect(reply.locator('[data-action="retry"]')).to_be_visible()
     expect(reply.locator('[data-action="continue"]')).to_be_visible()
     stopped_id = reply.get_attribute("id")
     reply.locator('[data-action="retry"]').click()
     expect(replies(page).last).not_to_have_attribute("id", stopped_id, timeout=20_000)
-    expect(page.locator("#composer-button")).to_have_text("Stop")
+    expect(page.locator("#composer-stop")).to_have_text("Stop")
     wait_for_text(replies(page).last)
-    page.click("#composer-button")
+    page.click("#composer-stop")
     expect(replies(page).last).to_have_attribute("data-status", "cancelled", timeout=20_000)
     expect(replies(page).last.locator(".sibling-count")).to_have_text("2 / 2")
     # Continue: a new reply under the stopped one; both are shown.
     replies(page).last.locator('[data-action="continue"]').click()
     expect(replies(page)).to_have_count(2, timeout=20_000)
     wait_for_text(replies(page).last)
-    page.click("#composer-button")
+    page.click("#composer-stop")
     expect(replies(page).last).to_have_attribute("data-status", "cancelled", timeout=20_000)
     assert page.evaluate("() => window.__csp") == []
 

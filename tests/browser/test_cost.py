@@ -63,7 +63,7 @@ def test_the_header_total_updates_as_each_reply_ends(page):
     # Stop: the total counts the stopped reply as soon as Stop is answered.
     send(page, "A long one @@tokens=400 @@delay_ms=40")
     expect(last_reply(page).locator(".md-tail")).not_to_be_empty(timeout=15_000)
-    page.click("#composer-button")
+    page.click("#composer-stop")
     expect(last_reply(page)).to_have_attribute("data-status", "cancelled", timeout=15_000)
     expect(page.locator("#session-cost")).to_have_attribute("data-replies", "3")
     assert header_total(page)[0] > prompt

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from services.webui.models import LIVE_STATUSES
+
 from ..litellm_server import KEY_ENV, MASTER_KEY, forwarding_model, litellm_proxy
 from ..servers import LiveStack
 from ..support import free_port
@@ -63,7 +65,7 @@ def reply_to(api, agent_id: str, ids: list[str], text: str = "@@echo @@delay_ms=
     while time.monotonic() < deadline:
         messages = api.get(f"/api/chat/sessions/{body['session_id']}").json()["messages"]
         reply = next(m for m in messages if m["id"] == body["message_id"])
-        if reply["status"] not in ("pending", "streaming"):
+        if reply["status"] not in LIVE_STATUSES:
             assert reply["status"] == "complete", reply
             return reply["content"]
         time.sleep(0.2)
