@@ -358,3 +358,23 @@ def test_a_session_page_loads_all_its_attachments_in_one_query(app, alice):
         event.remove(engine, "before_cursor_execute", record)
     assert all(f'href="/attachments/{i}"' in page for i in ids)
     assert len(statements) == 1
+
+
+def test_earlier_files_count_in_the_context_plan_and_are_sent_again(app, alice):
+    """A files-only message stays in the history: the plan counts its file, the next turn sends it."""
+    big = uploaded(alice, b"x" * 4000, "big.txt")
+    first = send(alice, [big["id"]], content="").json
+    wait_final(app, first["message_id"])
+    follow = send(alice, [], content="and now?", session_id=first["session_id"]).json
+    wait_final(app, follow["message_id"])
+    plan = alice.get(f"/api/chat/sessions/{first['session_id']}/context").json
+    tokens = {item["id"]: item["tokens"] for item in plan["messages"]}
+    assert tokens[first["user_message_id"]] >= 1000  # 4,000 characters of file at ~4 a token
+    assert tokens[follow["user_message_id"]] < 20
+    with app.app_context():
+        model = registry().get("architect").model("ref-standard")
+        new = db.session.get(Message, follow["user_message_id"])
+        turns = conversation_for_agent(first["session_id"], {"id": new.id, "content": new.content}, model)
+    assert [turn["role"] for turn in turns] == ["user", "user"]  # the failed replies have no text
+    assert turns[0]["content"] == [{"type": "file", "name": "big.txt", "media_type": "text/plain", "text": "x" * 4000}]
+    assert turns[1]["content"] == "and now?"

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.registry import Model
 
+from ..attachments.parts import extra_tokens_of_messages
 from ..database import WRITE_WAIT_OPTION, DatabaseUnavailable
 from ..extensions import db
 from ..models import LIVE_STATUSES, ConversationSession, Message
@@ -40,11 +41,6 @@ SUMMARY_INSTRUCTION = (
     "it will replace the earlier messages in your context."
 )
 messages_table = Message.__table__
-
-
-def no_extra_tokens(message_ids: list[str]) -> dict[str, int]:
-    """Hook: tokens a message carries besides its text (attachments, #12 part 3), by message id."""
-    return {}
 
 
 @dataclass
@@ -165,7 +161,7 @@ def plan_context(
     new_text: str | None = None,
     exclude_id: str | None = None,
     counter: Counter | None = None,
-    extra_tokens=no_extra_tokens,
+    extra_tokens=extra_tokens_of_messages,
 ) -> ContextPlan:
     """The plan for the next request to the agent: the history that fits, and where it is cut."""
     counter = counter or counter_for(model)

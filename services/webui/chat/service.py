@@ -366,7 +366,6 @@ def conversation_plan(session_id: str | None, new_message: dict, model: Model, f
         model,
         new_text=new_message["content"],
         exclude_id=new_message["id"],
-        extra_tokens=attachment_parts.extra_tokens_of_messages,
     )
     plan.new_tokens += attachment_parts.extra_tokens(files)
     return plan
