@@ -4,7 +4,7 @@ the agent receives exactly the new path; switching siblings changes what is sent
 into a new chat (same agent: a copy; another agent: a handoff).
 
 `@@echo_context` makes the reference agent answer with what it was sent, one line a message:
-"role: first words".
+"- role: first words" (directives left out); `lines` drops the leading "- ".
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def wait_writing(api, session_id, message_id, timeout=30.0) -> dict:
 
 
 def lines(reply: dict) -> list[str]:
-    return reply["content"].strip().splitlines()
+    return [line.removeprefix("- ") for line in reply["content"].strip().splitlines()]
 
 
 def action(api, session_id, message_id, name, **body):
@@ -88,7 +88,7 @@ def test_edit_makes_a_branch_and_the_agent_receives_exactly_the_new_path(api):
     second = turn(api, f"second question @@echo_context {FAST}", sid)
     assert lines(second["reply"]) == [
         "user: first question",
-        "assistant: user: first question",
+        "assistant: - user: first question",
         "user: second question",
     ]
 
@@ -96,7 +96,7 @@ def test_edit_makes_a_branch_and_the_agent_receives_exactly_the_new_path(api):
     assert response.status_code == 202, response.text
     edited = response.json()
     reply = wait_final(api, sid, edited["message_id"])
-    assert lines(reply) == ["user: first question", "assistant: user: first question", "user: changed question"]
+    assert lines(reply) == ["user: first question", "assistant: - user: first question", "user: changed question"]
 
     shown = path(api, sid)
     assert [m["id"] for m in shown["messages"]] == [
@@ -118,9 +118,9 @@ def test_edit_makes_a_branch_and_the_agent_receives_exactly_the_new_path(api):
     third = turn(api, f"third question @@echo_context {FAST}", sid)
     assert lines(third["reply"]) == [
         "user: first question",
-        "assistant: user: first question",
+        "assistant: - user: first question",
         "user: second question",
-        "assistant: user: first question assistant: user: first",
+        "assistant: - user: first question - assistant: - user: first question - user: second question",
         "user: third question",
     ]
     # ...and switching to the edit again shows the newest leaf under it.
@@ -192,7 +192,7 @@ def test_retry_and_continue_after_an_interruption(api):
 
 
 def test_retry_after_a_stop_and_nothing_while_a_reply_is_live(api):
-    slow = f"@@echo_context {FAST} @@stall_after=1 @@stall_ms=30000 slow question"
+    slow = f"@@echo_context {FAST} @@stall_after=2 @@stall_ms=30000 slow question"
     sent = send(api, slow)
     sid = sent["session_id"]
     wait_writing(api, sid, sent["message_id"])
@@ -212,7 +212,7 @@ def test_retry_after_a_stop_and_nothing_while_a_reply_is_live(api):
     wait_writing(api, sid, retried.json()["message_id"])
     assert api.post(f"/api/chat/sessions/{sid}/cancel").status_code in (200, 202)
     again = wait_final(api, sid, retried.json()["message_id"])
-    assert again["status"] == "cancelled" and again["content"].startswith("user:")
+    assert again["status"] == "cancelled" and again["content"].startswith("- user:")
     assert again["parent_id"] == sent["user_message_id"] and again["position"] == 2
 
 
@@ -232,7 +232,11 @@ def test_branch_into_a_new_chat_copies_the_path_and_another_agent_gets_a_handoff
     ]
     assert not {m["id"] for m in copied} & {first["user_message_id"], first["message_id"]}
     follow = turn(api, f"gamma question @@echo_context {FAST}", branch["session_id"])
-    assert lines(follow["reply"]) == ["user: alpha question", "assistant: user: alpha question", "user: gamma question"]
+    assert lines(follow["reply"]) == [
+        "user: alpha question",
+        "assistant: - user: alpha question",
+        "user: gamma question",
+    ]
     # The original is untouched.
     assert [m["id"] for m in path(api, sid)["messages"]][-1] == second["message_id"]
     # Same agent lock: the branch belongs to the same agent.
@@ -249,7 +253,10 @@ def test_branch_into_a_new_chat_copies_the_path_and_another_agent_gets_a_handoff
     assert note["message_type"] == "handoff" and note["role"] == "user"
     assert "Architect" in note["content"] and "beta question" in note["content"]
     reply = turn(api, f"delta question @@echo_context {FAST}", handoff["session_id"], agent_id="dir-code")["reply"]
-    assert lines(reply) == ["user: Handoff: this conversation was started with", "user: delta question"]
+    assert lines(reply) == [
+        "user: Handoff: this conversation was started with Architect (architect). The transcript so far follows; continue from it.",
+        "user: delta question",
+    ]
     assert action(api, sid, second["message_id"], "branch", agent_id="nobody").status_code == 404
 
 
