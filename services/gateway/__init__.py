@@ -3,7 +3,8 @@
 A plain library (no Flask): the web app, the benchmarks and the tests all use it.
 """
 
-from .client import TaskStream, cancel_task, open_task
+from .client import TaskStream, open_task
+from .control import answer_approval, cancel_task
 from .events import EVENT_TYPES, FINAL_STATUSES, AgentEvent
 from .health import HealthChecker, HealthResult
 from .registry import DEFAULT_REGISTRY_PATH, Agent, Model, Registry, RegistryError, RegistrySource, load_registry_file
@@ -24,6 +25,7 @@ __all__ = [
     "SSEMessage",
     "SSEParser",
     "TaskStream",
+    "answer_approval",
     "cancel_task",
     "format_comment",
     "format_sse",

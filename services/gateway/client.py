@@ -5,12 +5,13 @@ stream with a `done` event that says so in one sentence. Whatever the agent send
 TaskStream yields tokens and status updates in order, then exactly one `usage`, then
 exactly one `done`. A reader thread does the blocking reads and feeds a queue; under
 gevent's monkey-patching that thread and queue are greenlets, and the same code works.
+What a reply cost is worked out in usage.py; cancelling a task or answering its approval
+request is control.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import socket
 import threading
@@ -18,17 +19,16 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from urllib.parse import quote
 
-import requests
 import urllib3
 
 from . import transport
-from .content import content_chars
+from .control import cancel_task
 from .events import AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage, NativeTranslator
 from .openai_adapter import OpenAITranslator, chat_completions_request
 from .registry import Agent
 from .sse import SSEParser
+from .usage import final_usage, not_reached
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -42,18 +42,6 @@ class _End:
 
 
 _WAKE = object()  # put by close() so a consumer blocked on the queue looks again at once
-
-
-def _estimate_tokens(chars: int) -> int:
-    return math.ceil(chars / 4)
-
-
-def _count(value) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return int(value)
 
 
 class TaskStream:
@@ -168,7 +156,7 @@ class TaskStream:
             if self._socket is not None:
                 transport.shut_socket(self._socket)
             elif self._response is not None:
-                _interrupt(self._response)
+                transport.interrupt_response(self._response)
         self._queue.put(_WAKE)
 
     def __enter__(self) -> "TaskStream":
@@ -186,35 +174,8 @@ class TaskStream:
 
     def _final_usage(self) -> dict:
         if self._not_sent:
-            return {
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "total_tokens": 0,
-                "cost_usd": 0.0,
-                "estimated": False,
-                "reached_agent": False,
-            }
-        model = self.agent.model(self.model_id)
-        reported = self._agent_usage or {}
-        prompt = _count(reported.get("prompt_tokens"))
-        completion = _count(reported.get("completion_tokens"))
-        estimated = prompt is None or completion is None
-        if estimated:
-            if self._agent_usage is not None:
-                log.warning("Agent %s sent usage without token counts; estimating it.", self.agent.agent_id)
-            prompt = _estimate_tokens(sum(content_chars(m.get("content", "")) for m in self.messages))
-            completion = _estimate_tokens(self._text_chars)
-        total = _count(reported.get("total_tokens")) if not estimated else None
-        cost = reported.get("cost_usd") if not estimated else None
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
-            cost = model.cost_usd(prompt, completion) if model else 0.0
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": total if total is not None else prompt + completion,
-            "cost_usd": float(cost),
-            "estimated": estimated,
-        }
+            return not_reached()
+        return final_usage(self.agent, self.model_id, self._agent_usage, self.messages, self._text_chars)
 
     # --- reader side --------------------------------------------------------------------
 
@@ -337,7 +298,7 @@ class TaskStream:
             return
         parser = SSEParser()
         try:
-            for chunk in _chunks(response):
+            for chunk in transport.body_chunks(response):
                 for message in parser.feed(chunk):
                     try:
                         events = translator.translate(message)
@@ -399,37 +360,6 @@ class TaskStream:
         return "error", f"Agent {agent_id} reported an error."
 
 
-def _chunks(response: urllib3.BaseHTTPResponse):
-    """Bytes as they arrive: each chunk of a chunked body, else whatever a read finds (a body
-    that simply runs to EOF must not be read in fixed sizes, which would wait for them)."""
-    if response.chunked:
-        yield from response.read_chunked()
-        return
-    while True:
-        data = response.read1(65536)
-        if not data:
-            return
-        yield data
-
-
-def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
-    """Fallback when the socket was not handed over (e.g. https): shut it via the response.
-    The reader then sees end-of-stream and closes the response itself."""
-    try:
-        response.shutdown()
-        return
-    except (ValueError, OSError):
-        pass  # not set up for it: go to the socket
-    sock = getattr(getattr(response, "_connection", None), "sock", None)
-    try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-            return
-    except OSError:
-        return  # already shut or closed: the reader is not blocked on it
-    response.close()
-
-
 def open_task(
     agent: Agent,
     *,
@@ -453,50 +383,3 @@ def open_task(
         tick=tick,
     )
     return stream.start()
-
-
-def answer_approval(
-    agent: Agent, task_id: str, approval_id: str, decision: str, comment: str | None, timeout: float = 3.0
-) -> tuple[bool, str | None]:
-    """Give a native agent the decision on its approval request: (delivered, why not)."""
-    if agent.protocol != "native":
-        return False, f"Agent {agent.agent_id} does not take approvals."
-    try:
-        headers = transport.auth_headers(agent)
-        response = transport.SESSION.post(
-            f"{agent.base_url}/tasks/{quote(task_id, safe='')}/approvals/{quote(approval_id, safe='')}",
-            json={"decision": decision, "comment": comment or ""},
-            headers=headers,
-            timeout=(min(timeout, 3.0), timeout),
-            allow_redirects=False,
-        )
-    except transport.MissingApiKey as exc:
-        return False, str(exc)
-    except requests.RequestException as exc:
-        log.warning("Could not give agent %s the decision on %s (%s).", agent.agent_id, task_id, type(exc).__name__)
-        if transport.is_connect_failure(exc):
-            return False, transport.not_answering(agent)
-        return False, f"Agent {agent.agent_id} did not confirm it in time."
-    with response:
-        if response.status_code == 200:
-            return True, None
-        return False, transport.http_status_sentence(agent, response.status_code, response.content[:4096])
-
-
-def cancel_task(agent: Agent, task_id: str, timeout: float = 2.0) -> bool:
-    """Ask a native agent to stop a task. OpenAI agents stop when the stream is closed."""
-    if agent.protocol == "openai":
-        return True
-    try:
-        headers = transport.auth_headers(agent)
-        response = transport.SESSION.post(
-            f"{agent.base_url}/tasks/{quote(task_id, safe='')}/cancel",
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except (requests.RequestException, transport.MissingApiKey) as exc:
-        log.warning("Could not ask agent %s to cancel task %s (%s).", agent.agent_id, task_id, type(exc).__name__)
-        return False
-    with response:
-        return response.status_code == 200

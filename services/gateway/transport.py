@@ -87,6 +87,37 @@ def shut_socket(sock: socket.socket) -> None:
         pass  # already shut or closed: nobody is blocked on it
 
 
+def body_chunks(response: urllib3.BaseHTTPResponse):
+    """Bytes as they arrive: each chunk of a chunked body, else whatever a read finds (a body
+    that simply runs to EOF must not be read in fixed sizes, which would wait for them)."""
+    if response.chunked:
+        yield from response.read_chunked()
+        return
+    while True:
+        data = response.read1(65536)
+        if not data:
+            return
+        yield data
+
+
+def interrupt_response(response: urllib3.BaseHTTPResponse) -> None:
+    """Fallback when the socket was not handed over (e.g. https): shut it via the response.
+    The reader then sees end-of-stream and closes the response itself."""
+    try:
+        response.shutdown()
+        return
+    except (ValueError, OSError):
+        pass  # not set up for it: go to the socket
+    sock = getattr(getattr(response, "_connection", None), "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+    except OSError:
+        return  # already shut or closed: the reader is not blocked on it
+    response.close()
+
+
 class MissingApiKey(Exception):
     """The agent's api_key_env names a variable that is not set."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import exists, select, update
 
-from services.gateway.client import answer_approval
+from services.gateway.control import answer_approval
 
 from ..approvals import COMMENT_CHARS, DECISIONS, ApprovalView, valid_id
 from ..extensions import db

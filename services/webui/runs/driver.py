@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import time
 
-from services.gateway.client import TaskStream, cancel_task
+from services.gateway.client import TaskStream
+from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
 from .. import approvals

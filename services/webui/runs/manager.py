@@ -18,7 +18,8 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from services.gateway.client import TaskStream, cancel_task
+from services.gateway.client import TaskStream
+from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
 from ..models import Message, Run, utcnow
