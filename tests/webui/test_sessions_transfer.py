@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, utcnow
-from services.webui.sessions import transfer
+from services.webui.sessions import importing
 
 from .test_sessions import add_session, count, fts_integrity, get_session, titles
 
@@ -226,13 +226,13 @@ def test_an_import_that_fails_half_way_leaves_nothing(app, alice, exported, monk
     class Exploding:
         __table__ = None  # insert(None) fails after the session and messages were written
 
-    monkeypatch.setattr(transfer, "Run", Exploding)
+    monkeypatch.setattr(importing, "Run", Exploding)
     with pytest.raises(Exception):  # noqa: B017 - any failure half way; the point is what is left
         with app.app_context():
             user = db.session.scalar(select(ConversationSession.user_id))
             from services.webui.models import User
 
-            transfer.import_document(transfer.parse_import(json.dumps(document)), db.session.get(User, user))
+            importing.import_document(importing.parse_import(json.dumps(document)), db.session.get(User, user))
     assert count(app, ConversationSession) == 1 and count(app, Message) == 6
     fts_integrity(app)
 

@@ -1,4 +1,4 @@
-"""Attachments in session exports and imports (sessions/transfer.py calls these).
+"""Attachments in session exports and imports (sessions/exporting.py and sessions/importing.py call these).
 
 A JSON export lists each message's attachments (metadata) and carries their bytes as base64, as
 long as the whole file stays within SESSIONS_IMPORT_MAX_BYTES (so that it can be imported again);

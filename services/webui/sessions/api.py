@@ -17,7 +17,7 @@ from flask_login import current_user
 
 from ..errors import json_body
 from ..ownership import owned_session
-from . import actions, transfer
+from . import actions, exporting, importing
 from .queries import SessionRow, SessionsError, list_sessions, parse_filters
 from .review import build_review
 
@@ -33,9 +33,9 @@ def summary(row: SessionRow) -> dict:
         "agent_name": session.agent_name,
         "model_id": session.model_id,
         "owner": row.owner,
-        "created_at": transfer.iso(session.created_at),
-        "updated_at": transfer.iso(session.updated_at),
-        "archived_at": transfer.iso(session.archived_at),
+        "created_at": exporting.iso(session.created_at),
+        "updated_at": exporting.iso(session.updated_at),
+        "archived_at": exporting.iso(session.archived_at),
         "archived": session.archived_at is not None,
         "live": session.active_run_id is not None,
         "last_status": row.last_status,
@@ -49,7 +49,7 @@ def summary(row: SessionRow) -> dict:
 
 def detail(session) -> dict:
     review = build_review(session)
-    document = transfer.session_document(review, current_user.username)
+    document = exporting.session_document(review, current_user.username)
     for item, view in zip(document["messages"], review.messages):
         item["cost_usd"] = view.cost_usd
         item["cost_estimated"] = view.cost_estimated
@@ -108,7 +108,7 @@ def destroy(session_id: str):
 @bp.post("/<session_id>/archive")
 def archive(session_id: str):
     session = actions.archive(owned_session(session_id))
-    return jsonify(id=session.id, archived=True, archived_at=transfer.iso(session.archived_at))
+    return jsonify(id=session.id, archived=True, archived_at=exporting.iso(session.archived_at))
 
 
 @bp.post("/<session_id>/unarchive")
@@ -119,13 +119,13 @@ def unarchive(session_id: str):
 
 def download(session, fmt: str) -> Response:
     if fmt == "json":
-        body, mimetype = transfer.export_json(session, current_user.username), "application/json"
+        body, mimetype = exporting.export_json(session, current_user.username), "application/json"
     elif fmt == "md":
-        body, mimetype = transfer.export_markdown(session), "text/markdown"
+        body, mimetype = exporting.export_markdown(session), "text/markdown"
     else:
         raise SessionsError(400, f"format must be json or md, not {fmt[:20]!r}.")
     response = Response(body, mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="{transfer.export_filename(session, fmt)}"'
+    response.headers["Content-Disposition"] = f'attachment; filename="{exporting.export_filename(session, fmt)}"'
     return response
 
 
@@ -139,7 +139,7 @@ def uploaded_bytes() -> bytes:
     """The export from a multipart field `file` or from the raw body (application/json)."""
     upload = request.files.get("file")
     if upload is not None:
-        data = upload.stream.read(transfer.import_limit() + 1)
+        data = upload.stream.read(importing.import_limit() + 1)
         if not data and not upload.filename:
             raise SessionsError(400, "Choose a JSON file exported from Switchboard.")
         return data
@@ -150,8 +150,8 @@ def uploaded_bytes() -> bytes:
 
 @bp.post("/import")
 def import_session():
-    plan = transfer.parse_import(uploaded_bytes())
-    session = transfer.import_document(plan, current_user)
+    plan = importing.parse_import(uploaded_bytes())
+    session = importing.import_document(plan, current_user)
     response = jsonify(
         session_id=session.id,
         title=session.title,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ..errors import RequestError
 from ..extensions import db
 from ..models import User
-from . import actions, transfer
+from . import actions, importing
 
 sessions_cli = AppGroup("sessions", help="Import, retention and search maintenance of chat sessions.")
 dev_cli = AppGroup("dev", help="Development helpers (test data).")
@@ -36,14 +36,14 @@ def import_command(file: Path, username: str) -> None:
         size = file.stat().st_size
     except OSError as exc:
         raise click.ClickException(f"cannot read {file}: {exc.strerror}.") from None
-    limit = transfer.import_limit()
+    limit = importing.import_limit()
     if size > limit:
         raise click.ClickException(
             f"{file} is {size / 1_048_576:.1f} MB; the import limit is {limit / 1_048_576:.1f} MB."
         )
     try:
-        plan = transfer.parse_import(file.read_bytes())
-        session = transfer.import_document(plan, user)
+        plan = importing.parse_import(file.read_bytes())
+        session = importing.import_document(plan, user)
     except RequestError as exc:  # the input layer's refusals too, not only the import's own
         raise click.ClickException(exc.message) from None
     click.echo(

@@ -16,7 +16,7 @@ from ..errors import RequestError
 from ..ownership import owned_session
 from ..redirects import safe_next
 from ..rendering import render_message
-from . import actions, transfer
+from . import actions, exporting, importing
 from .api import download, uploaded_bytes
 from .queries import filter_choices, list_sessions, parse_filters
 from .review import build_review
@@ -32,7 +32,7 @@ def session_helpers():
 
 @bp.app_template_filter("session_iso")
 def session_iso(value) -> str:
-    return transfer.iso(value) or ""
+    return exporting.iso(value) or ""
 
 
 @bp.app_template_filter("session_time")
@@ -190,10 +190,10 @@ def import_form():
 @bp.post("/import")
 def import_upload():
     try:
-        plan = transfer.parse_import(uploaded_bytes())
+        plan = importing.parse_import(uploaded_bytes())
     except RequestError as exc:
         return render_template("sessions/import.html", error=exc.message), exc.status
-    session = transfer.import_document(plan, current_user)
+    session = importing.import_document(plan, current_user)
     target = url_for("sessions.review", session_id=session.id, imported=1)
     if _is_htmx():
         response = make_response("", 200)

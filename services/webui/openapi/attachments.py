@@ -1,8 +1,8 @@
-"""The attachment routes in the OpenAPI description (merged by services/webui/openapi.py)."""
+"""Attachments (attachments/): upload, list, download and delete files."""
 
 from __future__ import annotations
 
-from ..openapi import ID_MAX, errors, obj, ok, ref
+from .helpers import ID_MAX, errors, obj, ok, ref
 
 
 def schemas() -> dict:

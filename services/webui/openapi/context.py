@@ -1,12 +1,11 @@
-"""The OpenAPI description of the context routes (chat/context_routes.py), merged into
-services/webui/openapi.py's document."""
+"""What the agent receives (chat/context_routes.py): the context plan, summaries and fresh contexts."""
 
 from __future__ import annotations
 
-from ..openapi import ID_MAX, errors, json_content, obj, ok, query, session_id_parameter
+from .helpers import ID_MAX, errors, json_content, obj, ok, query, session_id_parameter
 
 
-def context_schemas() -> dict:
+def schemas() -> dict:
     count = {"type": "integer", "minimum": 0}
     return {
         "ContextPlan": obj(
@@ -45,7 +44,7 @@ def context_schemas() -> dict:
     }
 
 
-def context_paths() -> dict:
+def paths() -> dict:
     sid = [session_id_parameter()]
     mid = sid + [
         {
