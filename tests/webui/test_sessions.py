@@ -9,13 +9,22 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import MetaData, Table, func, select, text
 
 from services.webui import create_app
 from services.webui.auth import create_user
 from services.webui.chat.service import make_title
 from services.webui.extensions import db
-from services.webui.models import ConversationSession, IdempotencyKey, Message, Run, User, new_id, utcnow
+from services.webui.models import (
+    ConversationSession,
+    IdempotencyKey,
+    Message,
+    Run,
+    User,
+    new_id,
+    usage_columns,
+    utcnow,
+)
 from services.webui.sessions import search
 from services.webui.sessions.queries import sidebar_sessions
 
@@ -39,64 +48,81 @@ def add_session(
     updated_at=None,
     archived_at=None,
     active_run_id=None,
+    old_schema=False,
 ) -> str:
-    """A session straight into the database. messages: dicts with role, content and optionally
+    """A session straight into the database (`old_schema`: a database at an older revision, whose
+    tables may lack columns the models have). messages: dicts with role, content and optionally
     status, usage, error, model_id, cancelled (a run whose cancel was requested)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
         start = created_at or utcnow()
-        session = ConversationSession(
-            id=new_id(),
-            user_id=user.id,
-            agent_id=agent_id,
-            agent_name=agent_id.title(),
-            parent_role="",
-            model_id=model_id,
-            title=title,
-            created_at=start,
-            updated_at=updated_at or start,
-            archived_at=archived_at,
-            active_run_id=active_run_id,
-        )
-        db.session.add(session)
-        db.session.flush()
+        session_id = new_id()
         at = start
-        runs = []
+        message_rows, run_rows = [], []
         for spec in messages:
             at += timedelta(seconds=2)
-            message = Message(
-                id=new_id(),
-                session_id=session.id,
-                role=spec["role"],
-                agent_id=agent_id,
-                content=spec["content"],
-                status=spec.get("status", "complete"),
-                error=spec.get("error"),
-                created_at=at,
-                completed_at=at + timedelta(seconds=1),
-                # as a send records it: the model that wrote the reply
-                model_id=spec.get("model_id", model_id if spec["role"] == "assistant" else None),
+            usage = spec.get("usage")
+            message_rows.append(
+                {
+                    "id": new_id(),
+                    "session_id": session_id,
+                    "role": spec["role"],
+                    "message_type": "chat",
+                    "agent_id": agent_id,
+                    "content": spec["content"],
+                    "status": spec.get("status", "complete"),
+                    "usage": json.dumps(usage, sort_keys=True) if usage is not None else None,
+                    **usage_columns(usage),
+                    "error": spec.get("error"),
+                    "created_at": at,
+                    "completed_at": at + timedelta(seconds=1),
+                    # as a send records it: the model that wrote the reply
+                    "model_id": spec.get("model_id", model_id if spec["role"] == "assistant" else None),
+                }
             )
-            message.usage = spec.get("usage")
-            db.session.add(message)
             if spec["role"] == "assistant":
-                runs.append(
-                    Run(
-                        message_id=message.id,
-                        session_id=session.id,
-                        agent_id=agent_id,
-                        model_id=model_id,
-                        owner=None,
-                        created_at=at,
-                        ended_at=at + timedelta(seconds=1),
-                        last_seq=3,
-                        cancel_requested_at=at if spec.get("cancelled") else None,
-                    )
+                run_rows.append(
+                    {
+                        "message_id": message_rows[-1]["id"],
+                        "session_id": session_id,
+                        "agent_id": agent_id,
+                        "model_id": model_id,
+                        "owner": None,
+                        "created_at": at,
+                        "ended_at": at + timedelta(seconds=1),
+                        "last_seq": 3,
+                        "cancel_requested_at": at if spec.get("cancelled") else None,
+                    }
                 )
-        db.session.flush()
-        db.session.add_all(runs)
+        session_row = {
+            "id": session_id,
+            "user_id": user.id,
+            "agent_id": agent_id,
+            "agent_name": agent_id.title(),
+            "parent_role": "",
+            "model_id": model_id,
+            "title": title,
+            "created_at": start,
+            "updated_at": updated_at or start,
+            "archived_at": archived_at,
+            "active_run_id": active_run_id,
+        }
+        # Core inserts; on an older revision, of the columns that database has.
+        _insert("conversation_sessions", [session_row], old_schema)
+        _insert("messages", message_rows, old_schema)
+        _insert("runs", run_rows, old_schema)
         db.session.commit()
-        return session.id
+        return session_id
+
+
+def _insert(table_name: str, rows: list[dict], old_schema: bool) -> None:
+    if not rows:
+        return
+    if old_schema:
+        table = Table(table_name, MetaData(), autoload_with=db.session.connection())
+    else:
+        table = db.metadata.tables[table_name]
+    db.session.execute(table.insert(), [{k: v for k, v in row.items() if k in table.c} for row in rows])
 
 
 def conversation(question: str = "How do I migrate the database?", answer: str = "Run the migration.", **reply):

@@ -103,13 +103,13 @@ def context_reset_page(session_id: str):
     return _chat_area(session_id)
 
 
-@bp.post("/chat/<session_id>/messages/<message_id>/edit")
+@bp.post("/chat/<session_id>/messages/<message_id>/edit-summary")
 def edit_message_page(session_id: str, message_id: str):
     context_actions.edit_summary(owned_session(session_id), message_id, request.form.get("content"))
     return _chat_area(session_id)
 
 
-@bp.post("/chat/<session_id>/messages/<message_id>/remove")
+@bp.post("/chat/<session_id>/messages/<message_id>/remove-context")
 def remove_message_page(session_id: str, message_id: str):
     context_actions.remove_context_message(owned_session(session_id), message_id)
     return _chat_area(session_id)
