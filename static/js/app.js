@@ -8,6 +8,7 @@
   const composerInput = () => $("#composer-input");
   const stopButton = () => $('#composer-actions [data-action="stop"]');
 
+  // The sentence under the composer (#composer-error); "" clears it.
   function say(message) {
     const box = $("#composer-error");
     if (!box) return;
@@ -19,6 +20,20 @@
       box.append(p);
     }
   }
+
+  // The CSRF token for fetch() writes: the header htmx sends (set on <body>), else the meta tag.
+  function csrfToken() {
+    try {
+      const headers = JSON.parse(document.body.getAttribute("hx-headers:inherited") || "{}");
+      if (headers["X-CSRFToken"]) return headers["X-CSRFToken"];
+    } catch { /* fall back to the meta tag */ }
+    const meta = $('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  // The page's one home for what the other scripts share (they load after this one, deferred in
+  // order: templates/base.html): window.Switchboard.say(message) and window.Switchboard.csrfToken().
+  window.Switchboard = Object.freeze({ say, csrfToken });
 
   // Empty and over-long messages get a sentence under the composer instead of a request.
   function problemWith(text, input) {

@@ -10,26 +10,7 @@
   const chips = () => $("#attach-chips");
   let pending = 0;
 
-  function csrfToken() {
-    try {
-      const headers = JSON.parse(document.body.getAttribute("hx-headers:inherited") || "{}");
-      if (headers["X-CSRFToken"]) return headers["X-CSRFToken"];
-    } catch { /* fall back to the meta tag */ }
-    const meta = $('meta[name="csrf-token"]');
-    return meta ? meta.content : "";
-  }
-
-  function say(message) {
-    const box = $("#composer-error");
-    if (!box) return;
-    box.replaceChildren();
-    if (message) {
-      const p = document.createElement("p");
-      p.className = "form-error";
-      p.textContent = message;
-      box.append(p);
-    }
-  }
+  const { say, csrfToken } = window.Switchboard;  // static/js/app.js
 
   function sizeText(bytes) {
     if (bytes < 1024) return `${bytes} B`;

@@ -76,11 +76,6 @@
 
   // ---- asking the server ---------------------------------------------------------------------------
 
-  function csrfToken() {
-    const meta = $('meta[name="csrf-token"]');
-    return meta ? meta.content : "";
-  }
-
   function reportSeen(mark) {
     const key = `${mark.id}|${mark.reply_id}`;
     if (seenPosted.has(key)) return;
@@ -88,7 +83,7 @@
     fetch(`/api/chat/sessions/${encodeURIComponent(mark.id)}/seen`, {
       method: "POST",
       credentials: "same-origin",
-      headers: {"X-CSRFToken": csrfToken(), Accept: "application/json"},
+      headers: {"X-CSRFToken": window.Switchboard.csrfToken(), Accept: "application/json"},
     }).then((response) => { if (!response.ok) seenPosted.delete(key); }, () => seenPosted.delete(key));
   }
 

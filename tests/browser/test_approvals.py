@@ -6,40 +6,18 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
-from .conftest import PROBE
+from .chat_page import agent_task, last_reply, message_id, new_chat, send
+from .conftest import new_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def send(page, text: str) -> None:
-    page.fill("#composer-input", text)
-    page.press("#composer-input", "Enter")
-
-
-def last_reply(page):
-    return page.locator("#messages .turn-assistant").last
-
-
-def message_id(locator) -> str:
-    return locator.get_attribute("id").removeprefix("msg-")
-
-
-def agent_task(stack, task_id: str) -> dict:
-    return requests.get(f"{stack.agent_url('dir-code')}/tasks/{task_id}", timeout=5).json()
-
-
-def new_chat(page) -> None:
-    page.goto("/?agent_id=dir-code")
-    expect(page.locator("#composer-input")).to_be_visible()
-
-
 def ask(page, what: str, extra: str = "@@tokens=30 @@delay_ms=5"):
     """Send a message whose reply asks for approval; returns the reply once the card shows."""
-    new_chat(page)
+    new_chat(page, "dir-code")
     send(page, f'Tidy up @@approval="{what}" {extra}')
     reply = last_reply(page)
     expect(reply.locator(".approval .approval-title")).to_have_text(what, timeout=15_000)
@@ -49,8 +27,7 @@ def ask(page, what: str, extra: str = "@@tokens=30 @@delay_ms=5"):
 
 
 def second_tab(context, url: str):
-    other = context.new_page()
-    other.set_default_timeout(10_000)
+    other = new_page(context)
     other.goto(url)
     return other
 
@@ -84,7 +61,7 @@ def test_approve_through_the_button_survives_a_reload_and_shows_in_a_second_tab(
     expect(other_reply.locator(".approval-outcome")).to_contain_text(f"Approved by {stack.username}")
     expect(other_reply).to_have_attribute("data-status", "complete", timeout=15_000)
     expect(other.locator(".approval-approve")).to_have_count(0)
-    record = agent_task(stack, message_id(reply))
+    record = agent_task(stack, "dir-code", message_id(reply))
     assert record["status"] == "complete"
     assert [(d["decision"], d["comment"]) for d in record["approvals"]] == [("approve", "go ahead")]
     page.reload()
@@ -103,7 +80,7 @@ def test_reject_through_the_button_ends_with_a_sentence_and_the_other_tab_shows_
     expect(reply.locator(".turn-body")).to_contain_text("I did not do it")
     expect(last_reply(other).locator(".approval-outcome")).to_contain_text(f"Rejected by {stack.username}")
     expect(last_reply(other).locator(".turn-body")).to_contain_text("I did not do it")
-    assert [d["decision"] for d in agent_task(stack, message_id(reply))["approvals"]] == ["reject"]
+    assert [d["decision"] for d in agent_task(stack, "dir-code", message_id(reply))["approvals"]] == ["reject"]
     # The decision is on the review page too.
     page.goto(page.url.replace("/chat/", "/sessions/"))
     expect(page.locator(".transcript-approval .approval-outcome")).to_contain_text(f"Rejected by {stack.username}")
@@ -120,7 +97,7 @@ def test_stop_while_waiting_ends_cancelled_and_a_second_answer_is_refused(contex
     # The other tab still showed the buttons a moment ago; an answer now is refused with a sentence.
     stale = last_reply(other)
     expect(stale).to_have_attribute("data-status", "cancelled", timeout=15_000)
-    assert agent_task(stack, message_id(reply))["approvals"] == []
+    assert agent_task(stack, "dir-code", message_id(reply))["approvals"] == []
     assert page.evaluate("window.__csp") == []
 
 
@@ -134,21 +111,11 @@ def test_typing_instead_of_answering_says_what_is_awaited(page):
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=15_000)
 
 
-def test_screenshots_light_dark_and_narrow(browser, stack, logged_in_state, page):
+def test_screenshots_light_dark_and_narrow(screens, page):
     ask(page, "deploy release 4.2 to production")
     url = page.url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shots = []
-    for scheme, width, height in (("light", 1280, 800), ("dark", 1280, 800), ("light", 375, 740), ("dark", 375, 740)):
-        context = browser.new_context(
-            base_url=stack.base_url,
-            storage_state=logged_in_state,
-            color_scheme=scheme,
-            viewport={"width": width, "height": height},
-        )
-        context.add_init_script(PROBE)
-        shot = context.new_page()
-        shot.goto(url)
+    for shot, width, scheme in screens(url):
         expect(last_reply(shot).locator(".approval-approve")).to_be_visible()
         last_reply(shot).locator(".approval").scroll_into_view_if_needed()
         time.sleep(0.3)
@@ -156,24 +123,14 @@ def test_screenshots_light_dark_and_narrow(browser, stack, logged_in_state, page
         shot.screenshot(path=str(SCREENSHOTS / name))
         shots.append(name)
         assert shot.evaluate("window.__csp") == []
-        context.close()
     last_reply(page).locator(".approval-comment-input").fill("Ship it after the 14:00 freeze ends.")
     last_reply(page).locator(".approval-approve").click()
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=15_000)
-    for scheme in ("light", "dark"):
-        context = browser.new_context(
-            base_url=stack.base_url,
-            storage_state=logged_in_state,
-            color_scheme=scheme,
-            viewport={"width": 375, "height": 740},
-        )
-        shot = context.new_page()
-        shot.goto(url)
+    for shot, width, scheme in screens(url, widths=(375,)):
         last_reply(shot).locator(".approval").scroll_into_view_if_needed()
         time.sleep(0.3)
-        name = f"approvals-approved-{scheme}-375.png"
+        name = f"approvals-approved-{scheme}-{width}.png"
         shot.screenshot(path=str(SCREENSHOTS / name))
         shots.append(name)
-        context.close()
     for name in shots:
         assert (SCREENSHOTS / name).stat().st_size > 10_000

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
-from .test_chat import last_reply, new_chat, reply_text, send
+from .chat_page import last_reply, new_chat, reply_text, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -111,30 +111,16 @@ def test_an_opened_attachment_is_a_download_never_a_page(page):
     assert "sandbox" in response.headers["content-security-policy"]
 
 
-def test_screenshots_of_chips_light_dark_and_narrow(browser, stack, logged_in_state, page):
+def test_screenshots_of_chips_light_dark_and_narrow(screens, page):
     new_chat(page, "architect")
     attach(page, "quarterly-report-final-v2.csv", b"region,revenue\nnorth,12\n")
     expect(ready_chips(page)).to_have_count(1)
     send(page, "@@echo @@delay_ms=2 Numbers attached")
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=20_000)
-    url = page.url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width, height in ((1280, 800), (375, 740)):
-        for scheme in ("light", "dark"):
-            context = browser.new_context(
-                base_url=stack.base_url,
-                storage_state=logged_in_state,
-                color_scheme=scheme,
-                viewport={"width": width, "height": height},
-            )
-            shot = context.new_page()
-            shot.goto(url)
-            shot.set_input_files(
-                "#attach-input", files=[{"name": "server.log", "mimeType": "text/plain", "buffer": b"boot ok\n"}]
-            )
-            expect(shot.locator("#attach-chips .attachment-chip:not(.uploading)")).to_have_count(1)
-            expect(shot.locator("#messages .turn-user .attachment-chip")).to_have_count(1)
-            name = f"attachments-chips-{scheme}-{width}.png"
-            shot.screenshot(path=str(SCREENSHOTS / name))
-            context.close()
-            assert (SCREENSHOTS / name).stat().st_size > 10_000
+    for shot, width, scheme in screens(page.url):
+        attach(shot, "server.log", b"boot ok\n")
+        expect(ready_chips(shot)).to_have_count(1)
+        expect(shot.locator("#messages .turn-user .attachment-chip")).to_have_count(1)
+        name = f"attachments-chips-{scheme}-{width}.png"
+        shot.screenshot(path=str(SCREENSHOTS / name))
+        assert (SCREENSHOTS / name).stat().st_size > 10_000

@@ -10,15 +10,11 @@ import pytest
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
+from .chat_page import new_chat, send, wait_for_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FAST = "@@delay_ms=2 @@first_token_ms=5"
-
-
-def send(page, text: str) -> None:
-    page.fill("#composer-input", text)
-    page.press("#composer-input", "Enter")
 
 
 def replies(page):
@@ -29,25 +25,13 @@ def users(page):
     return page.locator("#messages .turn-user")
 
 
-def new_chat(page) -> None:
-    page.goto("/?agent_id=architect")
-    expect(page.locator("#composer-input")).to_be_visible()
-
-
-def wait_for_text(reply, minimum: int = 20) -> None:
-    deadline = time.monotonic() + 20
-    while len(reply.locator(".turn-body").inner_text()) < minimum:
-        assert time.monotonic() < deadline, "the reply did not start"
-        time.sleep(0.05)
-
-
 def finished(page, count: int) -> None:
     expect(page.locator("#messages .turn-assistant.status-complete")).to_have_count(count, timeout=20_000)
     expect(page.locator("#composer-button")).to_have_text("Send", timeout=20_000)
 
 
 def test_regenerate_then_switch_between_the_two_replies(page):
-    new_chat(page)
+    new_chat(page, "architect")
     send(page, f"first topic @@echo_context {FAST}")
     finished(page, 1)
     first = replies(page).first
@@ -69,7 +53,7 @@ def test_regenerate_then_switch_between_the_two_replies(page):
 
 
 def test_edit_and_resend_makes_a_branch_the_agent_sees(page):
-    new_chat(page)
+    new_chat(page, "architect")
     send(page, f"original question @@echo_context {FAST}")
     finished(page, 1)
     send(page, f"follow up @@echo_context {FAST}")
@@ -93,10 +77,10 @@ def test_edit_and_resend_makes_a_branch_the_agent_sees(page):
 
 
 def test_retry_and_continue_after_a_stopped_reply(page):
-    new_chat(page)
+    new_chat(page, "architect")
     send(page, "a long answer @@tokens=400 @@delay_ms=40")
     reply = replies(page).last
-    wait_for_text(reply)
+    wait_for_text(reply, 20)
     page.click("#composer-stop")
     expect(reply).to_have_attribute("data-status", "cancelled", timeout=20_000)
     expect(reply.locator('[data-action="retry"]')).to_be_visible()
@@ -105,14 +89,14 @@ def test_retry_and_continue_after_a_stopped_reply(page):
     reply.locator('[data-action="retry"]').click()
     expect(replies(page).last).not_to_have_attribute("id", stopped_id, timeout=20_000)
     expect(page.locator("#composer-stop")).to_have_text("Stop")
-    wait_for_text(replies(page).last)
+    wait_for_text(replies(page).last, 20)
     page.click("#composer-stop")
     expect(replies(page).last).to_have_attribute("data-status", "cancelled", timeout=20_000)
     expect(replies(page).last.locator(".sibling-count")).to_have_text("2 / 2")
     # Continue: a new reply under the stopped one; both are shown.
     replies(page).last.locator('[data-action="continue"]').click()
     expect(replies(page)).to_have_count(2, timeout=20_000)
-    wait_for_text(replies(page).last)
+    wait_for_text(replies(page).last, 20)
     page.click("#composer-stop")
     expect(replies(page).last).to_have_attribute("data-status", "cancelled", timeout=20_000)
     assert page.evaluate("() => window.__csp") == []
@@ -120,7 +104,7 @@ def test_retry_and_continue_after_a_stopped_reply(page):
 
 def test_copy_as_markdown_puts_the_raw_text_on_the_clipboard(context, page):
     context.grant_permissions(["clipboard-read", "clipboard-write"])
-    new_chat(page)
+    new_chat(page, "architect")
     send(page, f"Copy **this** <b>and</b> `that` @@echo {FAST}")
     finished(page, 1)
     reply = replies(page).first
@@ -135,7 +119,7 @@ def test_copy_as_markdown_puts_the_raw_text_on_the_clipboard(context, page):
 
 
 def test_branch_into_a_new_chat_and_hand_off_to_another_agent(page):
-    new_chat(page)
+    new_chat(page, "architect")
     send(page, f"shared start @@echo_context {FAST}")
     finished(page, 1)
     send(page, f"only in the original @@echo_context {FAST}")
@@ -170,8 +154,8 @@ def test_branch_into_a_new_chat_and_hand_off_to_another_agent(page):
     assert page.evaluate("() => window.__csp") == []
 
 
-def test_screenshots_of_the_action_rows(browser, stack, logged_in_state, page):
-    new_chat(page)
+def test_screenshots_of_the_action_rows(screens, page):
+    new_chat(page, "architect")
     send(page, f"Plan the rollout {FAST} @@tokens=60")
     finished(page, 1)
     replies(page).first.locator('[data-action="regenerate"]').click()
@@ -179,25 +163,13 @@ def test_screenshots_of_the_action_rows(browser, stack, logged_in_state, page):
     finished(page, 1)
     send(page, f"And the rollback? {FAST} @@tokens=40")
     finished(page, 2)
-    url = page.url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     names = []
-    for width, height in ((1280, 800), (375, 740)):
-        for scheme in ("light", "dark"):
-            context = browser.new_context(
-                base_url=stack.base_url,
-                storage_state=logged_in_state,
-                color_scheme=scheme,
-                viewport={"width": width, "height": height},
-            )
-            shot = context.new_page()
-            shot.goto(url)
-            expect(shot.locator("#messages .turn-actions")).to_have_count(4)
-            shot.locator("#messages .turn-user").last.locator('[data-action="edit"]').click()
-            time.sleep(0.3)
-            name = f"branches-actions-{scheme}-{width}"
-            shot.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-            names.append(name)
-            context.close()
+    for shot, width, scheme in screens(page.url):
+        expect(shot.locator("#messages .turn-actions")).to_have_count(4)
+        shot.locator("#messages .turn-user").last.locator('[data-action="edit"]').click()
+        time.sleep(0.3)
+        name = f"branches-actions-{scheme}-{width}"
+        shot.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        names.append(name)
     for name in names:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

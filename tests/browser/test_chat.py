@@ -6,55 +6,20 @@ import re
 import time
 
 import pytest
-import requests
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
-from .conftest import MAX_MESSAGE_CHARS, PROBE, login
+from .chat_page import agent_task, last_reply, message_id, new_chat, reply_text, send, wait_for_text
+from .conftest import MAX_MESSAGE_CHARS, login, new_context, new_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FINAL = ("complete", "cancelled", "error", "interrupted")
 
 
-def send(page, text: str) -> None:
-    page.fill("#composer-input", text)
-    page.press("#composer-input", "Enter")
-
-
-def last_reply(page):
-    return page.locator("#messages .turn-assistant").last
-
-
-def message_id(locator) -> str:
-    return locator.get_attribute("id").removeprefix("msg-")
-
-
-def agent_task(stack, agent_id: str, task_id: str) -> dict:
-    return requests.get(f"{stack.agent_url(agent_id)}/tasks/{task_id}", timeout=5).json()
-
-
-def reply_text(locator) -> str:
-    return locator.locator(".turn-body").inner_text()
-
-
-def new_chat(page, agent_id: str | None = None) -> None:
-    page.goto(f"/?agent_id={agent_id}" if agent_id else "/")
-    expect(page.locator("#composer-input")).to_be_visible()
-
-
-def wait_for_text(reply, minimum: int = 1) -> None:
-    deadline = time.monotonic() + 10
-    while len(reply_text(reply)) < minimum:
-        assert time.monotonic() < deadline, "the reply did not start"
-        time.sleep(0.05)
-
-
 def test_log_in_pick_agent_and_model_send_and_watch_the_reply_stream(browser, stack):
-    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1280, "height": 800})
-    context.add_init_script(PROBE)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
+    context = new_context(browser, stack)
+    page = new_page(context)
     try:
         login(page, stack)
         options = page.eval_on_selector_all(
@@ -318,7 +283,7 @@ def test_lost_csrf_token_and_expired_login(page, context):
     expect(page).to_have_url(re.compile(r"/login\?next=/"))  # and back here after logging in
 
 
-def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_state, page):
+def test_screenshots_light_and_dark_wide_and_narrow(screens, page):
     new_chat(page, "architect")
     send(page, "Compare the rollout options @@tokens=120 @@delay_ms=2")
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=15_000)
@@ -330,22 +295,10 @@ def test_screenshots_light_and_dark_wide_and_narrow(browser, stack, logged_in_st
     expect(page.locator("#messages .turn-assistant.status-complete")).to_have_count(2)
     send(page, "And a live one @@tokens=400 @@delay_ms=60")
     wait_for_text(last_reply(page), 60)
-    url = page.url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width, height in ((1280, 800), (375, 740)):
-        for scheme in ("light", "dark"):
-            context = browser.new_context(
-                base_url=stack.base_url,
-                storage_state=logged_in_state,
-                color_scheme=scheme,
-                viewport={"width": width, "height": height},
-            )
-            shot = context.new_page()
-            shot.goto(url)
-            expect(shot.locator("#messages .turn-assistant")).to_have_count(3)
-            time.sleep(0.4)
-            shot.screenshot(path=str(SCREENSHOTS / f"chat-{width}-{scheme}.png"))
-            context.close()
+    for shot, width, scheme in screens(page.url):
+        expect(shot.locator("#messages .turn-assistant")).to_have_count(3)
+        time.sleep(0.4)
+        shot.screenshot(path=str(SCREENSHOTS / f"chat-{width}-{scheme}.png"))
     page.click("#composer-stop")
     expect(last_reply(page)).to_have_attribute("data-status", "cancelled")
     for name in ("chat-1280-light", "chat-1280-dark", "chat-375-light", "chat-375-dark"):

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
-from .test_chat import last_reply, send
+from .chat_page import last_reply, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,7 +63,7 @@ def send_and_wait(page, text: str):
     return reply
 
 
-def test_the_marker_sits_where_the_budget_cuts_and_moves_after_a_reply(page, stack):
+def test_the_marker_sits_where_the_budget_cuts_and_moves_after_a_reply(page, stack, screens):
     session_id = long_session(stack)
     plan = plan_of(page, session_id)
     cut = plan["cut"]
@@ -92,22 +92,17 @@ def test_the_marker_sits_where_the_budget_cuts_and_moves_after_a_reply(page, sta
     page.reload()
     assert neighbours(page)[1] == f"msg-{after['before_message_id']}"
 
-    page.locator("#context-marker").scroll_into_view_if_needed()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width, height in ((1280, 800), (375, 740)):
-        for scheme in ("light", "dark"):
-            page.set_viewport_size({"width": width, "height": height})
-            page.emulate_media(color_scheme=scheme)
-            page.locator("#context-marker").scroll_into_view_if_needed()
-            time.sleep(0.3)
-            page.screenshot(path=str(SCREENSHOTS / f"context-marker-{scheme}-{width}.png"))
+    for shot, width, scheme in screens(page.url):
+        shot.locator("#context-marker").scroll_into_view_if_needed()
+        time.sleep(0.3)
+        shot.screenshot(path=str(SCREENSHOTS / f"context-marker-{scheme}-{width}.png"))
     for scheme in ("light", "dark"):
         assert (SCREENSHOTS / f"context-marker-{scheme}-375.png").stat().st_size > 10_000
     assert page.evaluate("() => window.__csp") == []
     assert page.console_errors == []
 
 
-def test_summarize_and_start_fresh_through_the_page(page, stack):
+def test_summarize_and_start_fresh_through_the_page(page, stack, screens):
     session_id = long_session(stack, turns=3)
     page.goto(f"/chat/{session_id}")
     page.click("#summarize-button")
@@ -140,11 +135,10 @@ def test_summarize_and_start_fresh_through_the_page(page, stack):
     divider = page.locator("#messages .context-reset")
     expect(divider).to_have_count(1)
     expect(divider).to_contain_text("nothing above this line is sent")
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        divider.scroll_into_view_if_needed()
+    for shot, width, scheme in screens(page.url, widths=(1280,)):
+        shot.locator("#messages .context-reset").scroll_into_view_if_needed()
         time.sleep(0.3)
-        page.screenshot(path=str(SCREENSHOTS / f"context-fresh-{scheme}-1280.png"))
+        shot.screenshot(path=str(SCREENSHOTS / f"context-fresh-{scheme}-{width}.png"))
     send_and_wait(page, "@@echo_context")
     assert echoed(last_reply(page)) == ["user"]
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
-from .test_chat import last_reply, new_chat, send
+from .chat_page import last_reply, new_chat, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -96,39 +96,25 @@ def test_the_usage_page_shows_the_totals_and_downloads_csv(page):
     assert page.evaluate("() => window.__csp") == []
 
 
-def test_screenshots_of_the_running_cost_and_the_usage_page(browser, stack, logged_in_state, page):
+def test_screenshots_of_the_running_cost_and_the_usage_page(screens, page):
     new_chat(page, "architect")
     send(page, "Price the rollout @@tokens=60 @@delay_ms=2")
     expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=15_000)
-    chat_url = page.url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     names = []
-    for width, height in ((1280, 800), (375, 740)):
-        for scheme in ("light", "dark"):
-            context = browser.new_context(
-                base_url=stack.base_url,
-                storage_state=logged_in_state,
-                color_scheme=scheme,
-                viewport={"width": width, "height": height},
-            )
-            try:
-                shot = context.new_page()
-                shot.goto(chat_url)
-                expect(shot.locator("#session-cost")).to_be_visible()
-                time.sleep(0.3)
-                name = f"cost-header-{scheme}-{width}.png"
-                shot.locator(".chat-head").screenshot(path=str(SCREENSHOTS / name))
-                names.append(name)
-                box = shot.locator("#session-cost").bounding_box()
-                assert box["x"] >= 0 and box["x"] + box["width"] <= width  # nothing off screen at 375 px
-                shot.goto("/usage")
-                expect(shot.locator("#usage-total-cost")).to_be_visible()
-                name = f"cost-usage-{scheme}-{width}.png"
-                shot.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-                names.append(name)
-                overflow = shot.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-                assert overflow <= 0, f"the Usage page scrolls sideways at {width} px"
-            finally:
-                context.close()
+    for shot, width, scheme in screens(page.url):
+        expect(shot.locator("#session-cost")).to_be_visible()
+        time.sleep(0.3)
+        name = f"cost-header-{scheme}-{width}.png"
+        shot.locator(".chat-head").screenshot(path=str(SCREENSHOTS / name))
+        names.append(name)
+        box = shot.locator("#session-cost").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width  # nothing off screen at 375 px
+        shot.goto("/usage")
+        expect(shot.locator("#usage-total-cost")).to_be_visible()
+        name = f"cost-usage-{scheme}-{width}.png"
+        shot.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        names.append(name)
+        overflow = shot.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the Usage page scrolls sideways at {width} px"
     for name in names:
         assert (SCREENSHOTS / name).stat().st_size > 5_000

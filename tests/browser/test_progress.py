@@ -11,12 +11,10 @@ import pytest
 from playwright.sync_api import expect
 
 from ..chromium import SCREENSHOTS
+from .chat_page import last_reply, message_id, new_chat, send
 from .conftest import STALL_NOTICE_SECONDS
-from .test_chat import last_reply, message_id, new_chat, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-VIEWS = ((1280, 800, "light"), (1280, 800, "dark"), (375, 740, "light"), (375, 740, "dark"))
 
 
 def seconds_in(text: str) -> int:
@@ -36,33 +34,18 @@ def wait_until_counted_past(locator, seconds: int, timeout: float = 10.0) -> int
         time.sleep(0.2)
 
 
-def shoot(browser, stack, logged_in_state, url: str, what: str, prepare) -> None:
+def shoot(screens, url: str, what: str, prepare) -> None:
     """Screenshots of `url` light and dark, wide and 375 px; `prepare(page)` gets each ready."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width, height, scheme in VIEWS:
-        context = browser.new_context(
-            base_url=stack.base_url,
-            storage_state=logged_in_state,
-            color_scheme=scheme,
-            viewport={"width": width, "height": height},
-        )
-        try:
-            shot = context.new_page()
-            shot.set_default_timeout(10_000)
-            shot.goto(url)
-            target = prepare(shot)
-            assert shot.evaluate(
-                "() => document.documentElement.scrollWidth <= window.innerWidth"
-            )  # no sideways scroll
-            target.scroll_into_view_if_needed()
-            path = SCREENSHOTS / f"progress-{what}-{scheme}-{width}.png"
-            shot.screenshot(path=str(path))
-            assert path.stat().st_size > 10_000
-        finally:
-            context.close()
+    for shot, width, scheme in screens(url):
+        target = prepare(shot)
+        assert shot.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        target.scroll_into_view_if_needed()
+        path = SCREENSHOTS / f"progress-{what}-{scheme}-{width}.png"
+        shot.screenshot(path=str(path))
+        assert path.stat().st_size > 10_000
 
 
-def test_the_timeline_shows_during_and_after_a_reply_and_after_a_reload(page, browser, stack, logged_in_state):
+def test_the_timeline_shows_during_and_after_a_reply_and_after_a_reload(page, screens):
     new_chat(page, "dir-code")
     # The second status update comes 1.5 s after the first: the stream appends it to the timeline.
     send(page, "Show me the progress @@tokens=220 @@delay_ms=30 @@first_token_ms=3000")
@@ -110,10 +93,10 @@ def test_the_timeline_shows_during_and_after_a_reply_and_after_a_reload(page, br
         expect(timeline.locator(".step").last).to_be_visible()
         return timeline
 
-    shoot(browser, stack, logged_in_state, chat_url, "timeline", opened)
+    shoot(screens, chat_url, "timeline", opened)
 
 
-def test_a_stalled_reply_says_no_output_counting_and_clears_when_output_resumes(page, browser, stack, logged_in_state):
+def test_a_stalled_reply_says_no_output_counting_and_clears_when_output_resumes(page, screens):
     new_chat(page, "architect")
     send(page, "Take your time @@tokens=60 @@delay_ms=20 @@stall_after=10 @@stall_ms=22000")
     reply = last_reply(page)
@@ -134,7 +117,7 @@ def test_a_stalled_reply_says_no_output_counting_and_clears_when_output_resumes(
         assert seconds_in(notice.inner_text()) >= STALL_NOTICE_SECONDS
         return shot.locator(f"#msg-{rid}")
 
-    shoot(browser, stack, logged_in_state, page.url, "stall", stalled)
+    shoot(screens, page.url, "stall", stalled)
 
     # Output resumes: the notice goes, the reply completes.
     expect(stall).to_be_hidden(timeout=30_000)

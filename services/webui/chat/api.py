@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request
 from flask_login import current_user
 
 from ..errors import json_body
@@ -10,7 +10,7 @@ from ..fleet import health, registry
 from ..ownership import owned_session
 from . import approvals
 from .service import ChatError, cancel_latest, send_message
-from .streaming import json_event_stream, last_event_id, latest_run_id
+from .streaming import json_event_stream, last_event_id, latest_run_id, reply_started
 
 bp = Blueprint("chat_api", __name__, url_prefix="/api")
 
@@ -80,20 +80,12 @@ def post_message():
         # A client that retries a send (a timeout, a dropped connection) gets the first answer.
         idempotency_key=request.headers.get("Idempotency-Key") or body.get("idempotency_key"),
     )
-    stream_url = url_for("chat_api.stream", session_id=sent.session_id)
     if request.accept_mimetypes.best == "text/event-stream":
         # Streaming straight from the POST saves a round trip; the 202 path is the default.
         response = json_event_stream(sent.reply_id, 0)
         response.headers.update({"X-Session-Id": sent.session_id, "X-Message-Id": sent.reply_id})
     else:
-        response = jsonify(
-            session_id=sent.session_id,
-            message_id=sent.reply_id,
-            user_message_id=sent.user_message_id,
-            stream_url=stream_url,
-        )
-        response.status_code = 202
-        response.headers["Location"] = stream_url
+        response = reply_started(sent.session_id, sent.reply_id, user_message_id=sent.user_message_id)
     if sent.repeated:
         response.headers["Idempotent-Replayed"] = "true"
     return response

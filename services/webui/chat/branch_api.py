@@ -11,6 +11,7 @@ from ..errors import json_body
 from ..ownership import owned_session
 from . import branching
 from .api import bp
+from .streaming import reply_started
 
 PREFIX = "/chat/sessions/<session_id>/messages/<message_id>"
 
@@ -21,16 +22,7 @@ def _optional_body() -> dict:
 
 
 def accepted(started: branching.Started):
-    stream_url = url_for("chat_api.stream", session_id=started.session_id)
-    response = jsonify(
-        session_id=started.session_id,
-        message_id=started.reply_id,
-        user_message_id=started.user_message_id,
-        stream_url=stream_url,
-    )
-    response.status_code = 202
-    response.headers["Location"] = stream_url
-    return response
+    return reply_started(started.session_id, started.reply_id, user_message_id=started.user_message_id)
 
 
 @bp.get("/chat/sessions/<session_id>/path")

@@ -36,10 +36,10 @@ from .service import (
     ChatError,
     _message_columns,
     check_fits,
-    claim_session,
     conversation_for_agent,
     insert_run,
     make_title,
+    preparing_run,
     resolve_agent,
     resolve_model,
     validate_content,
@@ -170,11 +170,7 @@ def _start(session, *, parent: Message | None, model_id, user_content: str | Non
         raise ChatError(409, BUSY)
     counts = check_fits(model, user_content, files) if user_content is not None else NOT_COUNTED
     reply_id = new_id()
-    manager = run_manager()
-    live = manager.prepare(agent, reply_id, session.id, model.model_id)
-    try:
-        now = utcnow()
-        claim_session(session, reply_id, model, now)
+    with preparing_run(session, agent, model, reply_id) as (live, now):
         tree.adopt(session)
         base = {"session_id": session.id, "agent_id": agent.agent_id, "usage_json": None, "error": None}
         rows, user_id, anchor = [], None, parent.id if parent is not None else None
@@ -218,11 +214,7 @@ def _start(session, *, parent: Message | None, model_id, user_content: str | Non
         tree.set_leaf(session, reply_id)
         db.session.commit()
         history = _history(session.id, parent, user_id, user_content, model)
-    except BaseException:
-        manager.abandon(live)
-        db.session.rollback()
-        raise
-    manager.launch(live, history)
+    run_manager().launch(live, history)
     return Started(session.id, reply_id, user_id)
 
 

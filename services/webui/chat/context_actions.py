@@ -20,7 +20,7 @@ from ..models import ConversationSession, Message, new_id, utcnow
 from ..runs import run_manager
 from . import tree
 from .context import SUMMARY_INSTRUCTION, plan_context, store_counts
-from .service import NOT_COUNTED, ChatError, _message_columns, claim_session, insert_run, take_leaf
+from .service import NOT_COUNTED, ChatError, _message_columns, insert_run, preparing_run, take_leaf
 
 log = logging.getLogger("switchboard.context")
 messages_table = Message.__table__
@@ -50,11 +50,7 @@ def start_summary(session: ConversationSession) -> str:
     if not any(item.sent and item.message_type == "chat" for item in plan.items):
         raise ChatError(409, "There is nothing new to summarize: the agent sees no messages since the last summary.")
     summary_id = new_id()
-    manager = run_manager()
-    live = manager.prepare(agent, summary_id, session.id, model.model_id)
-    try:
-        now = utcnow()
-        claim_session(session, summary_id, model, now)
+    with preparing_run(session, agent, model, summary_id) as (live, now):
         parent_id = take_leaf(session, summary_id)
         row = {
             "id": summary_id,
@@ -74,11 +70,7 @@ def start_summary(session: ConversationSession) -> str:
         db.session.execute(messages_table.insert(), _message_columns(row) | NOT_COUNTED)
         insert_run(summary_id, session.id, agent, model, now)
         db.session.commit()
-    except BaseException:
-        manager.abandon(live)
-        db.session.rollback()
-        raise
-    manager.launch(live, plan.agent_messages() + [{"role": "user", "content": SUMMARY_INSTRUCTION}])
+    run_manager().launch(live, plan.agent_messages() + [{"role": "user", "content": SUMMARY_INSTRUCTION}])
     store_counts(plan)
     return summary_id
 

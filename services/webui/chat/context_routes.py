@@ -15,6 +15,7 @@ from ..ownership import owned_session
 from . import context_actions
 from .context import plan_context, store_counts
 from .service import ChatError
+from .streaming import reply_started
 
 bp = Blueprint("context", __name__)
 
@@ -46,12 +47,7 @@ def context_json(session_id: str):
 @bp.post("/api/chat/sessions/<session_id>/summarize")
 def summarize_json(session_id: str):
     session = owned_session(session_id)
-    message_id = context_actions.start_summary(session)
-    stream_url = url_for("chat_api.stream", session_id=session.id)
-    response = jsonify(session_id=session.id, message_id=message_id, stream_url=stream_url)
-    response.status_code = 202
-    response.headers["Location"] = stream_url
-    return response
+    return reply_started(session.id, context_actions.start_summary(session))
 
 
 @bp.post("/api/chat/sessions/<session_id>/context-reset")

@@ -6,6 +6,7 @@ Shared by the JSON API and the page's form, so both enforce exactly the same rul
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -306,6 +307,24 @@ def claim_session(session: ConversationSession, run_id: str, model: Model, now) 
         raise ChatError(409, _busy_sentence(session))
     for name, value in claim.items():
         set_committed_value(session, name, value)
+
+
+@contextmanager
+def preparing_run(session: ConversationSession, agent: Agent, model: Model, run_id: str):
+    """A run for `run_id` registered with the run manager and the session claimed for it (409 if
+    busy): yields (live, now). The block writes the run's messages and row (insert_run) and commits;
+    if it raises, the run is abandoned and the transaction rolled back. Launch after the block:
+    run_manager().launch(live, messages)."""
+    manager = run_manager()
+    live = manager.prepare(agent, run_id, session.id, model.model_id)
+    try:
+        now = utcnow()
+        claim_session(session, run_id, model, now)
+        yield live, now
+    except BaseException:
+        manager.abandon(live)
+        db.session.rollback()
+        raise
 
 
 def take_leaf(session: ConversationSession, message_id: str) -> str | None:

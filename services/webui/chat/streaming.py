@@ -1,10 +1,11 @@
-"""Server-Sent Events responses: the JSON event stream of a session's latest run."""
+"""Server-Sent Events responses: the JSON event stream of a session's latest run, and the 202 answer
+that points a client at it when a run starts."""
 
 from __future__ import annotations
 
 import json
 
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, jsonify, request, stream_with_context, url_for
 from sqlalchemy import select
 
 from services.gateway.sse import format_sse
@@ -60,3 +61,13 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
                 yield "".join(format_sse(json.dumps(e.data), event=e.type, id=str(e.seq)) for e in batch)
 
     return sse_response(chunks())
+
+
+def reply_started(session_id: str, message_id: str, **fields) -> Response:
+    """202 Accepted for a run just started (a reply, a summary): its ids, `fields` (e.g.
+    user_message_id) and the stream to follow, also in Location."""
+    stream_url = url_for("chat_api.stream", session_id=session_id)
+    response = jsonify(session_id=session_id, message_id=message_id, **fields, stream_url=stream_url)
+    response.status_code = 202
+    response.headers["Location"] = stream_url
+    return response
