@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from services.gateway.openai_adapter import openai_content
 from services.webui.attachments import storage
-from services.webui.chat.service import conversation_for_agent
+from services.webui.chat.context import conversation_for_agent
 from services.webui.extensions import db
 from services.webui.fleet import registry
 from services.webui.models import Attachment, ConversationSession, Message, MessageAttachment

@@ -31,12 +31,12 @@ from ..fleet import registry
 from ..models import ConversationSession, Message, new_id, utcnow
 from ..runs import run_manager
 from . import tree
+from .context import conversation_for_agent
 from .service import (
     NOT_COUNTED,
     ChatError,
     _message_columns,
     check_fits,
-    conversation_for_agent,
     insert_run,
     make_title,
     preparing_run,

@@ -9,7 +9,10 @@ marker at the cut, "The agent no longer sees the N messages above."
 
 Token counts come from the model's tokenizer or the estimate (chat/tokens.py) and are stored per
 message (messages.token_count), so a long session is tokenized once, not on every view. Only the
-newest HISTORY_BOUND messages are read; the plan says when older ones exist.
+newest HISTORY_BOUND messages of the session's current path (chat/tree.py) are read; the plan
+says when older ones exist. A message's attachments count with it (attachments/parts.py), and
+`plan_messages` turns a plan into the request itself: the kept history, then the new message,
+as content parts where files are attached.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.registry import Model
 
+from ..attachments import parts as attachment_parts
+from ..attachments import service as attachments
 from ..attachments.parts import extra_tokens_of_messages
 from ..database import WRITE_WAIT_OPTION, DatabaseUnavailable
 from ..extensions import db
@@ -255,3 +260,40 @@ def store_counts(plan: ContextPlan) -> None:
 def stored_count(content: str, counter: Counter) -> dict:
     """The token columns of a message saved now, counted as the plan counts it."""
     return {"token_count": counter.message_tokens(content), "token_counter": counter.name}
+
+
+# ---- what one request sends --------------------------------------------------------------------
+
+
+def conversation_plan(session_id: str | None, new_message: dict, model: Model, files=()):
+    """The plan of what the agent receives with the new message (chat/context.py): one home.
+    Attachments count against the budget (attachments/parts.py)."""
+    plan = plan_context(
+        session_id,
+        model,
+        new_text=new_message["content"],
+        exclude_id=new_message["id"],
+    )
+    plan.new_tokens += attachment_parts.extra_tokens(files)
+    return plan
+
+
+def plan_messages(plan, new_message: dict, files=()) -> list[dict]:
+    """What the agent is sent for this plan: the history it keeps, then the new message; a
+    message with attachments as content parts."""
+    sent = plan.sent
+    files_of = attachments.by_message(item.id for item in sent if item.role == "user")
+    messages = []
+    for item in sent:
+        message = item.agent_message
+        if files_of.get(item.id):
+            message["content"] = attachment_parts.agent_content(message["content"], files_of[item.id])[0]
+        messages.append(message)
+    content = attachment_parts.agent_content(new_message["content"], list(files))[0]
+    return messages + [{"role": "user", "content": content}]
+
+
+def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
+    """Earlier turns that fit plus the new message: exactly what send_message sends."""
+    files = attachments.by_message([new_message["id"]]).get(new_message["id"], [])
+    return plan_messages(conversation_plan(session_id, new_message, model, files), new_message, files)

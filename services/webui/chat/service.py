@@ -28,7 +28,7 @@ from ..ownership import owned_session
 from ..runs import run_manager
 from ..runs.driver import SEQ_HEADROOM
 from . import tree
-from .context import budget_of, plan_context, reply_reserve, store_counts, stored_count
+from .context import budget_of, conversation_plan, plan_messages, reply_reserve, store_counts, stored_count
 from .tokens import counter_for
 
 TITLE_CHARS = 80
@@ -375,40 +375,6 @@ def _message_columns(row: dict) -> dict:
     columns = dict(row)
     columns["usage"] = columns.pop("usage_json")
     return columns
-
-
-def conversation_plan(session_id: str | None, new_message: dict, model: Model, files=()):
-    """The plan of what the agent receives with the new message (chat/context.py): one home.
-    Attachments count against the budget (attachments/parts.py)."""
-    plan = plan_context(
-        session_id,
-        model,
-        new_text=new_message["content"],
-        exclude_id=new_message["id"],
-    )
-    plan.new_tokens += attachment_parts.extra_tokens(files)
-    return plan
-
-
-def plan_messages(plan, new_message: dict, files=()) -> list[dict]:
-    """What the agent is sent for this plan: the history it keeps, then the new message; a
-    message with attachments as content parts."""
-    sent = plan.sent
-    files_of = attachments.by_message(item.id for item in sent if item.role == "user")
-    messages = []
-    for item in sent:
-        message = item.agent_message
-        if files_of.get(item.id):
-            message["content"] = attachment_parts.agent_content(message["content"], files_of[item.id])[0]
-        messages.append(message)
-    content = attachment_parts.agent_content(new_message["content"], list(files))[0]
-    return messages + [{"role": "user", "content": content}]
-
-
-def conversation_for_agent(session_id: str, new_message: dict, model: Model) -> list[dict]:
-    """Earlier turns that fit plus the new message: exactly what send_message sends."""
-    files = attachments.by_message([new_message["id"]]).get(new_message["id"], [])
-    return plan_messages(conversation_plan(session_id, new_message, model, files), new_message, files)
 
 
 def cancel_latest(session: ConversationSession) -> tuple[int, dict]:
