@@ -166,6 +166,15 @@ def test_the_cut_falls_exactly_where_the_budget_runs_out(app, alice, agents_up):
     assert tuple(stored) == (54, "estimate")
 
 
+def test_choosing_another_model_moves_the_marker_with_the_gauge(app, alice, agents_up):
+    sid, ids = make_session(app)
+    roomy = alice.get(f"/chat/gauge?session_id={sid}&model_id=ref-standard", headers=HX).text
+    assert 'id="context-gauge"' in roomy and 'hx-swap-oob="delete:#context-marker"' in roomy
+    assert 'id="context-marker"' not in roomy  # everything fits the larger window
+    tight = alice.get(f"/chat/gauge?session_id={sid}&model_id=tiny", headers=HX).text
+    assert f'hx-swap-oob="beforebegin:#msg-{ids[3]}"' in tight and 'id="context-marker"' in tight
+
+
 def test_no_marker_while_everything_fits(app, alice, agents_up):
     sid, _ = make_session(app, turns=4)
     plan = alice.get(f"/api/chat/sessions/{sid}/context").json

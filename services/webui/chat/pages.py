@@ -283,14 +283,19 @@ def models():
 
 @bp.get("/chat/gauge")
 def gauge():
-    """The context gauge against the chosen model (the model picker asks for it)."""
+    """The context gauge and the "no longer sees" marker against the chosen model (the model
+    picker asks for it)."""
     session_id = request.args.get("session_id")
     session = owned_session(session_id) if session_id else None
     agent = registry().get(session.agent_id if session else request.args.get("agent_id") or "")
     if agent is None:
         abort(404, "There is no such agent.")
     model = agent.model(request.args.get("model_id") or "") or agent.models[0]
-    return render_template("partials/context_gauge.html", gauge=display.session_gauge(session, model))
+    plan = display.session_plan(session, model)
+    # Another window moves the cut too: the marker follows the gauge (out of band).
+    return render_template(
+        "partials/gauge_changed.html", gauge=display.plan_gauge(plan), plan=plan if session else None
+    )
 
 
 from . import branch_pages  # noqa: E402, F401  (conversation control's forms, on this blueprint)
