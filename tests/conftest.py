@@ -15,6 +15,7 @@ from flask_migrate import upgrade
 from services.webui import create_app
 from services.webui.auth import create_user
 from services.webui.extensions import db
+from services.webui.runs import run_manager
 
 from .support import UserClient, base_config, default_test_agents, write_registry
 
@@ -47,6 +48,8 @@ def app_config(tmp_path, migrated_template, agents_file) -> dict:
 def app(app_config):
     app = create_app(app_config)
     yield app
+    # No housekeeping thread outlives its test (it would log about a database that is gone).
+    run_manager(app).shutdown(timeout=0.5)
     with app.app_context():
         db.engine.dispose()
 

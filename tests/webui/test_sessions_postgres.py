@@ -18,6 +18,7 @@ from services.webui import create_app
 from services.webui.auth import create_user
 from services.webui.extensions import db
 from services.webui.models import utcnow
+from services.webui.runs import run_manager
 from services.webui.sessions import search
 
 from ..postgres_server import postgres_server
@@ -54,6 +55,7 @@ def pg_app(pg_url, tmp_path, agents_file):
     with app.app_context():
         upgrade()
     yield app
+    run_manager(app).shutdown(timeout=0.5)  # its housekeeping must not outlive the server
     with app.app_context():
         db.session.remove()
         for table in ("idempotency_keys", "runs", "messages", "conversation_sessions", "users"):
