@@ -47,6 +47,9 @@ def post_worker_init(worker):
     if manager is None:
         return
     manager.start()  # housekeeping (orphans, heartbeats, stops) runs from the worker's start
+    from services.webui.chat.tokens import preload_registry
+
+    preload_registry(worker.wsgi)  # tokenizer files load at boot, not mid-request
     stopping = []
 
     def handle_stop(sig, frame):

@@ -134,6 +134,16 @@ def test_unknown_or_missing_tokenizers_fall_back_to_the_labelled_estimate():
     assert tokens.load_bundled("o200k_base") is None  # not shipped by any installed package
 
 
+def test_a_worker_preloads_the_registrys_tokenizers_once(app, monkeypatch):
+    from services.webui.chat.tokens import preload_registry, tokenizers
+
+    preload_registry(app)  # the registry of this module names cl100k_base and an unknown encoding
+    monkeypatch.setattr(tokens, "load_bundled", lambda name: pytest.fail(f"{name} loaded again"))
+    with app.app_context():
+        assert tokenizers().counter("cl100k_base").exact
+        assert not tokenizers().counter("no_such_encoding").exact
+
+
 def test_a_tampered_encoding_file_is_not_used(monkeypatch):
     monkeypatch.setitem(tokens.BUNDLED, "cl100k_base", {**tokens.BUNDLED["cl100k_base"], "sha256": "0" * 64})
     assert tokens.load_bundled("cl100k_base") is None

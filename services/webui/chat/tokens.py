@@ -95,6 +95,12 @@ class Tokenizers:
         self._loaded: dict[str, object | None] = {}
         self._lock = threading.Lock()
 
+    def preload(self, names) -> None:
+        """Load these encodings now. A gevent worker does it at boot (gunicorn.conf.py): the load
+        is a fraction of a second of CPU that would otherwise hold its one thread mid-request."""
+        for name in {name for name in names if name}:
+            self.counter(name)
+
     def counter(self, tokenizer: str | None) -> Counter:
         if not tokenizer:
             return Counter(ESTIMATE)
@@ -110,6 +116,17 @@ def tokenizers(app=None) -> Tokenizers:
 
     app = app or current_app
     return app.extensions.setdefault("switchboard.tokenizers", Tokenizers())
+
+
+def preload_registry(app) -> None:
+    """Load every tokenizer the registry names (best effort: an unreachable registry only means
+    loading on first use)."""
+    try:
+        agents = app.extensions["switchboard.registry"].current().agents
+    except Exception:  # a remote registry may be down at boot; nothing is lost
+        log.warning("could not read the registry to preload tokenizers; they load on first use")
+        return
+    tokenizers(app).preload(model.tokenizer for agent in agents for model in agent.models)
 
 
 def counter_for(model) -> Counter:
