@@ -81,10 +81,6 @@ def _writable(session: ConversationSession):
     return agent
 
 
-def reply_model_id(message: Message) -> str | None:
-    return message.model_id
-
-
 def regenerate(session: ConversationSession, message_id: str, model_id=None) -> Started:
     reply = session_message(session, message_id)
     if reply.role != "assistant":
@@ -142,7 +138,7 @@ def switch(session: ConversationSession, message_id: str) -> list[str]:
 def _usual_model(session: ConversationSession, reply: Message) -> str | None:
     """The model that wrote the reply, if the agent still serves it; else the session's."""
     agent = registry().get(session.agent_id)
-    stored = reply_model_id(reply)
+    stored = reply.model_id
     return stored if agent is not None and stored and agent.model(stored) else session.model_id
 
 

@@ -184,16 +184,6 @@ class Gauge:
         return int(self.window * GAUGE_FULL)
 
 
-def used_tokens(usage: dict | None) -> int:
-    """The context a conversation occupies: the last reply's prompt plus its completion."""
-    if not usage:
-        return 0
-    total = usage.get("total_tokens")
-    if not isinstance(total, (int, float)):
-        total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-    return int(total or 0)
-
-
 def session_plan(session: ConversationSession | None, model: Model) -> ContextPlan:
     """What the agent would receive with the next message; counts made for it are stored."""
     plan = plan_context(session.id if session is not None else None, model)
@@ -203,14 +193,6 @@ def session_plan(session: ConversationSession | None, model: Model) -> ContextPl
 
 def plan_gauge(plan: ContextPlan) -> Gauge:
     return Gauge(plan.used, plan.window, plan.reserve, not plan.exact, plan.hidden_count)
-
-
-def session_gauge(session: ConversationSession | None, model: Model) -> Gauge:
-    return plan_gauge(session_plan(session, model))
-
-
-def _loads(raw: str | None) -> dict | None:
-    return sane_usage(raw)
 
 
 # ---- messages -------------------------------------------------------------------------------------
