@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from services.agents.fleet import free_port
@@ -116,3 +117,14 @@ class UserClient:
 
     def delete(self, url, **kwargs):
         return self._write("delete", url, **kwargs)
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -19,6 +19,7 @@ import sseclient
 
 from ..redis_server import redis_server
 from ..servers import LiveStack
+from ..support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -91,16 +92,6 @@ def db_row(stack, message_id):
 
 def agent_task(stack, agent_id, task_id):
     return requests.get(f"{stack.agent_url(agent_id)}/tasks/{task_id}", timeout=5).json()
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_event_order_tokens_then_one_usage_then_done(stack, api):

@@ -17,6 +17,7 @@ import requests
 import sseclient
 
 from ..servers import BIN, ROOT, LiveStack
+from ..support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +43,6 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(stack):
     return stack.login()
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def send(api, content):

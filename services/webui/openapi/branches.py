@@ -4,7 +4,7 @@ switch and branch."""
 from __future__ import annotations
 
 from ..models import MESSAGE_ROLES, MESSAGE_STATUSES
-from .helpers import ID_MAX, errors, json_content, nullable, obj, ok, ref, session_id_parameter
+from .helpers import errors, id_parameter, json_content, nullable, obj, ok, ref, session_id_parameter
 
 
 def schemas() -> dict:
@@ -58,14 +58,7 @@ def schemas() -> dict:
 
 def paths() -> dict:
     sid = [session_id_parameter()]
-    mid = sid + [
-        {
-            "name": "message_id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
-        }
-    ]
+    mid = sid + [id_parameter("message_id")]
     model_body = obj({"model_id": {"type": "string", "description": "A model of the session's agent."}}, required=[])
     prefix = "/api/chat/sessions/{session_id}/messages/{message_id}"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .helpers import ID_MAX, errors, json_content, obj, ok, query, session_id_parameter
+from .helpers import errors, id_parameter, json_content, obj, ok, query, session_id_parameter
 
 
 def schemas() -> dict:
@@ -46,14 +46,7 @@ def schemas() -> dict:
 
 def paths() -> dict:
     sid = [session_id_parameter()]
-    mid = sid + [
-        {
-            "name": "message_id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
-        }
-    ]
+    mid = sid + [id_parameter("message_id")]
     plan_ref = {"$ref": "#/components/schemas/ContextPlan"}
     return {
         "/api/chat/sessions/{session_id}/context": {

@@ -59,13 +59,18 @@ def error_schema() -> dict:
     )
 
 
-def session_id_parameter() -> dict:
+def id_parameter(name: str) -> dict:
+    """A path parameter holding an id (a session's, a message's, …)."""
     return {
-        "name": "session_id",
+        "name": name,
         "in": "path",
         "required": True,
         "schema": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
     }
+
+
+def session_id_parameter() -> dict:
+    return id_parameter("session_id")
 
 
 def query(name: str, description: str, schema: dict | None = None) -> dict:
