@@ -73,6 +73,7 @@ class TaskStream:
         self._awaiting = False
         self.tick = tick
         self._queue: queue.Queue = queue.Queue()
+        self._ready: deque = deque()  # events of a batch the reader queued, not yet taken
         self._lock = threading.Lock()
         self._response: urllib3.BaseHTTPResponse | None = None
         self._socket: socket.socket | None = None
@@ -104,15 +105,21 @@ class TaskStream:
             if self._close_status is not None:
                 self._finish(self._close_status, self._close_error)
                 continue
-            try:
-                # Most events are already queued when asked for: no timer for those (under
-                # gevent a timed wait costs a Timeout object and a hub timer each time).
-                item = self._queue.get_nowait()
-            except queue.Empty:
+            if self._ready:
+                item = self._ready.popleft()
+            else:
                 try:
-                    item = self._queue.get(timeout=self.tick)
+                    # Most events are already queued when asked for: no timer for those (under
+                    # gevent a timed wait costs a Timeout object and a hub timer each time).
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    return None
+                    try:
+                        item = self._queue.get(timeout=self.tick)
+                    except queue.Empty:
+                        return None
+                if isinstance(item, list):  # the events of one read, in order
+                    self._ready.extend(item)
+                    continue
             if item is _WAKE:
                 continue
             if isinstance(item, _End):
@@ -125,6 +132,12 @@ class TaskStream:
             if item.type == "token":
                 self._text_chars += len(item.data["text"])
             return item
+
+    @property
+    def batch_pending(self) -> bool:
+        """More events of the same read wait to be taken: a consumer that lets others run after
+        each event need only do so once these are taken."""
+        return bool(self._ready)
 
     @property
     def text_chars(self) -> int:
@@ -299,6 +312,7 @@ class TaskStream:
         parser = SSEParser()
         try:
             for chunk in transport.body_chunks(response):
+                batch: list[AgentEvent] = []
                 for message in parser.feed(chunk):
                     try:
                         events = translator.translate(message)
@@ -307,13 +321,19 @@ class TaskStream:
                         continue
                     for event in events:
                         if event.type == "done":
+                            if batch:
+                                self._queue.put(batch)
                             self._put_end(*self._agent_done(event.data))
                             return
                         self._track_waiting(response, event)
-                        self._queue.put(event)
-                        # Let the consumer take it now: under gevent, a reader with data
-                        # waiting would parse the whole reply before anyone saw its first token.
-                        time.sleep(0)
+                        batch.append(event)
+                if batch:
+                    # One queue item per read: under load many events arrive together, and
+                    # handing them over at once costs one pass of the consumer, not one each.
+                    self._queue.put(batch)
+                    # Let the consumer take them now: under gevent, a reader with data waiting
+                    # would parse the whole reply before anyone saw its first token.
+                    time.sleep(0)
         except Exception as exc:
             if self._close_status is not None:
                 return  # close() shut the socket under us; the consumer already knows

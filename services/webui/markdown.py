@@ -126,6 +126,24 @@ _cleaner = nh3.Cleaner(
     allowed_classes=ALLOWED_CLASSES,
     set_tag_attribute_values={"a": {"target": "_blank"}},
 )
+# The same allow-list without the attribute filter, which costs a call into Python per attribute
+# (half the cleaning time of a highlighted block). Only used on HTML that cannot hold a "<" or
+# ">" in an attribute value: markdown-it escapes every value it writes, so one can only come
+# from an entity it wrote, and _ANGLE_ENTITIES are every entity that could decode to one.
+_cleaner_unfiltered = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    clean_content_tags=CLEAN_CONTENT_TAGS,
+    attributes={**ALLOWED_ATTRIBUTES, "*": set()},
+    strip_comments=True,
+    link_rel=LINK_REL,
+    url_schemes=URL_SCHEMES,
+    url_relative="deny",
+    allowed_classes=ALLOWED_CLASSES,
+    set_tag_attribute_values={"a": {"target": "_blank"}},
+)
+# Substring tests, not a regex: a regex without a literal prefix tried at every position cost
+# as much as the cleaning it was saving, on a long highlighted reply.
+_ANGLE_ENTITIES = ("&lt", "&gt", "&LT", "&GT", "&#")
 _formatter = HtmlFormatter(nowrap=True)  # spans with classes only; markdown-it adds <pre><code>
 
 
@@ -272,6 +290,14 @@ def sanitize_html(raw_html: str) -> str:
     return _cleaner.clean(raw_html)
 
 
+def _sanitize_rendered(rendered: str) -> str:
+    """The allow-list pass over markdown-it's own output, skipping the attribute filter when no
+    attribute value can hold an angle bracket (see _cleaner_unfiltered)."""
+    if any(entity in rendered for entity in _ANGLE_ENTITIES):
+        return _cleaner.clean(rendered)
+    return _cleaner_unfiltered.clean(rendered)
+
+
 def render_plain(text: str) -> Markup:
     """The fallback past the budget: the text escaped, as the agent wrote it, with a note."""
     return Markup(
@@ -303,11 +329,13 @@ def render_markdown(
     return _render_tokens(tokens, env, budget)
 
 
-def _render_tokens(tokens, env: dict, budget: _Budget) -> Markup:
+def _render_tokens(tokens, env: dict, budget: _Budget, highlight: bool = True) -> Markup:
     _alignment_to_classes(tokens)
-    options = OptionsDict({**_md.options, "highlight": functools.partial(_highlight, budget=budget)})
+    options = OptionsDict(
+        {**_md.options, "highlight": functools.partial(_highlight, budget=budget) if highlight else None}
+    )
     rendered = _md.renderer.render(tokens, options, env)
-    return Markup(_add_code_chrome(_cleaner.clean(rendered), _code_languages(tokens)))
+    return Markup(_add_code_chrome(_sanitize_rendered(rendered), _code_languages(tokens)))
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -357,12 +385,14 @@ class GrowingText:
             return Markup("")
         return _render_tokens(self._tokens[: self._split], self._env, self._budget)
 
-    def tail_html(self) -> Markup:
+    def tail_html(self, highlight: bool = True) -> Markup:
+        """The open block. A stream passes highlight=False: a code block still being written
+        would be lexed again at every render; it is highlighted once, when it is finished."""
         if self._plain:
             return render_plain(self.text)
         if not self._tokens:
             return Markup("")
-        return _render_tokens(self._tokens[self._split :], self._env, self._budget)
+        return _render_tokens(self._tokens[self._split :], self._env, self._budget, highlight)
 
 
 def pygments_css() -> str:

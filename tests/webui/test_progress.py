@@ -118,7 +118,8 @@ def test_the_driver_stamps_status_updates_always_and_tokens_once_a_second(app):
         for _ in range(20):
             manager.driver._emit(run, "token", {"text": "a"})
         manager.driver._emit(run, "status_update", {"status": "executing", "detail": "now"})
-        published = manager.bus.events("stamped")
+        published = run.outbox  # emitted, to be published with the rest of their read
+
     finally:
         manager.abandon(run)
     tokens = [e for e in published if e.type == "token"]
@@ -132,6 +133,8 @@ def test_the_driver_stamps_status_updates_always_and_tokens_once_a_second(app):
 
 class ScriptedStream:
     """Stands in for the gateway's TaskStream: the agent's events, then done."""
+
+    batch_pending = False  # every event comes in a read of its own
 
     def __init__(self, events):
         self.events = events

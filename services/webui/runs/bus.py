@@ -42,15 +42,15 @@ class _MemoryLog:
     changed: threading.Condition = field(default_factory=threading.Condition)
     ended_at: float | None = None
 
-    def append(self, event: StreamEvent) -> None:
+    def append(self, events: list[StreamEvent]) -> None:
         with self.changed:
-            self.events.append(event)
+            self.events.extend(events)
             if len(self.events) > self.cap:
                 # Bounded memory whatever the reply's length: the oldest events are folded into
                 # one state, which a late subscriber receives as a snapshot.
                 for _ in range(len(self.events) // 2):
                     self.base.apply(self.events.popleft())
-            if event.type == "done":
+            if events and events[-1].type == "done":
                 self.ended_at = time.monotonic()
             self.changed.notify_all()
 
@@ -92,11 +92,15 @@ class MemoryBus:
             self._logs.setdefault(run_id, _MemoryLog(self.cap))
 
     def publish(self, run_id: str, event: StreamEvent) -> None:
+        self.publish_many(run_id, [event])
+
+    def publish_many(self, run_id: str, events: list[StreamEvent]) -> None:
+        """Events in order (a `done` only last); subscribers are woken once."""
         log_ = self._logs.get(run_id)
         if log_ is None:
             self.open(run_id)
             log_ = self._logs[run_id]
-        log_.append(event)
+        log_.append(events)
 
     def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
         log_ = self._logs.get(run_id)
@@ -190,14 +194,20 @@ class RedisBus:
         pipe.execute()
 
     def publish(self, run_id: str, event: StreamEvent) -> None:
+        self.publish_many(run_id, [event])
+
+    def publish_many(self, run_id: str, events: list[StreamEvent]) -> None:
+        """Events in order (a `done` only last), in one round trip."""
         key = self.key(run_id)
-        if event.type == "done":
-            pipe = self.client.pipeline(transaction=False)
+        if len(events) == 1 and events[0].type != "done":
+            self.client.xadd(key, {"e": events[0].to_json()}, id=f"{events[0].seq}-0")
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
             pipe.xadd(key, {"e": event.to_json()}, id=f"{event.seq}-0")
+        if events and events[-1].type == "done":
             pipe.expire(key, self.retention)
-            pipe.execute()
-        else:
-            self.client.xadd(key, {"e": event.to_json()}, id=f"{event.seq}-0")
+        pipe.execute()
 
     def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
         key = self.key(run_id)

@@ -2,9 +2,10 @@
 
 A run is driven by a thread (a greenlet under gevent) that reads the agent through the gateway,
 numbers each event, folds it into the reply's state (events.ReplyState) and publishes it on the
-bus at once. The state is handed to the store every RUN_FLUSH_SECONDS and at the end, and is
-written off the serving thread; `done` is published only once the end is stored, so a client
-that reads the session on `done` finds the finished reply.
+bus at once, together with the other events that one read of the agent brought. The state is
+handed to the store every RUN_FLUSH_SECONDS and at the end, and is written off the serving
+thread; `done` is published only once the end is stored, so a client that reads the session on
+`done` finds the finished reply.
 
 The store always records a ceiling (`runs.last_seq`) SEQ_HEADROOM above the newest event, and
 an event above the stored ceiling is held back until the ceiling moves: whoever ends a run after
@@ -54,6 +55,9 @@ class LiveRun:
         self.finished = False
         self.ceiling = SEQ_HEADROOM  # stored with the run row by the send
         self.held: list[StreamEvent] = []
+        # Events emitted from one read of the agent, published together when it is taken
+        # (one bus call, one Redis round trip, one wake-up of each subscriber).
+        self.outbox: list[StreamEvent] = []
         self.last_flush: Flush | None = None
         self.dirty = False
         self.waiting_on: str | None = None  # the approval request the agent waits on
@@ -108,9 +112,11 @@ class Driver:
                         if run.agent.protocol == "native":
                             cancel_task(run.agent, run.run_id)
                         run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
-                    # Let subscribers send it now: under gevent this greenlet would otherwise
-                    # drain every event already queued before anyone else runs.
-                    time.sleep(0)
+                    # Let subscribers send what came in one read: under gevent this greenlet
+                    # would otherwise drain every event already queued before anyone else runs.
+                    if not run.stream.batch_pending:
+                        self._publish_outbox(run)
+                        time.sleep(0)
                 self._take_stored_ceiling(run)
                 if run.last_flush is not None and run.last_flush.lost:
                     # Someone ended this run meanwhile (it looked dead while the store failed).
@@ -145,12 +151,18 @@ class Driver:
         if event.seq > run.ceiling or run.held:
             run.held.append(event)  # the store is behind: publish once the ceiling moves
         else:
-            self.bus.publish(run.run_id, event)
+            run.outbox.append(event)
         return event
+
+    def _publish_outbox(self, run: LiveRun) -> None:
+        if run.outbox:
+            events, run.outbox = run.outbox, []
+            self.bus.publish_many(run.run_id, events)
 
     def _store_approval(self, run: LiveRun, data: dict) -> dict:
         """An approval request is stored before anyone sees it (so an answer always finds its
         row, and a reload shows it); this greenlet waits meanwhile, holding the run's events."""
+        self._publish_outbox(run)  # what came before the request need not wait for its row
         request = approvals.clean_request(data.pop("approval"))
         if request is None or data.get("status") != "awaiting_approval" or run.agent.protocol != "native":
             return data  # not a request Switchboard can show: the status alone, as before
@@ -184,8 +196,13 @@ class Driver:
         flush = run.last_flush
         if flush is not None and flush.stored.is_set() and not flush.lost and flush.ceiling > run.ceiling:
             run.ceiling = flush.ceiling
-        while run.held and run.held[0].seq <= run.ceiling:
-            self.bus.publish(run.run_id, run.held.pop(0))
+        due = 0
+        while due < len(run.held) and run.held[due].seq <= run.ceiling:
+            due += 1
+        if due:
+            self._publish_outbox(run)  # older than anything held
+            events, run.held = run.held[:due], run.held[due:]
+            self.bus.publish_many(run.run_id, events)
 
     def _flush(self, run: LiveRun, final: bool = False) -> Flush:
         state = run.state
@@ -208,6 +225,7 @@ class Driver:
         """Store the end, then publish `done`; give up (leaving it to recovery) if it cannot."""
         if run.state.usage is None:  # the gateway always sends usage; a failure may not have
             self._emit(run, "usage", run.state.usage_so_far())
+        self._publish_outbox(run)  # everything but `done` is out before the end is stored
         done["message_id"] = run.run_id
         event = StreamEvent(run.state.seq + 1, "done", done)
         run.state.apply(event)

@@ -287,8 +287,7 @@ class RunManager:
 
         endings = self.store.run(end, self.store.engine)
         for ending in endings:
-            for event in ending.events:
-                self.bus.publish(ending.run_id, event)
+            self.bus.publish_many(ending.run_id, ending.events)
         self._stop_agents_of({ending.run_id for ending in endings}, rows)
         if endings:
             log.warning("ended %d orphaned run(s) as %s", len(endings), status)
