@@ -112,11 +112,11 @@ class Driver:
                         if run.agent.protocol == "native":
                             cancel_task(run.agent, run.run_id)
                         run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
-                    # Let subscribers send what came in one read: under gevent this greenlet
-                    # would otherwise drain every event already queued before anyone else runs.
+                    # What came in one read goes out together. No explicit yield: the next
+                    # read blocks unless the reader already queued more, and it only queues
+                    # while this greenlet waits (the reader yields after each batch).
                     if not run.stream.batch_pending:
                         self._publish_outbox(run)
-                        time.sleep(0)
                 self._take_stored_ceiling(run)
                 if run.last_flush is not None and run.last_flush.lost:
                     # Someone ended this run meanwhile (it looked dead while the store failed).
