@@ -17,6 +17,8 @@ import pytest
 import requests
 import sseclient
 
+from services.webui.chat import tokens
+
 from ..redis_server import redis_server
 from ..servers import LiveStack
 from ..support import wait_for
@@ -108,6 +110,18 @@ def test_event_order_tokens_then_one_usage_then_done(stack, api):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "complete" and r)
     assert row["content"] == text_of(events)
+
+
+def test_a_finished_reply_is_stored_with_its_token_count(stack, api):
+    # Counted off the serving thread with the reply's end, as the context plan counts it: the
+    # plan after a reply then finds the count instead of counting and writing it itself.
+    sent = send(api, "Count me @@tokens=25 @@delay_ms=0")
+    read_events(api, sent["stream_url"])
+    row = wait_for(lambda: (r := db_row(stack, sent["message_id"])) and r["status"] == "complete" and r)
+    plan = api.get(f"/api/chat/sessions/{sent['session_id']}/context").json()
+    counter = tokens.Tokenizers().counter(plan["tokenizer"])
+    assert row["token_counter"] == plan["tokenizer"]
+    assert row["token_count"] == counter.message_tokens(row["content"]) > tokens.MESSAGE_OVERHEAD_TOKENS
 
 
 def test_heartbeat_comment_during_a_stall(api):

@@ -161,6 +161,7 @@ def send_message(
     # Registered before any write: nothing that may wait (a lock, a greenlet switch) happens
     # inside the write transaction below.
     live = manager.prepare(agent, reply_id, session.id if session else None, model.model_id)
+    live.counter = counter_for(model)  # a chat reply is sent to the agent as its text
     try:
         sent = _save_turn(user, agent, model, content, session, reply_id, key, counts, files)
         live.session_id = sent.session_id

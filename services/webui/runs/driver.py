@@ -62,6 +62,9 @@ class LiveRun:
         self.dirty = False
         self.waiting_on: str | None = None  # the approval request the agent waits on
         self.stamped_at = 0.0  # monotonic time of the last `at` put on an event
+        # How the context plan counts this reply's tokens (chat/tokens.Counter), when the
+        # sender knows it counts the reply's text as it is: its count is stored with the end.
+        self.counter = None
 
     def request_cancel(self) -> None:
         """Stop the agent's work: ask a native agent to cancel, else close the upstream."""
@@ -216,6 +219,7 @@ class Driver:
             steps=list(state.steps) if state.steps_seen else None,
             final=final,
             ceiling=state.seq if final else state.seq + SEQ_HEADROOM,
+            counter=run.counter if final else None,
         )
         run.last_flush = self.store.submit(flush)
         run.dirty = False

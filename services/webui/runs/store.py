@@ -77,6 +77,10 @@ class Flush:
     ceiling: int
     final: bool = False
     steps: list | None = None  # the reply's timeline (status updates), kept with the message
+    # With a final state: the reply's token count as the context plan makes it (chat/tokens.py),
+    # stored with its end here so that the plan after a reply neither counts nor writes it on
+    # the serving thread. `counter` has `name` and `message_tokens(text)`.
+    counter: object | None = None
     stored: threading.Event = field(default_factory=threading.Event)
     lost: bool = False  # the run had been ended by someone else (recovery): stop driving it
 
@@ -222,6 +226,8 @@ class RunStore:
             values["steps"] = json.dumps(flush.steps, ensure_ascii=False)
         if flush.final:
             values.update(error=flush.error, completed_at=now)
+            if flush.counter is not None:
+                values.update(token_count=flush.counter.message_tokens(flush.content), token_counter=flush.counter.name)
         return values
 
     def run(self, fn, *args):
