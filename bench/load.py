@@ -118,9 +118,19 @@ def agent_pids(stack) -> list[int]:
 
 
 def log_problems(log: str) -> str:
-    """How many ERROR/Traceback lines the server logged, and the first few distinct ones."""
+    """How many ERROR/Traceback lines the server logged, and the first few distinct ones (a JSON
+    line as its message and the last line of its traceback: the exception is what tells)."""
     lines = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line or "Error:" in line]
-    distinct = list(dict.fromkeys(re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", line)[:160] for line in lines))
+
+    def gist(line: str) -> str:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return line
+        exc = str(record.get("exc") or "").strip().splitlines()
+        return f"{record.get('msg', '')} | {exc[-1] if exc else ''}"
+
+    distinct = list(dict.fromkeys(re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", gist(line))[:240] for line in lines))
     return f"{len(lines)} error lines" + "".join(f"\n      {line}" for line in distinct[:4])
 
 
