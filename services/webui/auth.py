@@ -125,7 +125,7 @@ def end_logins(user: User, keep_current: bool = False) -> int:
 
 
 # Every request runs this query: built once, with parameters, because building the statement
-# cost about as much as running it.
+# cost half as much as running it.
 _USER_OF_LOGIN = (
     select(User)
     .join(LoginSession, LoginSession.user_id == User.id)
