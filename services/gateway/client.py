@@ -135,8 +135,8 @@ class TaskStream:
 
     @property
     def batch_pending(self) -> bool:
-        """More events of the same read wait to be taken: a consumer that lets others run after
-        each event need only do so once these are taken."""
+        """More events of the same read wait to be taken: a consumer that handles a read's
+        events together (the run's driver publishes them at once) does so when this is False."""
         return bool(self._ready)
 
     @property

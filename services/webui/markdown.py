@@ -113,12 +113,11 @@ def _attribute_filter(element: str, attribute: str, value: str) -> str | None:
     return value.replace("<", "").replace(">", "")
 
 
-_cleaner = nh3.Cleaner(
+_ALLOW_LIST = dict(
     tags=ALLOWED_TAGS,
     clean_content_tags=CLEAN_CONTENT_TAGS,
     # An empty "*" entry: without one nh3 keeps its generic `title` and `lang` on every tag.
     attributes={**ALLOWED_ATTRIBUTES, "*": set()},
-    attribute_filter=_attribute_filter,
     strip_comments=True,
     link_rel=LINK_REL,
     url_schemes=URL_SCHEMES,
@@ -126,21 +125,12 @@ _cleaner = nh3.Cleaner(
     allowed_classes=ALLOWED_CLASSES,
     set_tag_attribute_values={"a": {"target": "_blank"}},
 )
+_cleaner = nh3.Cleaner(**_ALLOW_LIST, attribute_filter=_attribute_filter)
 # The same allow-list without the attribute filter, which costs a call into Python per attribute
 # (half the cleaning time of a highlighted block). Only used on HTML that cannot hold a "<" or
 # ">" in an attribute value: markdown-it escapes every value it writes, so one can only come
 # from an entity it wrote, and _ANGLE_ENTITIES are every entity that could decode to one.
-_cleaner_unfiltered = nh3.Cleaner(
-    tags=ALLOWED_TAGS,
-    clean_content_tags=CLEAN_CONTENT_TAGS,
-    attributes={**ALLOWED_ATTRIBUTES, "*": set()},
-    strip_comments=True,
-    link_rel=LINK_REL,
-    url_schemes=URL_SCHEMES,
-    url_relative="deny",
-    allowed_classes=ALLOWED_CLASSES,
-    set_tag_attribute_values={"a": {"target": "_blank"}},
-)
+_cleaner_unfiltered = nh3.Cleaner(**_ALLOW_LIST)
 # Substring tests, not a regex: a regex without a literal prefix tried at every position cost
 # as much as the cleaning it was saving, on a long highlighted reply.
 _ANGLE_ENTITIES = ("&lt", "&gt", "&LT", "&GT", "&#")
