@@ -30,6 +30,17 @@ CANCEL_CHANNEL = "switchboard:cancel"
 # A finished run's log stays this long for clients reconnecting right after `done`; later
 # replays are rebuilt from the database.
 ENDED_GRACE_SECONDS = 60.0
+# Every Redis command gives up after this long without an answer (redis-py's own default, named
+# here so that a change of library cannot move it under READ_BLOCK_SECONDS).
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+# A blocking read waits at most this long, well inside the socket timeout: a subscriber waiting
+# for a quiet run (an agent thinking, a request awaiting approval, the default 15 s heartbeat)
+# otherwise saw its read time out, and its stream broke off with "Error handling request".
+READ_BLOCK_SECONDS = 2.0
+
+
+class BusUnavailable(Exception):
+    """The bus cannot be read right now (Redis down or not answering); the caller retries."""
 
 
 @dataclass
@@ -174,7 +185,11 @@ class RedisBus:
         # Every waiting subscriber holds a connection in a blocking XREAD, so the pool must be
         # as large as the streams a worker holds (redis-py's default of 100 broke runs under load).
         self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, health_check_interval=30, max_connections=max_connections
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            health_check_interval=30,
+            max_connections=max_connections,
         )
         self.retention = retention_seconds
         self.live_ttl = live_ttl_seconds
@@ -210,17 +225,29 @@ class RedisBus:
         pipe.execute()
 
     def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
+        """As MemoryBus.read, waiting at most READ_BLOCK_SECONDS (an empty answer is a quiet
+        moment to the caller); BusUnavailable when Redis does not answer."""
         key = self.key(run_id)
-        reply = self.client.xread({key: f"{after_seq}-0"}, count=1000, block=max(int(timeout * 1000), 1))
-        if not reply:
-            return [] if self.client.exists(key) else None
+        block = max(int(min(timeout, READ_BLOCK_SECONDS) * 1000), 1)
+        # Past the "open" entry (0-1) too: answering it as news made a reader of a run with no
+        # event yet ask again at once, in a loop, until the first event.
+        start = f"{after_seq}-0" if after_seq > 0 else "0-1"
+        try:
+            reply = self.client.xread({key: start}, count=1000, block=block)
+            if not reply:
+                return [] if self.client.exists(key) else None
+        except self._redis_module.RedisError as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return [StreamEvent.from_json(fields[b"e"]) for _id, fields in reply[0][1] if fields.get(b"e")]
 
     def has_log(self, run_id: str) -> bool:
         return bool(self.client.exists(self.key(run_id)))
 
     def done_seq(self, run_id: str) -> int | None:
-        entries = self.client.xrevrange(self.key(run_id), count=1)
+        try:
+            entries = self.client.xrevrange(self.key(run_id), count=1)
+        except self._redis_module.RedisError as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if not entries or not entries[0][1].get(b"e"):
             return None
         last = StreamEvent.from_json(entries[0][1][b"e"])

@@ -24,7 +24,7 @@ from services.gateway.registry import Agent
 
 from ..models import Message, Run, utcnow
 from . import recovery
-from .bus import make_bus
+from .bus import BusUnavailable, make_bus
 from .driver import Driver, LiveRun
 from .events import StreamEvent, load_steps
 from .store import RunStore
@@ -40,6 +40,8 @@ CANCEL_POLL_SECONDS = 1.0
 BEAT_SECONDS = 5.0
 FORGET_SECONDS = 10.0
 PURGE_SECONDS = 300.0
+BUS_RETRY_SECONDS = 1.0
+BUS_WARN_SECONDS = 10.0
 SHUTDOWN_ERROR = "The server was stopped while this reply was being written; the text so far is kept."
 
 runs_table = Run.__table__
@@ -60,6 +62,7 @@ class RunManager:
         self._lock = threading.Lock()
         self._housekeeper: threading.Thread | None = None
         self._stopping = False
+        self._bus_warned_at = -BUS_WARN_SECONDS
         # Called with each run this process drove, once it has ended and is stored (e.g. the
         # automatic summary, chat/context_actions.py); a failing hook is logged, never raised.
         self.on_end: list = []
@@ -173,15 +176,25 @@ class RunManager:
         read only when the bus holds no log for the run (never started here, expired, or past
         its end): a quiet stream costs nothing but its wait, and an orphan's end reaches its
         subscribers through the bus, from whichever worker's housekeeping ends it.
-        Holds no database connection across a yield.
+        Holds no database connection across a yield. A bus that does not answer (Redis down)
+        is waited for: the client keeps its stream, with heartbeats, and resumes where it was.
         """
         self.start()
         sent = after_seq
-        end = self.bus.done_seq(run_id)
+        try:
+            end = self.bus.done_seq(run_id)
+        except BusUnavailable:
+            end = None  # the reads below find out
         if end is not None and sent >= end:
             return  # this client has the whole run already
         while True:
-            events = self.bus.read(run_id, sent, wait())
+            try:
+                events = self.bus.read(run_id, sent, wait())
+            except BusUnavailable as exc:
+                self._bus_trouble(run_id, exc)
+                time.sleep(min(max(wait(), 0.05), BUS_RETRY_SECONDS))
+                yield None
+                continue
             if events is None:
                 row = self.store.run(self._run_row, run_id)
                 if row is None:
@@ -208,6 +221,12 @@ class RunManager:
                 return
             yield events
             sent = events[-1].seq
+
+    def _bus_trouble(self, run_id: str, exc: BusUnavailable) -> None:
+        now = time.monotonic()
+        if now - self._bus_warned_at >= BUS_WARN_SECONDS:  # one line, not one per stream
+            self._bus_warned_at = now
+            log.warning("the event bus does not answer (%s); streams such as run %s wait for it", exc, run_id)
 
     def _replay_ended(self, row, sent: int):
         """An ended run whose events are gone: the stored reply as token, usage, done."""
