@@ -156,6 +156,39 @@ def two_hosts(tmp_path_factory):
             yield stack
 
 
+def redis_process(redis_url: str) -> psutil.Process:
+    port = ":" + redis_url.rsplit(":", 1)[1].split("/")[0]
+    # redis-server retitles itself "redis-server 127.0.0.1:<port>"
+    return next(
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "redis-server" and port in " ".join(p.info["cmdline"] or [])
+    )
+
+
+def test_a_redis_that_stalls_mid_reply_loses_nothing_and_the_reply_goes_on(two_hosts):
+    """Redis stops answering for longer than its socket timeout while a reply streams: the reply
+    goes on and is stored, its events wait in the driver, and the client on the other host keeps
+    its stream (heartbeats) and then gets every event, in order, with nothing lost."""
+    api = two_hosts.login()
+    sent = send(api, "Through a stall @@tokens=120 @@delay_ms=100")  # driven by host A
+    client = Client(api, sent["stream_url"])
+    client.follow(base=two_hosts.other_url, tokens=5)  # watched on host B
+    redis = redis_process(two_hosts.redis_url)
+    redis.suspend()  # SIGSTOP: connections stay open, nothing answers
+    try:
+        time.sleep(6.5)  # past the 5 s socket timeout of every Redis command
+    finally:
+        redis.resume()
+    client.follow(base=two_hosts.other_url)
+    assert client.done["status"] == "complete"
+    row = wait_for(lambda: (r := db_row(two_hosts, sent["message_id"])) and r["status"] == "complete" and r)
+    task = agent_task(two_hosts, "dir-code", sent["message_id"])
+    assert client.text == row["content"] and task["tokens_sent"] == 120 and len(row["content"]) == task["chars_sent"]
+    assert client.ids == list(range(1, len(client.ids) + 1))  # every event once, in order
+    assert "holds its events: the event bus does not answer" in two_hosts.server_log()
+
+
 def test_a_dead_host_s_run_is_ended_by_another_host_with_every_token_kept(two_hosts):
     api = two_hosts.login()
     sent = send(api, "Long survey @@tokens=600 @@delay_ms=15")  # driven by host A

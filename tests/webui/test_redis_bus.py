@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from itertools import islice
 
 import pytest
 
 from services.agents.fleet import free_port
-from services.webui import create_app
 from services.webui.runs import run_manager
 from services.webui.runs.bus import READ_BLOCK_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, BusUnavailable, RedisBus
 from services.webui.runs.events import StreamEvent
@@ -20,6 +20,12 @@ from ..redis_server import redis_server
 def redis_url():
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def dead_redis_config(app_config):
+    """The app's configuration with a REDIS_URL where nothing listens."""
+    return {**app_config, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
 
 def test_a_run_quiet_for_longer_than_the_socket_timeout_is_waited_for(redis_url):
@@ -41,18 +47,82 @@ def test_a_run_quiet_for_longer_than_the_socket_timeout_is_waited_for(redis_url)
         bus.close()
 
 
-def test_a_bus_that_does_not_answer_keeps_the_subscriber_waiting_with_heartbeats(app_config):
+def test_publishing_the_same_events_again_is_harmless(redis_url):
+    """A driver offers its events again when an answer was lost: none is added twice, and the
+    new ones of the batch are added."""
+    bus = RedisBus(redis_url, retention_seconds=60)
+    try:
+        bus.open("again")
+        first = [StreamEvent(1, "token", {"text": "a"}), StreamEvent(2, "token", {"text": "b"})]
+        bus.publish_many("again", first)
+        bus.publish_many("again", [*first, StreamEvent(3, "done", {"status": "complete"})])
+        assert [e.seq for e in bus.events("again")] == [1, 2, 3]
+    finally:
+        bus.drop("again")
+        bus.close()
+
+
+def test_a_bus_that_does_not_answer_keeps_the_subscriber_waiting_with_heartbeats(dead_redis_config):
     """Nothing listens on the Redis port: the bus says so in its own terms, and a subscriber gets
     heartbeat cues (None) instead of an exception that would cut its client off."""
-    bus = RedisBus(f"redis://127.0.0.1:{free_port()}/0", retention_seconds=60)
+    bus = RedisBus(dead_redis_config["REDIS_URL"], retention_seconds=60)
     with pytest.raises(BusUnavailable):
         bus.read("some-run", 0, timeout=0.1)
+    with pytest.raises(BusUnavailable):
+        bus.publish_many("some-run", [StreamEvent(1, "token", {"text": "a"})])
     bus.close()
-    app = create_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    from services.webui import create_app
+
+    app = create_app(dead_redis_config)
     manager = run_manager(app)
     try:
         cues = list(islice(manager.subscribe_batches("some-run", 0, lambda: 0.05), 3))
         assert cues == [None, None, None]
     finally:
         manager.shutdown(timeout=0.5)
-        manager.bus.close()
+
+
+def test_a_message_sent_while_the_bus_does_not_answer_gets_503_and_nothing_is_saved(dead_redis_config):
+    from services.webui import create_app
+    from services.webui.auth import create_user
+    from tests.support import UserClient
+
+    app = create_app(dead_redis_config)
+    try:
+        with app.app_context():
+            create_user("carol", "correct horse battery")
+        carol = UserClient(app, "carol", "correct horse battery")
+        response = carol.post("/api/chat/message", json={"agent_id": "dir-code", "content": "Anyone there?"})
+        assert response.status_code == 503
+        assert "event bus does not answer" in response.json["message"]
+        assert response.headers["Retry-After"] == "5"
+        db_path = dead_redis_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+        with sqlite3.connect(db_path) as conn:
+            assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    finally:
+        run_manager(app).shutdown(timeout=0.5)
+
+
+def test_stop_while_the_bus_does_not_answer_is_taken_through_the_database(dead_redis_config):
+    """The stop cannot travel on the bus: it is flagged in the database, where the driving
+    worker's housekeeping finds it; the answer is 202, not a 500."""
+    from services.webui import create_app
+    from services.webui.auth import create_user
+    from tests.support import UserClient
+
+    from .test_approvals import live_request
+
+    app = create_app(dead_redis_config)
+    try:
+        with app.app_context():
+            create_user("erin", "correct horse battery")
+        erin = UserClient(app, "erin", "correct horse battery")
+        session_id, reply_id = live_request(app, "erin", status="streaming")
+        response = erin.post(f"/api/chat/sessions/{session_id}/cancel")
+        assert response.status_code == 202 and response.json["status"] == "cancelling"
+        db_path = dead_redis_config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+        with sqlite3.connect(db_path) as conn:
+            flagged = conn.execute("SELECT cancel_requested_at FROM runs WHERE message_id = ?", (reply_id,)).fetchone()
+        assert flagged[0] is not None
+    finally:
+        run_manager(app).shutdown(timeout=0.5)

@@ -16,6 +16,7 @@ the caller then falls back to the database, which keeps the durable record.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ READ_BLOCK_SECONDS = 2.0
 
 
 class BusUnavailable(Exception):
-    """The bus cannot be read right now (Redis down or not answering); the caller retries."""
+    """The bus cannot be read or written right now (Redis down or not answering)."""
 
 
 @dataclass
@@ -171,6 +172,19 @@ class MemoryBus:
         pass
 
 
+def _redis_errors(method):
+    """Redis's own errors raised as BusUnavailable: callers handle one exception, whatever the bus."""
+
+    @functools.wraps(method)
+    def translated(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except self._redis_module.RedisError as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    return translated
+
+
 class RedisBus:
     """Events in Redis Streams, stops on a pub/sub channel; one connection pool per process."""
 
@@ -200,6 +214,7 @@ class RedisBus:
     def key(run_id: str) -> str:
         return f"run:{run_id}"
 
+    @_redis_errors
     def open(self, run_id: str) -> None:
         # An "open" entry at 0-1 makes the stream exist before the first event, so a reader can
         # tell "no events yet" from "no such log".
@@ -211,19 +226,23 @@ class RedisBus:
     def publish(self, run_id: str, event: StreamEvent) -> None:
         self.publish_many(run_id, [event])
 
+    @_redis_errors
     def publish_many(self, run_id: str, events: list[StreamEvent]) -> None:
-        """Events in order (a `done` only last), in one round trip."""
+        """Events in order (a `done` only last), in one round trip; BusUnavailable when Redis
+        does not take them. Publishing the same events again is harmless."""
         key = self.key(run_id)
-        if len(events) == 1 and events[0].type != "done":
-            self.client.xadd(key, {"e": events[0].to_json()}, id=f"{events[0].seq}-0")
-            return
         pipe = self.client.pipeline(transaction=False)
         for event in events:
             pipe.xadd(key, {"e": event.to_json()}, id=f"{event.seq}-0")
         if events and events[-1].type == "done":
             pipe.expire(key, self.retention)
-        pipe.execute()
+        for result in pipe.execute(raise_on_error=False):
+            # An XADD refused for an id at or below the stream's last is an event already there:
+            # a retry after an answer that was lost. Anything else is a failure.
+            if isinstance(result, Exception) and "equal or smaller" not in str(result):
+                raise result
 
+    @_redis_errors
     def read(self, run_id: str, after_seq: int, timeout: float) -> list[StreamEvent] | None:
         """As MemoryBus.read, waiting at most READ_BLOCK_SECONDS (an empty answer is a quiet
         moment to the caller); BusUnavailable when Redis does not answer."""
@@ -232,33 +251,31 @@ class RedisBus:
         # Past the "open" entry (0-1) too: answering it as news made a reader of a run with no
         # event yet ask again at once, in a loop, until the first event.
         start = f"{after_seq}-0" if after_seq > 0 else "0-1"
-        try:
-            reply = self.client.xread({key: start}, count=1000, block=block)
-            if not reply:
-                return [] if self.client.exists(key) else None
-        except self._redis_module.RedisError as exc:
-            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        reply = self.client.xread({key: start}, count=1000, block=block)
+        if not reply:
+            return [] if self.client.exists(key) else None
         return [StreamEvent.from_json(fields[b"e"]) for _id, fields in reply[0][1] if fields.get(b"e")]
 
+    @_redis_errors
     def has_log(self, run_id: str) -> bool:
         return bool(self.client.exists(self.key(run_id)))
 
+    @_redis_errors
     def done_seq(self, run_id: str) -> int | None:
-        try:
-            entries = self.client.xrevrange(self.key(run_id), count=1)
-        except self._redis_module.RedisError as exc:
-            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        entries = self.client.xrevrange(self.key(run_id), count=1)
         if not entries or not entries[0][1].get(b"e"):
             return None
         last = StreamEvent.from_json(entries[0][1][b"e"])
         return last.seq if last.type == "done" else None
 
+    @_redis_errors
     def last_seq(self, run_id: str) -> int:
         entries = self.client.xrevrange(self.key(run_id), count=1)
         if not entries:
             return 0
         return int(entries[0][0].split(b"-")[0])
 
+    @_redis_errors
     def events(self, run_id: str) -> list[StreamEvent]:
         return [
             StreamEvent.from_json(fields[b"e"])
@@ -269,9 +286,11 @@ class RedisBus:
     def forget_ended(self, now: float | None = None) -> int:
         return 0  # Redis expires ended logs itself (EXPIRE at `done`)
 
+    @_redis_errors
     def drop(self, run_id: str) -> None:
         self.client.delete(self.key(run_id))
 
+    @_redis_errors
     def send_cancel(self, run_id: str) -> None:
         self.client.publish(CANCEL_CHANNEL, run_id)
 

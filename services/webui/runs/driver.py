@@ -25,6 +25,7 @@ from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
 from .. import approvals
+from .bus import BusUnavailable
 from .events import ReplyState, StreamEvent, stamp
 from .store import Flush, RunStore
 
@@ -39,6 +40,8 @@ APPROVAL_NOT_STORED = "Switchboard could not record the agent's approval request
 # Status updates always carry the server's time (`at`); a token carries it when the last stamp is
 # this old, so every subscriber and a replay agree within a second on when output last came.
 OUTPUT_STAMP_SECONDS = 1.0
+# While the bus does not answer, a run keeps its events and offers them again this often.
+BUS_RETRY_SECONDS = 1.0
 
 
 class LiveRun:
@@ -58,6 +61,7 @@ class LiveRun:
         # Events emitted from one read of the agent, published together when it is taken
         # (one bus call, one Redis round trip, one wake-up of each subscriber).
         self.outbox: list[StreamEvent] = []
+        self.bus_retry_at = 0.0  # monotonic time before which the bus is not asked again
         self.last_flush: Flush | None = None
         self.dirty = False
         self.waiting_on: str | None = None  # the approval request the agent waits on
@@ -120,6 +124,8 @@ class Driver:
                     # while this greenlet waits (the reader yields after each batch).
                     if not run.stream.batch_pending:
                         self._publish_outbox(run)
+                elif run.outbox:
+                    self._publish_outbox(run)  # kept while the bus did not answer
                 self._take_stored_ceiling(run)
                 if run.last_flush is not None and run.last_flush.lost:
                     # Someone ended this run meanwhile (it looked dead while the store failed).
@@ -157,10 +163,30 @@ class Driver:
             run.outbox.append(event)
         return event
 
-    def _publish_outbox(self, run: LiveRun) -> None:
-        if run.outbox:
-            events, run.outbox = run.outbox, []
-            self.bus.publish_many(run.run_id, events)
+    def _publish_outbox(self, run: LiveRun) -> bool:
+        """Publish the waiting events, in order; True once none is left.
+
+        While the bus does not answer (Redis down or stalled), the events stay here, with every
+        later one behind them, and are offered again every BUS_RETRY_SECONDS: the reply goes on
+        and is stored meanwhile, and its subscribers, who wait with heartbeats, resume where
+        they were. Before, a bus that failed once ended every live reply as interrupted.
+        """
+        if not run.outbox:
+            return True
+        now = time.monotonic()
+        if now < run.bus_retry_at:
+            return False
+        try:
+            self.bus.publish_many(run.run_id, run.outbox)
+        except BusUnavailable as exc:
+            if not run.bus_retry_at:
+                log.warning("run %s holds its events: the event bus does not answer (%s)", run.run_id, exc)
+            run.bus_retry_at = now + BUS_RETRY_SECONDS
+            return False
+        if run.bus_retry_at:
+            log.warning("run %s published the events it held for the event bus", run.run_id)
+        run.outbox, run.bus_retry_at = [], 0.0
+        return True
 
     def _store_approval(self, run: LiveRun, data: dict) -> dict:
         """An approval request is stored before anyone sees it (so an answer always finds its
@@ -203,9 +229,9 @@ class Driver:
         while due < len(run.held) and run.held[due].seq <= run.ceiling:
             due += 1
         if due:
-            self._publish_outbox(run)  # older than anything held
-            events, run.held = run.held[:due], run.held[due:]
-            self.bus.publish_many(run.run_id, events)
+            run.outbox.extend(run.held[:due])  # behind anything older still waiting there
+            run.held = run.held[due:]
+            self._publish_outbox(run)
 
     def _flush(self, run: LiveRun, final: bool = False) -> Flush:
         state = run.state
@@ -249,4 +275,10 @@ class Driver:
         run.ceiling = max(run.ceiling, event.seq)
         self._take_stored_ceiling(run)
         run.finished = True
-        self.bus.publish(run.run_id, event)
+        run.outbox.append(event)
+        while not self._publish_outbox(run):
+            if time.monotonic() >= deadline:
+                # The end is stored: a subscriber that waits on the bus finds it in the database.
+                log.error("run %s could not publish its end; its subscribers read it from the database", run.run_id)
+                return
+            time.sleep(max(run.bus_retry_at - time.monotonic(), 0.01))

@@ -15,18 +15,16 @@ import socket
 import threading
 import time
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from services.gateway.client import TaskStream
 from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
-from ..models import Message, Run, utcnow
+from ..errors import RequestError
 from . import recovery
 from .bus import BusUnavailable, make_bus
 from .driver import Driver, LiveRun
-from .events import StreamEvent, load_steps
 from .store import RunStore
 
 log = logging.getLogger("switchboard.runs")
@@ -44,8 +42,18 @@ BUS_RETRY_SECONDS = 1.0
 BUS_WARN_SECONDS = 10.0
 SHUTDOWN_ERROR = "The server was stopped while this reply was being written; the text so far is kept."
 
-runs_table = Run.__table__
-messages_table = Message.__table__
+
+class RunsUnavailable(RequestError):
+    """No run can start now: the event bus (Redis) does not answer. Nothing was saved."""
+
+    retry_after = 5
+
+    def __init__(self):
+        super().__init__(
+            503,
+            "Replies cannot be relayed right now (the server's event bus does not answer), so "
+            "nothing was sent. Try again in a few seconds.",
+        )
 
 
 class RunManager:
@@ -77,13 +85,22 @@ class RunManager:
         run = LiveRun(run_id, session_id, agent, model_id)
         with self._lock:
             self._live[run_id] = run
-        self.bus.open(run_id)
+        try:
+            self.bus.open(run_id)
+        except BusUnavailable as exc:
+            with self._lock:
+                self._live.pop(run_id, None)
+            log.error("a run could not start: the event bus does not answer (%s)", exc)
+            raise RunsUnavailable() from exc
         return run
 
     def abandon(self, run: LiveRun) -> None:
         with self._lock:
             self._live.pop(run.run_id, None)
-        self.bus.drop(run.run_id)
+        try:
+            self.bus.drop(run.run_id)
+        except BusUnavailable:
+            pass  # an empty log, which expires on its own
 
     def launch(self, run: LiveRun, messages: list[dict]) -> None:
         """Send a prepared run, whose Run row is committed, to its agent; drive it in a thread.
@@ -140,13 +157,18 @@ class RunManager:
         if run is not None:
             run.request_cancel()
             return "cancelling"
-        row = self.store.run(self._run_row, run_id)
+        row = self.store.run(recovery.run_row, self.store.engine, run_id)
         if row is None or row.ended_at is not None:
             return "ended"
         if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
             self._end_orphans([row], status="cancelled", error=recovery.STOPPED)
             return "ended"
-        self.bus.send_cancel(run_id)
+        try:
+            self.bus.send_cancel(run_id)
+        except BusUnavailable as exc:
+            # The stop is flagged in the database already: the driving worker's housekeeping
+            # finds it within CANCEL_POLL_SECONDS.
+            self._bus_trouble(run_id, exc)
         if agent is not None and agent.protocol == "native":
             # The agent stops its work now; the driving worker sees `done cancelled`.
             cancel_task(agent, run_id)
@@ -187,34 +209,48 @@ class RunManager:
             end = None  # the reads below find out
         if end is not None and sent >= end:
             return  # this client has the whole run already
+        quiet_since = time.monotonic()
         while True:
             try:
                 events = self.bus.read(run_id, sent, wait())
             except BusUnavailable as exc:
                 self._bus_trouble(run_id, exc)
                 time.sleep(min(max(wait(), 0.05), BUS_RETRY_SECONDS))
-                yield None
-                continue
-            if events is None:
-                row = self.store.run(self._run_row, run_id)
+                events = []
+            if events is None or (not events and time.monotonic() - quiet_since >= self.stale_seconds):
+                # No log on the bus, or one quiet for long: the database says how the run stands.
+                # (An end the bus never got, because it was down as the run ended, is found here.)
+                quiet_since = time.monotonic()
+                try:
+                    row = self.store.run(recovery.run_row, self.store.engine, run_id)
+                except SQLAlchemyError:
+                    log.warning("run %s: the database cannot be read; its stream waits", run_id)
+                    time.sleep(max(wait(), 1.0))
+                    yield None
+                    continue
                 if row is None:
                     return
                 if row.ended_at is not None:
-                    replay = list(self._replay_ended(row, sent))  # its events are gone: the stored end
+                    # Its events are gone: the stored end.
+                    replay = recovery.replay_ended(
+                        self.store.run(recovery.stored_reply, self.store.engine, row.message_id), row, sent
+                    )
                     if replay:
                         yield replay
                     return
                 if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
                     self._end_orphans([row])
                     continue
-                # Driven by a process this bus cannot see (a second server without Redis, which
-                # the defaults rule out): follow its end, which the database will show.
-                time.sleep(max(wait(), 1.0))
+                if events is None:
+                    # Driven by a process this bus cannot see (a second server without Redis,
+                    # which the defaults rule out): follow its end, which the database will show.
+                    time.sleep(max(wait(), 1.0))
                 yield None
                 continue
             if not events:
                 yield None
                 continue
+            quiet_since = time.monotonic()
             done = next((i for i, event in enumerate(events) if event.type == "done"), None)
             if done is not None:
                 yield events[: done + 1]
@@ -227,57 +263,6 @@ class RunManager:
         if now - self._bus_warned_at >= BUS_WARN_SECONDS:  # one line, not one per stream
             self._bus_warned_at = now
             log.warning("the event bus does not answer (%s); streams such as run %s wait for it", exc, run_id)
-
-    def _replay_ended(self, row, sent: int):
-        """An ended run whose events are gone: the stored reply as token, usage, done."""
-        message = self.store.run(self._message_row, row.message_id)
-        last = row.last_seq
-        if message is None or sent >= last:
-            return
-        done = {"status": message.status, "message_id": row.message_id}
-        if message.error:
-            done["error"] = message.error
-        if message.steps:
-            done["steps"] = message.steps  # the timeline, kept with the message
-        if sent == 0 and message.content and last >= 3:
-            yield StreamEvent(last - 2, "token", {"text": message.content})
-        elif message.content or sent > 0:
-            done["content"] = message.content  # replaces whatever the client holds
-        if sent < last - 1:
-            yield StreamEvent(last - 1, "usage", message.usage or recovery.zero_usage())
-        yield StreamEvent(last, "done", done)
-
-    def _run_row(self, run_id: str):
-        with self.store.engine.connect() as conn:
-            return conn.execute(select(runs_table).where(runs_table.c.message_id == run_id)).first()
-
-    def _message_row(self, message_id: str):
-        import json
-
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    messages_table.c.content,
-                    messages_table.c.status,
-                    messages_table.c.error,
-                    messages_table.c.usage,
-                    messages_table.c.steps,
-                ).where(messages_table.c.id == message_id)
-            ).first()
-        if row is None:
-            return None
-        usage = json.loads(row.usage) if row.usage else None
-        return type(
-            "StoredReply",
-            (),
-            {
-                "content": row.content,
-                "status": row.status,
-                "error": row.error,
-                "usage": usage if isinstance(usage, dict) else None,
-                "steps": load_steps(row.steps),
-            },
-        )
 
     # ---- recovery ----------------------------------------------------------------------------
 
@@ -296,7 +281,7 @@ class RunManager:
     def _end_orphans(self, rows, status: str = "interrupted", error: str = recovery.INTERRUPTED) -> int:
         if not rows:
             return 0
-        logged = {row.message_id: self.bus.events(row.message_id) for row in rows}
+        logged = {row.message_id: self._logged_events(row.message_id) for row in rows}
 
         def end(engine):
             with engine.begin() as conn:
@@ -306,11 +291,23 @@ class RunManager:
 
         endings = self.store.run(end, self.store.engine)
         for ending in endings:
-            self.bus.publish_many(ending.run_id, ending.events)
+            try:
+                self.bus.publish_many(ending.run_id, ending.events)
+            except BusUnavailable as exc:  # stored: its subscribers find the end in the database
+                self._bus_trouble(ending.run_id, exc)
         self._stop_agents_of({ending.run_id for ending in endings}, rows)
         if endings:
             log.warning("ended %d orphaned run(s) as %s", len(endings), status)
         return len(endings)
+
+    def _logged_events(self, run_id: str) -> list:
+        """The run's events on the bus; none when the bus does not answer (the run is then
+        ended with its stored text, which `done` carries to its clients)."""
+        try:
+            return self.bus.events(run_id)
+        except BusUnavailable as exc:
+            self._bus_trouble(run_id, exc)
+            return []
 
     def _stop_agents_of(self, run_ids: set[str], rows) -> None:
         """A native agent may still be working on an orphan's task: stop it (best effort)."""
@@ -346,11 +343,11 @@ class RunManager:
                 live = list(self._live)
                 if live and now - last["cancel"] >= CANCEL_POLL_SECONDS:
                     last["cancel"] = now
-                    for run_id in self.store.run(self._flagged, live):
+                    for run_id in self.store.run(recovery.stops_flagged, self.store.engine, live):
                         self._cancel_here(run_id)
                 if live and now - last["beat"] >= beat_every:
                     last["beat"] = now
-                    self.store.run(self._beat, live)
+                    self.store.run(recovery.beat, self.store.engine, live)
                 if now - last["recover"] >= recover_every:
                     last["recover"] = now
                     self.recover()
@@ -359,36 +356,10 @@ class RunManager:
                     self.bus.forget_ended()
                 if now - last["purge"] >= PURGE_SECONDS:
                     last["purge"] = now
-                    self.store.run(self._purge)
+                    self.store.run(recovery.purge, self.store.engine)
             except Exception:
                 log.exception("run housekeeping tick failed")
                 time.sleep(1.0)
-
-    def _flagged(self, run_ids: list[str]) -> list[str]:
-        with self.store.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(runs_table.c.message_id).where(
-                        runs_table.c.message_id.in_(run_ids),
-                        runs_table.c.ended_at.is_(None),
-                        runs_table.c.cancel_requested_at.is_not(None),
-                    )
-                )
-                .scalars()
-                .all()
-            )
-
-    def _beat(self, run_ids: list[str]) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                update(runs_table)
-                .where(runs_table.c.message_id.in_(run_ids), runs_table.c.ended_at.is_(None))
-                .values(beat_at=utcnow())
-            )
-
-    def _purge(self) -> int:
-        with self.store.engine.begin() as conn:
-            return recovery.purge_idempotency_keys(conn)
 
     def health(self) -> dict:
         return {
@@ -412,6 +383,7 @@ class RunManager:
             time.sleep(0.05)
         self._stopping = True
         self.store.pump()
+        self.bus.close()  # and its listener for stops
         if runs:
             log.warning("shutdown ended %d live run(s)", len(runs))
 

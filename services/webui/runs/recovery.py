@@ -9,6 +9,10 @@ it was sent: when the bus still holds the run's events (Redis, or this process's
 text they add up to is stored; otherwise the stored text is sent to clients inside `done`
 (`content`). Closing events are numbered above `runs.last_seq`, which the driver always stored
 ahead of what it published.
+
+Also here: the runs table as the housekeeping loop reads and writes it (heartbeats, flagged
+stops), and an ended run read back as events for a subscriber whose bus holds no more of it.
+All of it runs on the run store's thread (`RunStore.run`), never on the serving thread.
 """
 
 from __future__ import annotations
@@ -134,3 +138,95 @@ def purge_idempotency_keys(conn) -> int:
     cutoff = utcnow() - IDEMPOTENCY_RETENTION
     table = IdempotencyKey.__table__
     return conn.execute(delete(table).where(and_(table.c.created_at < cutoff))).rowcount
+
+
+# ---- the runs table for the housekeeping loop ---------------------------------------------------
+
+
+def stops_flagged(engine, run_ids: list[str]) -> list[str]:
+    """Those of these live runs whose stop was asked for (on any worker)."""
+    with engine.connect() as conn:
+        return (
+            conn.execute(
+                select(runs_table.c.message_id).where(
+                    runs_table.c.message_id.in_(run_ids),
+                    runs_table.c.ended_at.is_(None),
+                    runs_table.c.cancel_requested_at.is_not(None),
+                )
+            )
+            .scalars()
+            .all()
+        )
+
+
+def beat(engine, run_ids: list[str]) -> None:
+    """The heartbeat of the runs this process drives."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(runs_table)
+            .where(runs_table.c.message_id.in_(run_ids), runs_table.c.ended_at.is_(None))
+            .values(beat_at=utcnow())
+        )
+
+
+def purge(engine) -> int:
+    with engine.begin() as conn:
+        return purge_idempotency_keys(conn)
+
+
+# ---- reading an ended run back (for a subscriber whose bus holds no more of it) -----------------
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    content: str
+    status: str
+    error: str | None
+    usage: dict | None
+    steps: list
+
+
+def run_row(engine, run_id: str):
+    with engine.connect() as conn:
+        return conn.execute(select(runs_table).where(runs_table.c.message_id == run_id)).first()
+
+
+def stored_reply(engine, message_id: str) -> StoredReply | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                messages_table.c.content,
+                messages_table.c.status,
+                messages_table.c.error,
+                messages_table.c.usage,
+                messages_table.c.steps,
+            ).where(messages_table.c.id == message_id)
+        ).first()
+    if row is None:
+        return None
+    usage = json.loads(row.usage) if row.usage else None
+    return StoredReply(
+        row.content, row.status, row.error, usage if isinstance(usage, dict) else None, load_steps(row.steps)
+    )
+
+
+def replay_ended(message: StoredReply | None, row, sent: int) -> list[StreamEvent]:
+    """An ended run whose events are gone, for a client that has events up to `sent`: the
+    stored reply as token, usage, done, numbered up to the stored ceiling."""
+    last = row.last_seq
+    if message is None or sent >= last:
+        return []
+    events = []
+    done = {"status": message.status, "message_id": row.message_id}
+    if message.error:
+        done["error"] = message.error
+    if message.steps:
+        done["steps"] = message.steps  # the timeline, kept with the message
+    if sent == 0 and message.content and last >= 3:
+        events.append(StreamEvent(last - 2, "token", {"text": message.content}))
+    elif message.content or sent > 0:
+        done["content"] = message.content  # replaces whatever the client holds
+    if sent < last - 1:
+        events.append(StreamEvent(last - 1, "usage", message.usage or zero_usage()))
+    events.append(StreamEvent(last, "done", done))
+    return events
