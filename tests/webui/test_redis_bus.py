@@ -126,3 +126,33 @@ def test_stop_while_the_bus_does_not_answer_is_taken_through_the_database(dead_r
         assert flagged[0] is not None
     finally:
         run_manager(app).shutdown(timeout=0.5)
+
+
+def test_a_quiet_stream_gets_its_keep_alive_at_the_heartbeat_not_at_each_quiet_read(app_config, redis_url):
+    """The bus comes back from a quiet read every 2 s at most; the client hears from the stream
+    once per HEARTBEAT_SECONDS all the same."""
+    from services.webui import create_app
+    from services.webui.auth import create_user
+    from tests.support import UserClient
+
+    from .test_approvals import live_request
+
+    app = create_app({**app_config, "REDIS_URL": redis_url, "HEARTBEAT_SECONDS": 2.6})
+    try:
+        with app.app_context():
+            create_user("fay", "correct horse battery")
+        fay = UserClient(app, "fay", "correct horse battery")
+        session_id, reply_id = live_request(app, "fay", status="streaming")  # driven "elsewhere"
+        run_manager(app).bus.open(reply_id)  # its log, with no event yet
+        response = fay.client.get(f"/api/chat/stream/{session_id}", buffered=False)
+        started, heard = time.monotonic(), []
+        for chunk in response.response:
+            if b"keep-alive" in (chunk if isinstance(chunk, bytes) else chunk.encode()):
+                heard.append(time.monotonic() - started)
+                if len(heard) == 2:
+                    break
+        response.close()
+        assert 2.4 < heard[0] < 3.5 and 2.4 < heard[1] - heard[0] < 3.5
+    finally:
+        run_manager(app).bus.drop(reply_id)
+        run_manager(app).shutdown(timeout=0.5)

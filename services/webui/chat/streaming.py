@@ -4,6 +4,7 @@ that points a client at it when a run starts."""
 from __future__ import annotations
 
 import json
+import time
 
 from flask import Response, current_app, jsonify, request, stream_with_context, url_for
 from sqlalchemy import select
@@ -54,11 +55,19 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
         yield "retry: 1000\n\n"
         if message_id is None:
             return
-        for batch in manager.subscribe_batches(message_id, after_seq, lambda: heartbeat):
+        last_output = time.monotonic()
+
+        def until_heartbeat() -> float:
+            return max(heartbeat - (time.monotonic() - last_output), 0.001)
+
+        for batch in manager.subscribe_batches(message_id, after_seq, until_heartbeat):
             if batch is None:
+                if time.monotonic() - last_output < heartbeat:
+                    continue  # a quiet moment before the heartbeat is due (Redis waits 2 s at most)
                 yield KEEP_ALIVE
             else:  # events that arrived together go out in one write
                 yield "".join(format_sse(json.dumps(e.data), event=e.type, id=str(e.seq)) for e in batch)
+            last_output = time.monotonic()
 
     return sse_response(chunks())
 

@@ -309,7 +309,9 @@ class RedisBus:
                             return
                         if message and message.get("type") == "message":
                             callback(message["data"].decode())
-                except self._redis_module.RedisError as exc:
+                except Exception as exc:  # Redis lost, or its client closed under us (stopping)
+                    if self._stopping:
+                        return
                     log.warning("cancel listener lost Redis (%s); reconnecting", type(exc).__name__)
                     time.sleep(1.0)
                 finally:

@@ -169,7 +169,7 @@ class Driver:
         While the bus does not answer (Redis down or stalled), the events stay here, with every
         later one behind them, and are offered again every BUS_RETRY_SECONDS: the reply goes on
         and is stored meanwhile, and its subscribers, who wait with heartbeats, resume where
-        they were. Before, a bus that failed once ended every live reply as interrupted.
+        they were. (Raising instead would end every live reply, as interrupted, at a Redis blip.)
         """
         if not run.outbox:
             return True

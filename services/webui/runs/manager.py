@@ -196,8 +196,9 @@ class RunManager:
         `wait()` says how long to wait for the next event; None is yielded each time that
         passes quietly (the caller's cue for a heartbeat or a pending render). The database is
         read only when the bus holds no log for the run (never started here, expired, or past
-        its end): a quiet stream costs nothing but its wait, and an orphan's end reaches its
-        subscribers through the bus, from whichever worker's housekeeping ends it.
+        its end) or the log has been quiet for RUN_STALE_SECONDS: a quiet stream costs little
+        more than its wait, and an orphan's end reaches its subscribers through the bus, from
+        whichever worker's housekeeping ends it (or from the database, if the bus was down).
         Holds no database connection across a yield. A bus that does not answer (Redis down)
         is waited for: the client keeps its stream, with heartbeats, and resumes where it was.
         """
