@@ -4,7 +4,9 @@ concurrent streams one gunicorn worker holds with its heartbeats on time.
     .venv/bin/python bench/relay.py [--samples 40] [--streams 1000] [--hold 12]
 
 Starts its own reference agents and gunicorn (gevent workers) on free loopback ports, with a
-throw-away SQLite file, and prints tables. Figures only: nothing here asserts.
+throw-away SQLite file, and prints tables. Figures only: nothing here asserts. The first-token
+paths: straight to the agent; the API's POST that streams; the API's 202 then its stream; and
+the browser's: the composer's form, then the page stream (HTML) its answer connects to.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from gevent import monkey  # noqa: E402
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import html  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -88,17 +92,46 @@ def through_two_requests_once(api, content, model):
     return timed_stream(response, started)
 
 
+def through_page_once(api, content, model):
+    """What the browser does in a chat: the composer's form (htmx), then the page stream its
+    answer connects to; until the reply's first words are in a message of that stream (HTML).
+    The chat is a new one with one exchange in it, started through the API beforehand (untimed).
+    Only the time to the first token is meaningful here (the page renders at most every 150 ms)."""
+    first_reply = api.post("/api/chat/message", json={"agent_id": AGENT, "model_id": model, "content": "Hello"})
+    session_id = first_reply.json()["session_id"]
+    timed_stream(api.get(first_reply.json()["stream_url"], headers={"Accept": "text/event-stream"}, stream=True), 0)
+    started = time.perf_counter()
+    sent = api.post(
+        "/chat/send",
+        data={"agent_id": AGENT, "model_id": model, "content": content, "session_id": session_id},
+        headers={"HX-Request": "true"},
+    )
+    stream_url = html.unescape(re.search(r'hx-sse:connect="([^"]+/stream[^"]*)"', sent.text).group(1))
+    response = api.get(stream_url, headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+    parser, first, marker = SSEParser(), None, content.split(" @@")[0]
+    for chunk in response.iter_content(chunk_size=None):
+        for message in parser.feed(chunk):
+            if first is None and marker in message.data:
+                first = time.perf_counter() - started
+            if 'hx-swap-oob="delete"' in message.data:  # the final render
+                response.close()
+                return first, time.perf_counter() - started, 0
+    return first, time.perf_counter() - started, 0
+
+
 def interleaved(stack, api, content, samples, model="ref-fast", two_requests=True):
     """Each path once per round, so that drift in the machine's speed hits every path alike."""
     agent_session = requests.Session()
     results = {"direct to agent": [], "via Switchboard (POST streams)": []}
     if two_requests:
         results["via Switchboard (202 + GET)"] = []
+        results["via the page (form + page stream)"] = []
     for index in range(samples):
         results["direct to agent"].append(direct_once(stack, agent_session, content, model, index))
         results["via Switchboard (POST streams)"].append(through_once(api, content, model))
         if two_requests:
             results["via Switchboard (202 + GET)"].append(through_two_requests_once(api, content, model))
+            results["via the page (form + page stream)"].append(through_page_once(api, content, model))
     return [summarise(name, rows) for name, rows in results.items()]
 
 

@@ -160,6 +160,26 @@
     if (box) box.scrollTop = box.scrollHeight;
   }
 
+  // A status change mid-reply swaps only the chip (reply_delta.html), but the reply's article
+  // carries the status too (data-status, class status-*), which styles and scripts read: the
+  // stall notice stays quiet while the agent awaits approval (progress.js), the attention marks
+  // count live replies (attention.js).
+  function syncStatus(chip) {
+    const turn = chip.closest(".turn");
+    const status = chip.dataset.status;
+    if (!turn || !status || turn.dataset.status === status) return;
+    turn.classList.remove(`status-${turn.dataset.status}`);
+    turn.classList.add(`status-${status}`);
+    turn.dataset.status = status;
+  }
+  new MutationObserver((records) => {
+    for (const record of records) {
+      for (const node of record.addedNodes) {
+        if (node.nodeType === 1 && node.matches(".turn-head .chip[data-status]")) syncStatus(node);
+      }
+    }
+  }).observe(document.documentElement, {subtree: true, childList: true});
+
   // The reply stream: a discreet "reconnecting" state while hx-sse retries.
   function streamState(element, reconnecting) {
     if (!element || !element.classList || !element.classList.contains("reply-stream")) return;

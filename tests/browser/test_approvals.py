@@ -21,7 +21,7 @@ def ask(page, what: str, extra: str = "@@tokens=30 @@delay_ms=5"):
     send(page, f'Tidy up @@approval="{what}" {extra}')
     reply = last_reply(page)
     expect(reply.locator(".approval .approval-title")).to_have_text(what, timeout=15_000)
-    # Deltas swap the status chip (the article's data-status is set by whole renders).
+    # Deltas swap the status chip; app.js carries its status to the article (data-status).
     expect(reply.locator(".turn-head .chip")).to_have_text("Awaiting approval")
     return reply
 

@@ -174,7 +174,11 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         yield format_comment("connected")
         state = ReplyState()
         page: IncrementalReply | None = None  # None until the whole reply has been sent once
-        last_render = last_output = time.monotonic()  # the first render comes after an interval
+        last_output = time.monotonic()
+        # The first render goes out as soon as there is something to show (it is the reply's
+        # first words on the page: holding it for an interval cost every reply 150 ms there);
+        # later ones at most every RENDER_INTERVAL.
+        last_render = float("-inf")
         dirty = False
 
         def wait() -> float:
