@@ -126,55 +126,31 @@ def test_streaming_blocks_rendered_one_by_one_add_up_to_the_whole_render(text):
     assert html == render_markdown(text)
 
 
-def test_a_subscriber_finds_in_the_database_an_end_the_bus_never_got(app_config, make_user):
+def test_a_subscriber_finds_in_the_database_an_end_the_bus_never_got(app_config):
     """The run's events reached the bus, its end was stored, but its `done` never came (the bus
     did not answer as the run ended): after RUN_STALE_SECONDS of quiet the subscriber reads the
     stored end, with the stored text, instead of waiting for ever."""
-    from datetime import timedelta
+    from sqlalchemy import update
 
     from services.webui import create_app
+    from services.webui.auth import create_user
     from services.webui.extensions import db
-    from services.webui.models import Message, Run, new_id, utcnow
+    from services.webui.models import Message, Run, utcnow
     from services.webui.runs import run_manager
 
-    from .test_sessions import add_session
+    from .test_approvals import live_request
 
     app = create_app({**app_config, "RUN_STALE_SECONDS": 1.0})
     manager = run_manager(app)
     try:
         with app.app_context():
-            from services.webui.auth import create_user
-
             create_user("dora", "correct horse battery")
-        session_id = add_session(app, "dora", title="Ended quietly", messages=[{"role": "user", "content": "Hi"}])
-        reply_id = new_id()
-        with app.app_context():
-            now = utcnow()
-            db.session.add(
-                Message(
-                    id=reply_id,
-                    session_id=session_id,
-                    role="assistant",
-                    agent_id="architect",
-                    content="Hello there",
-                    status="complete",
-                    created_at=now + timedelta(seconds=1),
-                )
+        _, reply_id = live_request(app, "dora", status="streaming")
+        with app.app_context():  # ended and stored: only the bus never heard of it
+            db.session.execute(
+                update(Message).where(Message.id == reply_id).values(content="Hello there", status="complete")
             )
-            db.session.flush()
-            db.session.add(
-                Run(
-                    message_id=reply_id,
-                    session_id=session_id,
-                    agent_id="architect",
-                    model_id="ref-standard",
-                    owner=manager.owner,
-                    beat_at=now,
-                    created_at=now,
-                    last_seq=4,
-                    ended_at=now,
-                )
-            )
+            db.session.execute(update(Run).where(Run.message_id == reply_id).values(last_seq=4, ended_at=utcnow()))
             db.session.commit()
         manager.bus.open(reply_id)
         manager.bus.publish_many(reply_id, tokens(["Hello", " there"]))  # seq 1, 2; no done
