@@ -208,7 +208,9 @@ def test_session_page_shows_the_conversation(app, alice, agents_up):
     assert f'id="msg-{user_id}"' in html and f'id="msg-{reply_id}"' in html
     assert "<strong>bold</strong> reply" in html
     assert re.search(r'class="turn-body md" hx-ignore aria-live="polite"', html)
-    assert re.search(r'<span class="chip chip-complete" id="msg-[0-9a-f-]+-chip">Complete</span>', html)
+    assert re.search(
+        r'<span class="chip chip-complete" id="msg-[0-9a-f-]+-chip" data-status="complete">Complete</span>', html
+    )
     assert "1,200 tokens in · 34 out · $0.0042" in html
     # The gauge counts what the next message would send (chat/context.py), here estimated.
     used = alice.get(f"/api/chat/sessions/{sid}/context").json["used"]
@@ -304,7 +306,9 @@ def test_sending_in_a_session_appends_both_turns_and_the_stream(app, alice, agen
     assert response.status_code == 200
     html = response.text
     assert html.count("<article ") == 2 and ">Next</div>" in html
-    assert re.search(r'<span class="chip chip-pending" id="msg-[0-9a-f-]+-chip">Waiting</span>', html)
+    assert re.search(
+        r'<span class="chip chip-pending" id="msg-[0-9a-f-]+-chip" data-status="pending">Waiting</span>', html
+    )
     assert re.search(rf'hx-sse:connect="/chat/{sid}/stream\?message_id=[0-9a-f-]+"', html)
     assert 'id="composer-actions" hx-swap-oob="true"' in html and 'data-action="stop"' in html
     assert 'id="session-watch" class="session-watch" hidden hx-swap-oob="true"' in html
