@@ -18,8 +18,8 @@ import pytest
 import requests
 import sseclient
 
-from ..redis_server import redis_server
-from ..servers import LiveStack
+from ..redis_server import redis_server, start_redis, stop_redis
+from ..servers import ApiSession, LiveStack
 from .test_relay_live import agent_task, db_row, open_stream, send, wait_for
 
 pytestmark = pytest.mark.slow
@@ -220,3 +220,32 @@ def test_a_reply_past_the_length_cap_is_stopped_with_its_text_kept(default_stack
         lambda: (t := agent_task(default_stack, "dir-code", sent["message_id"]))["status"] == "cancelled" and t
     )
     assert task["tokens_sent"] < 5000
+
+
+def test_a_redis_restarted_empty_mid_reply_leaves_every_client_with_the_stored_text(two_hosts, tmp_path):
+    """Redis dies mid-reply and comes back empty (no persistence). The run holds its events
+    meanwhile, then publishes them into the new, empty log: a client may lack the events the old
+    log had, so `done` carries the stored text. The client that watched throughout and one that
+    joins after the end both hold exactly the stored reply. (Host A is gone: the test before
+    killed it, so host B drives and serves.)"""
+    api = ApiSession(two_hosts.other_url, two_hosts.username, two_hosts.password)
+    sent = send(api, "Through a restart @@tokens=150 @@delay_ms=60")
+    client = Client(api, sent["stream_url"])
+    client.follow(tokens=5)
+    old = redis_process(two_hosts.redis_url)
+    port = int(two_hosts.redis_url.rsplit(":", 1)[1].split("/")[0])
+    old.kill()
+    old.wait(5)
+    time.sleep(1.5)  # the run's publishes fail meanwhile
+    restarted = start_redis(port, str(tmp_path))
+    try:
+        client.follow()
+        row = wait_for(lambda: (r := db_row(two_hosts, sent["message_id"])) and r["status"] == "complete" and r)
+        assert client.done["status"] == "complete" and client.done["content"] == row["content"]
+        assert client.text == row["content"] and client.ids == sorted(set(client.ids))
+        late = Client(api, sent["stream_url"])
+        late.follow()
+        assert late.text == row["content"] and late.done["status"] == "complete"
+        assert agent_task(two_hosts, "dir-code", sent["message_id"])["tokens_sent"] == 150
+    finally:
+        stop_redis(restarted)

@@ -62,6 +62,7 @@ class LiveRun:
         # (one bus call, one Redis round trip, one wake-up of each subscriber).
         self.outbox: list[StreamEvent] = []
         self.bus_retry_at = 0.0  # monotonic time before which the bus is not asked again
+        self.log_lost = False  # the bus lost the run's log meanwhile (e.g. Redis restarted empty)
         self.last_flush: Flush | None = None
         self.dirty = False
         self.waiting_on: str | None = None  # the approval request the agent waits on
@@ -177,6 +178,13 @@ class Driver:
         if now < run.bus_retry_at:
             return False
         try:
+            if run.bus_retry_at and not self.bus.has_log(run.run_id):
+                # The bus came back without the events it had (a Redis restarted empty): a client
+                # may now lack some, so `done` carries the stored text, which replaces its own.
+                run.log_lost = True
+                for event in run.outbox:
+                    if event.type == "done":
+                        event.data["content"] = run.state.text
             self.bus.publish_many(run.run_id, run.outbox)
         except BusUnavailable as exc:
             if not run.bus_retry_at:
@@ -257,6 +265,8 @@ class Driver:
             self._emit(run, "usage", run.state.usage_so_far())
         self._publish_outbox(run)  # everything but `done` is out before the end is stored
         done["message_id"] = run.run_id
+        if run.log_lost:
+            done["content"] = run.state.text  # see _publish_outbox
         event = StreamEvent(run.state.seq + 1, "done", done)
         run.state.apply(event)
         flush = self._flush(run, final=True)
