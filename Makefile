@@ -69,6 +69,7 @@ bench: deps system-packages  ## prints figures; run_engine.py and load.py start 
 	$(PY) bench/page_stream.py
 	$(PY) bench/openai_path.py
 	$(PY) bench/load.py
+	$(PY) bench/io_floor.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

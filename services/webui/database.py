@@ -18,13 +18,17 @@ from .config import ConfigError
 from .errors import RequestError
 from .extensions import db
 
+# A WAL reader meets a lock only in rare moments (a checkpoint resetting the log): it may wait
+# this long in SQLite's C handler. A writer never does (begin_immediate).
+READ_BUSY_TIMEOUT_MS = 20
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     # The serving thread waits in SQLite's C busy handler only a moment: under gevent that wait
-    # holds every stream of the worker. Longer waits happen in Python (_begin_immediate), where
-    # they yield; the run store's own connections, on a native thread, wait longer.
-    "PRAGMA busy_timeout=20",
+    # holds every stream of the worker. Waits for the write lock happen in Python
+    # (begin_immediate), where they yield; the run store's own connections, on a native thread,
+    # wait longer.
+    f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}",
     # Safe with WAL: a crash can lose the last commits but never corrupts the file.
     "PRAGMA synchronous=NORMAL",
 )
@@ -73,18 +77,26 @@ def begin_immediate(dbapi_connection, wait_seconds: float | None = None) -> None
     if dbapi_connection.in_transaction:
         return
     deadline = time.monotonic() + (WRITE_WAIT_SECONDS if wait_seconds is None else wait_seconds)
-    delay = 0.005
-    while True:
-        try:
-            dbapi_connection.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _lock_errors(exc):
-                raise
-            if time.monotonic() >= deadline:
-                raise DatabaseUnavailable() from None
-        time.sleep(delay)  # yields under gevent
-        delay = min(delay * 2, 0.1)
+    delay = 0.002
+    # No wait in SQLite's C busy handler here: the run store's writer (runs/store.py) holds the
+    # lock often while replies stream, and each BEGIN that met it slept up to the busy timeout
+    # with the whole worker. In bench/load.py (a), while its 500 sends came in, half of the
+    # worker's busy samples were a send saving its turn, mostly in that wait. These sleeps yield.
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _lock_errors(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseUnavailable() from None
+            time.sleep(delay)  # yields under gevent
+            delay = min(delay * 2, 0.05)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
 
 
 @event.listens_for(Engine, "before_cursor_execute")

@@ -6,13 +6,16 @@ import io
 import json
 import logging
 import re
+import sqlite3
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
 
-from services.webui import ConfigError, create_app
+from services.webui import ConfigError, create_app, database
 from services.webui.extensions import db
 from services.webui.logs import JsonLineFormatter
 from services.webui.security import PUBLIC_ENDPOINTS
@@ -76,6 +79,37 @@ def test_sqlite_pragmas_on_a_fresh_connection(app):
 
     with run_manager(app).store.engine.connect() as conn:  # the run store waits on its own thread
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+def test_a_writer_waits_for_the_write_lock_in_python_not_in_sqlites_busy_handler(tmp_path, monkeypatch):
+    """Under gevent a wait in SQLite's C busy handler holds every stream of the worker: each try
+    at the lock must fail at once, with the waits in between (which yield) done in Python."""
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute(f"PRAGMA busy_timeout={database.READ_BUSY_TIMEOUT_MS}")
+    seen = []
+
+    def sleep(seconds):
+        seen.append(writer.execute("PRAGMA busy_timeout").fetchone()[0])
+        if len(seen) == 2:
+            holder.execute("COMMIT")  # the other writer is done
+
+    monkeypatch.setattr(database, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    database.begin_immediate(writer, wait_seconds=30)
+    assert writer.in_transaction  # the lock was taken after the holder let go
+    assert seen == [0, 0]  # no C busy wait while trying
+    writer.execute("ROLLBACK")
+    assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == database.READ_BUSY_TIMEOUT_MS  # reads as before
+
+    holder.execute("BEGIN IMMEDIATE")
+    seen.clear()
+    with pytest.raises(database.DatabaseUnavailable):
+        database.begin_immediate(writer, wait_seconds=0)
+    assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == database.READ_BUSY_TIMEOUT_MS
+    holder.execute("ROLLBACK")
 
 
 def test_every_non_public_route_needs_login(app):

@@ -3,6 +3,7 @@ coalescing and retries, incremental block splitting."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -103,6 +104,38 @@ def test_the_store_coalesces_pending_states_and_retries_failures(tmp_path, monke
     assert store.pump(now=0.01) == 0  # backing off
     assert store.pump(now=10.0) == 1 and store.healthy
     assert written == [[("r", "ab", True)]] and end.stored.is_set()
+    store.close()
+
+
+def test_runs_ending_during_a_write_are_stored_together_by_the_next_one(tmp_path, monkeypatch):
+    """Each run that ends pumps the store at once. Those that come while a write is in progress
+    wait for it and are then stored by one more write, not one write each."""
+    store = RunStore(f"sqlite:///{tmp_path / 'unused.db'}")
+    writes, release = [], threading.Event()
+
+    def write(flushes):
+        writes.append(sorted(f.run_id for f in flushes))
+        if len(writes) == 1:
+            release.wait(10)  # a slow first write
+        return set()
+
+    monkeypatch.setattr(store, "write", write)
+    end = lambda run_id: Flush(run_id, "s", "text", "complete", None, None, 1, final=True)  # noqa: E731
+    first = store.submit(end("r0"))
+    pumps = [threading.Thread(target=store.pump, kwargs={"stored": first.stored})]
+    pumps[0].start()
+    while not writes:
+        time.sleep(0.01)
+    for index in range(1, 6):  # as each driver does: submit its end, then pump
+        flush = store.submit(end(f"r{index}"))
+        pumps.append(threading.Thread(target=store.pump, kwargs={"stored": flush.stored}))
+        pumps[-1].start()
+    time.sleep(0.1)  # they all wait on the write in progress
+    release.set()
+    for pump in pumps:
+        pump.join(10)
+    assert not any(pump.is_alive() for pump in pumps)
+    assert writes == [["r0"], ["r1", "r2", "r3", "r4", "r5"]]
     store.close()
 
 

@@ -272,7 +272,7 @@ class Driver:
         flush = self._flush(run, final=True)
         deadline = time.monotonic() + self.stale_seconds
         while not flush.stored.is_set():
-            self.store.pump()
+            self.store.pump(stored=flush.stored)
             if flush.stored.is_set():
                 break
             if time.monotonic() >= deadline:
