@@ -64,18 +64,25 @@ def agent_socket(port: int, content: str, task_id: str) -> socket.socket:
     sock.settimeout(120)  # as the gateway reads: with an idle timeout
     sock.sendall(
         b"POST /tasks HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        b"Accept: text/event-stream\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     )
     return sock
 
 
-def raw_reader(port: int, content: str, index: int, delay_before: float, counts: dict) -> None:
+def raw_reader(
+    port: int, content: str, index: int, delay_before: float, counts: dict, handed: queue.Queue | None = None
+) -> None:
+    """Bytes only; with `handed`, each read is put there for another greenlet."""
     gevent.sleep(delay_before)
-    with agent_socket(port, content, f"raw-{index}") as sock:
+    task_id = f"{'hand' if handed is not None else 'raw'}-{index}"  # an agent refuses a task id twice
+    with agent_socket(port, content, task_id) as sock:
         while True:
             data = sock.recv(65536)
             counts["reads"] += 1
             counts["events"] += data.count(b"\n\n")
+            if handed is not None:
+                handed.put(data)
+                time.sleep(0)  # as the gateway's reader does: the consumer takes each read at once
             if not data or b"event: done" in data:
                 return
 
@@ -110,18 +117,11 @@ def handing_reader(port: int, content: str, index: int, delay_before: float, cou
             pass
 
     consumer = gevent.spawn(consume)
-    gevent.sleep(delay_before)
-    with agent_socket(port, content, f"hand-{index}") as sock:
-        while True:
-            data = sock.recv(65536)
-            counts["reads"] += 1
-            counts["events"] += data.count(b"\n\n")
-            handed.put(data)
-            time.sleep(0)  # as the gateway's reader does: the consumer takes each read at once
-            if not data or b"event: done" in data:
-                handed.put(None)
-                consumer.join()
-                return
+    try:
+        raw_reader(port, content, index, delay_before, counts, handed)
+    finally:
+        handed.put(None)
+        consumer.join()
 
 
 def gateway_reader(agent, content: str, delay_before: float, counts: dict) -> None:
