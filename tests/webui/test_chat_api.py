@@ -251,7 +251,12 @@ def test_a_failed_store_of_the_end_is_retried_and_the_grammar_kept(app, alice, m
     monkeypatch.setattr(store, "write", flaky_write)
     sent = send(alice).json  # nothing listens on the agent's port: usage, then done error
     reply = wait_final(app, sent["message_id"])
-    assert failed and reply.status == "error" and store.healthy
+    assert failed and reply.status == "error"
+    # The end is committed a moment before the store marks itself healthy (another thread).
+    deadline = time.monotonic() + 5
+    while not store.healthy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.healthy
     events = [kind for _, kind, _ in sse_events(alice.get(sent["stream_url"]).text)]
     assert events == ["usage", "done"]
 

@@ -179,10 +179,10 @@ class RunStore:
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, RETRY_MAX_SECONDS)
             return 0
-        if self.failing_since is not None:
-            log.warning("storing runs works again after %.1f s", now - self.failing_since)
-        self.failing_since, self.last_error = None, None
+        failing_since, self.failing_since, self.last_error = self.failing_since, None, None
         self._backoff = RETRY_FIRST_SECONDS
+        if failing_since is not None:  # healthy first, then the (slower) log line
+            log.warning("storing runs works again after %.1f s", now - failing_since)
         for run_id, flush in batch.items():
             flush.lost = run_id in lost
             flush.stored.set()
