@@ -64,6 +64,8 @@ def main() -> int:
     try:
         while not stopping and gunicorn.poll() is None:
             time.sleep(0.2)
+            if stopping:
+                break  # Ctrl-C reaches the agents too: they are stopping, not crashed
             for agent_id in fleet.revive():  # a crashed reference agent comes back by itself
                 print(f"switchboard: agent {agent_id} exited; restarted it.", file=sys.stderr, flush=True)
     finally:

@@ -57,7 +57,12 @@ def launched(tmp_path):
     env.pop("WEB_WORKERS", None)  # the shipped default
     log = open(tmp_path / "launcher.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "services.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a group of its own, as in a terminal: Ctrl-C signals all of it
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -91,6 +96,18 @@ def test_a_crashed_reference_agent_is_restarted(launched):
     after = wait_for(lambda: (pid := agent_pid(port)) and pid != before and pid)
     health = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=1).json())
     assert health["agent_id"] == "dir-code" and after != before
+
+
+def test_ctrl_c_stops_the_agents_with_the_launcher_and_restarts_none(launched):
+    """Ctrl-C in a terminal signals the whole process group: the agents stop at the same moment
+    as the launcher, and must not be taken for crashed ones and started again."""
+    process, _, agents, folder = launched
+    for agent in agents:
+        wait_for(lambda port=agent["port"]: agent_pid(port))
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    assert "restarted" not in (folder / "launcher.log").read_text()
+    assert all(agent_pid(agent["port"]) is None for agent in agents)
 
 
 def test_sigterm_ends_live_replies_with_their_text_and_stops_the_agents_tasks(launched):
