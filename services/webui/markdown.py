@@ -26,6 +26,7 @@ import html
 import re
 import sys
 import time
+from dataclasses import dataclass
 
 import nh3
 from markdown_it import MarkdownIt
@@ -331,6 +332,82 @@ def _render_tokens(tokens, env: dict, budget: _Budget, highlight: bool = True) -
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def _block_starts(text: str, tokens) -> list[tuple[int, int]]:
+    """(character offset, token index) of each top-level block: where its first line starts,
+    counting line breaks as markdown-it does (CRLF, CR, LF)."""
+    line_starts = [0]
+    line_starts.extend(match.end() for match in _LINE_BREAK.finditer(text))
+    return [
+        (line_starts[token.map[0]], index)
+        for index, token in enumerate(tokens)
+        if token.level == 0 and token.nesting >= 0 and token.map is not None
+    ]
+
+
+@dataclass(frozen=True)
+class RenderedBlocks:
+    """Top-level blocks of a reply that a stream rendered once finished: their text (from the
+    previous blocks' end), where each began, where the last one ends (the next block's start),
+    and their HTML."""
+
+    text: str
+    starts: tuple[int, ...]
+    end: int
+    html: Markup
+
+
+def render_streamed(
+    text: str | None,
+    streamed: list[RenderedBlocks],
+    budget_seconds: float = RENDER_BUDGET_SECONDS,
+    max_chars: int = MAX_RENDER_CHARS,
+) -> Markup:
+    """render_markdown(text), reusing the blocks a stream rendered as they finished.
+
+    The whole text is parsed again, which is what tells whether they still hold: a line that
+    began a block may have stopped doing so as the text grew ("#" is a heading, "#foo" is not),
+    a reference definition written later changes the links above it, and a reply may end with
+    a text other than the one streamed (the stored one, after a crash). Only when the text
+    begins with the streamed one, the whole parse has exactly the same top-level blocks up to
+    its end, and no reference definitions, is their HTML reused and only the rest rendered;
+    else all of it is.
+    Either way the result is the whole render (the stream's tests hold it to that).
+    """
+    if not text:
+        return Markup("")
+    if len(text) > max_chars:
+        return render_plain(text)
+    budget = _Budget(budget_seconds)
+    env: dict = {_BUDGET_KEY: budget}
+    try:
+        tokens = _md.parse(text, env)
+    except (RenderBudgetExceeded, RecursionError):
+        return render_plain(text)
+    rest = _reusable_up_to(text, tokens, env, streamed)
+    if rest is None:
+        return _render_tokens(tokens, env, budget)
+    reused = Markup("").join(blocks.html for blocks in streamed)
+    return reused + _render_tokens(tokens[rest:], env, budget)
+
+
+def _reusable_up_to(text: str, tokens, env: dict, streamed: list[RenderedBlocks]) -> int | None:
+    """The index of the first token not covered by `streamed`, when every streamed block is one
+    of the whole parse's (same starts, nothing between), else None."""
+    if not streamed or env.get("references"):
+        return None
+    end = streamed[-1].end
+    if "".join(blocks.text for blocks in streamed) != text[:end]:
+        return None
+    expected = [start for blocks in streamed for start in blocks.starts]
+    found, rest = [], None
+    for offset, index in _block_starts(text, tokens):
+        if offset >= end:
+            rest = index if offset == end else None
+            break
+        found.append(offset)
+    return rest if found == expected else None
+
+
 class GrowingText:
     """A reply still being written, parsed once and split at its last top-level block.
 
@@ -345,6 +422,7 @@ class GrowingText:
         self.text = text
         self.finished = 0
         self._tokens, self._split, self._plain = [], 0, False
+        self._finished_starts: tuple[int, ...] = ()
         if not text:
             return
         if len(text) > max_chars:
@@ -357,23 +435,23 @@ class GrowingText:
         except (RenderBudgetExceeded, RecursionError):
             self._plain = True
             return
-        starts = [
-            i
-            for i, token in enumerate(self._tokens)
-            if token.level == 0 and token.nesting >= 0 and token.map is not None
-        ]
-        if len(starts) < 2 or self._tokens[starts[-1]].map[0] == 0:
+        blocks = _block_starts(text, self._tokens)
+        if len(blocks) < 2 or blocks[-1][0] == 0:
             return
-        line = self._tokens[starts[-1]].map[0]
-        for index, match in enumerate(_LINE_BREAK.finditer(text), start=1):
-            if index == line:
-                self.finished, self._split = match.end(), starts[-1]
-                return
+        self.finished, self._split = blocks[-1]
+        self._finished_starts = tuple(offset for offset, _ in blocks[:-1])
 
     def finished_html(self) -> Markup:
         if not self._split:
             return Markup("")
         return _render_tokens(self._tokens[: self._split], self._env, self._budget)
+
+    def finished_blocks(self, offset: int) -> RenderedBlocks | None:
+        """The finished blocks rendered, for a text that starts `offset` characters into the reply."""
+        if not self._split:
+            return None
+        starts = tuple(offset + start for start in self._finished_starts)
+        return RenderedBlocks(self.text[: self.finished], starts, offset + self.finished, self.finished_html())
 
     def tail_html(self, highlight: bool = True) -> Markup:
         """The open block. A stream passes highlight=False: a code block still being written

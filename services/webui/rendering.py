@@ -19,7 +19,7 @@ from cachetools import LRUCache
 from flask import current_app, has_app_context
 from markupsafe import Markup
 
-from .markdown import RENDERER_VERSION, render_markdown
+from .markdown import RENDERER_VERSION, render_markdown, render_streamed
 
 EXTENSION = "markdown_cache"
 # A render that took longer than this yields to other greenlets before the next one starts, so
@@ -52,17 +52,19 @@ def init_rendering(app) -> None:
     app.extensions[EXTENSION] = RenderCache(app.config["MARKDOWN_CACHE_CHARS"])
 
 
-def _render(content: str) -> Markup:
+def _budget() -> dict:
     if not has_app_context():
-        return render_markdown(content)
+        return {}
     config = current_app.config
-    return render_markdown(
-        content, budget_seconds=config["MARKDOWN_BUDGET_MS"] / 1000, max_chars=config["MARKDOWN_MAX_CHARS"]
-    )
+    return {"budget_seconds": config["MARKDOWN_BUDGET_MS"] / 1000, "max_chars": config["MARKDOWN_MAX_CHARS"]}
 
 
-def render_message(message_id: str | None, content: str | None, final: bool = True) -> Markup:
-    """The HTML of one reply; a final one comes from the cache after its first render."""
+def render_message(message_id: str | None, content: str | None, final: bool = True, streamed=None) -> Markup:
+    """The HTML of one reply; a final one comes from the cache after its first render.
+
+    `streamed`: the blocks a page stream rendered as they finished (markdown.RenderedBlocks), which
+    the final render reuses where the whole parse confirms them.
+    """
     if not content:
         return Markup("")
     cache: RenderCache | None = current_app.extensions.get(EXTENSION) if has_app_context() else None
@@ -73,7 +75,10 @@ def render_message(message_id: str | None, content: str | None, final: bool = Tr
         if cached is not None:
             return cached
     started = time.perf_counter()
-    html = _render(content)
+    if streamed:
+        html = render_streamed(content, streamed, **_budget())
+    else:
+        html = render_markdown(content, **_budget())
     if key is not None:
         cache.put(key, html)
     if time.perf_counter() - started > YIELD_AFTER_SECONDS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from services.gateway.registry import Model
 
@@ -152,14 +152,21 @@ def link(message_id: str, attachments: list[Attachment]) -> None:
         )
 
 
+# Built once: each send and reply end asks (building a statement costs more than running it).
+_BY_MESSAGE = (
+    select(L.message_id, A)
+    .join(A, A.id == L.attachment_id)
+    .where(L.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(L.position)
+)
+
+
 def by_message(message_ids) -> dict[str, list[Attachment]]:
     """Each message's attachments, in order, in one query."""
     ids = list(message_ids)
     if not ids:
         return {}
-    rows = db.session.execute(
-        select(L.message_id, A).join(A, A.id == L.attachment_id).where(L.message_id.in_(ids)).order_by(L.position)
-    ).all()
+    rows = db.session.execute(_BY_MESSAGE, {"ids": ids}).all()
     found: dict[str, list[Attachment]] = {}
     for message_id, attachment in rows:
         found.setdefault(message_id, []).append(attachment)

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.registry import Model
@@ -159,6 +159,31 @@ def budget_of(model: Model) -> int:
     return max(model.context_window - reply_reserve(model.context_window), 0)
 
 
+# The newest messages of the path that count, built once (every send and reply end runs it, and
+# building a statement costs SQLAlchemy more than running it). No message has the id "".
+_HISTORY = (
+    select(
+        Message.id,
+        Message.role,
+        Message.message_type,
+        Message.status,
+        Message.content,
+        Message.token_count,
+        Message.token_counter,
+    )
+    .where(
+        Message.session_id == bindparam("session_id"),
+        # A person's message may be files only (no text); an empty reply adds nothing.
+        (Message.role.in_(("user", "assistant")) & ((Message.content != "") | (Message.role == "user")))
+        | (Message.message_type == "context_reset"),
+        Message.id.in_(bindparam("ids", expanding=True)),
+        Message.id != bindparam("exclude_id"),
+    )
+    .order_by(Message.created_at.desc(), Message.id.desc())
+    .limit(HISTORY_BOUND + 1)
+)
+
+
 def plan_context(
     session_id: str | None,
     model: Model,
@@ -176,31 +201,10 @@ def plan_context(
         plan.new_tokens = counter.message_tokens(new_text)
     if session_id is None:
         return plan
-    query = (
-        select(
-            Message.id,
-            Message.role,
-            Message.message_type,
-            Message.status,
-            Message.content,
-            Message.token_count,
-            Message.token_counter,
-        )
-        .where(
-            Message.session_id == session_id,
-            # A person's message may be files only (no text); an empty reply adds nothing.
-            (Message.role.in_(("user", "assistant")) & ((Message.content != "") | (Message.role == "user")))
-            | (Message.message_type == "context_reset"),
-        )
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(HISTORY_BOUND + 1)
-    )
-    if exclude_id is not None:
-        query = query.where(Message.id != exclude_id)
     # Only the current path (chat/tree.py) is sent, never another branch; its tail is enough.
     path = tree.path_ids(db.session.get(ConversationSession, session_id))
     tail = path[-2 * HISTORY_BOUND :]
-    rows = db.session.execute(query.where(Message.id.in_(tail))).all()
+    rows = db.session.execute(_HISTORY, {"session_id": session_id, "ids": tail, "exclude_id": exclude_id or ""}).all()
     plan.older_unread = len(rows) > HISTORY_BOUND or len(path) > len(tail)
     newest_first = [
         PlanItem(row.id, row.role, row.message_type, row.status, row.content) for row in rows[:HISTORY_BOUND]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from flask import current_app, render_template
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,8 +26,9 @@ from services.gateway.sse import format_comment, format_sse
 
 from ..approvals import ApprovalView, approvals_for
 from ..extensions import db
-from ..markdown import GrowingText
+from ..markdown import GrowingText, RenderedBlocks
 from ..models import Message
+from ..rendering import render_message
 from ..runs import run_manager
 from ..runs.events import ReplyState
 from .display import MessageView, session_cost
@@ -41,11 +43,17 @@ WATCH_POLL_SECONDS = 1.0
 # block re-sent whole every interval would make the stream quadratic again.
 LONG_TAIL_CHARS = 2000
 TAIL_GROWTH = 1.10
+# The finished blocks' HTML kept per page stream for the final render, at most.
+STREAMED_MAX_CHARS = 2_000_000
 
 
 @dataclass
 class IncrementalReply:
-    """What the page holds of a streaming reply: `committed` characters sent as finished blocks."""
+    """What the page holds of a streaming reply: `committed` characters sent as finished blocks.
+
+    The blocks' HTML is kept too (`streamed`), for the final render to reuse: without it, every
+    reply's end rendered the whole reply again, highlighting included, on the worker's only thread.
+    """
 
     budget_seconds: float
     max_chars: int
@@ -54,12 +62,22 @@ class IncrementalReply:
     status_sent: str = ""
     approvals_sent: int = 0  # ReplyState.approvals_version the page shows
     timeline: TimelineSent = field(default_factory=TimelineSent)
+    streamed: list[RenderedBlocks] | None = field(default_factory=list)  # None: no longer kept
+    streamed_chars: int = 0
 
-    def split(self, text: str) -> GrowingText:
-        """The text not yet committed, parsed once; what it finishes counts as sent from now."""
+    def split(self, text: str) -> tuple[GrowingText, Markup]:
+        """The text not yet committed, parsed once, and the HTML of the blocks it finishes, which
+        count as sent from now."""
         rest = GrowingText(text[self.committed :], self.budget_seconds, self.max_chars)
+        blocks = rest.finished_blocks(self.committed)
         self.committed += rest.finished
-        return rest
+        if blocks is None:
+            return rest, Markup("")
+        if self.streamed is not None:
+            self.streamed_chars += len(blocks.html) + len(blocks.text)
+            # Bounded like the reply's text: past it, the final render starts from scratch.
+            self.streamed = [*self.streamed, blocks] if self.streamed_chars <= STREAMED_MAX_CHARS else None
+        return rest, blocks.html
 
     def tail_due(self, tail_chars: int) -> bool:
         if tail_chars <= LONG_TAIL_CHARS:
@@ -100,11 +118,11 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
 
     def whole(state: ReplyState, page: IncrementalReply) -> str:
         """The reply as blocks + tail (live), replacing whatever the page shows."""
-        page.committed = 0
-        parsed = page.split(state.text)
+        page.committed, page.streamed, page.streamed_chars = 0, [], 0
+        parsed, finished_html = page.split(state.text)
         page.tail_sent, page.status_sent = len(parsed.text) - parsed.finished, state.status
         page.approvals_sent = state.approvals_version
-        view = view_of(state, parsed.finished_html())
+        view = view_of(state, finished_html)
         html = render_template(
             "partials/message.html",
             m=view,
@@ -123,7 +141,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         return format_sse(html, id=str(state.seq))
 
     def delta(state: ReplyState, page: IncrementalReply) -> str | None:
-        parsed = page.split(state.text)
+        parsed, finished_html = page.split(state.text)
         tail_chars = len(parsed.text) - parsed.finished
         send_tail = bool(parsed.finished) or page.tail_due(tail_chars)
         status_changed = state.status != page.status_sent
@@ -137,7 +155,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         html = render_template(
             "partials/reply_delta.html",
             m=view_of(state, None),
-            blocks=parsed.finished_html() if parsed.finished else None,
+            blocks=finished_html or None,
             tail=parsed.tail_html(highlight=False) if send_tail else None,
             status_changed=status_changed,
             approvals_changed=approvals_changed,
@@ -146,7 +164,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
         )
         return format_sse(html, id=str(state.seq))
 
-    def final(state: ReplyState) -> str:
+    def final(state: ReplyState, page: IncrementalReply | None) -> str:
         # Approvals as stored: a decision whose agent never went on is not among the events.
         # A request is published right after it is stored, so a run whose events carry none
         # has none stored either: no query for it.
@@ -155,7 +173,8 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
             with app.app_context():
                 asked = approvals_for([message_id]).get(message_id, ())
                 db.session.remove()
-        view = view_of(state, None, asked).rendered()
+        streamed = page.streamed if page is not None else None
+        view = view_of(state, render_message(message_id, state.text, streamed=streamed), asked)
         cost = None
         if session_id is not None:
             # The other replies as stored, plus this one as its events say (its end may not be
@@ -192,7 +211,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
                 for event in batch:
                     state.apply(event)
                 if state.done:
-                    yield final(state)
+                    yield final(state, page)
                     return
                 dirty = dirty or state.seq > after_seq
                 if not dirty:
@@ -225,7 +244,7 @@ def reply_stream(base: MessageView, message_id: str, after_seq: int, context_of,
                 state.status, state.error, state.usage = message.status, message.error, message.usage
                 state.replace_steps(message.steps)
             db.session.remove()
-        yield final(state)
+        yield final(state, None)
 
     return chunks()
 

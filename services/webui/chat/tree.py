@@ -116,10 +116,14 @@ class Tree:
         )
 
 
+# Built once (each page, send and reply end loads a tree): building costs more than running it.
+_TREE_ROWS = select(Message.id, Message.parent_id, Message.role, Message.created_at).where(
+    Message.session_id == bindparam("session_id")
+)
+
+
 def load(session: ConversationSession) -> Tree:
-    rows = db.session.execute(
-        select(Message.id, Message.parent_id, Message.role, Message.created_at).where(Message.session_id == session.id)
-    ).all()
+    rows = db.session.execute(_TREE_ROWS, {"session_id": session.id}).all()
     return Tree([Node(*row) for row in rows], session.current_leaf_id)
 
 
