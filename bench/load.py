@@ -15,7 +15,8 @@ stream; does every update arrive on time, and is every reply complete and stored
       smallest offset): how much later than its best-delivered update an update arrived. It
       includes the page's render batching (RENDER_INTERVAL, 150 ms) and any uneven slip of the
       agent. A worker falling steadily behind would partly hide in the fitted pace: the
-      "reply duration on the page" line (vs the ideal) shows that;
+      "reply duration on the page" line (vs the ideal) shows that. Also split by when the update
+      arrived: while the POSTs still came (the first --spread s), or after the last one;
     - update gap: time between consecutive page-stream messages of one reply (staleness);
     - tokens lost: the stored text (messages.content, read from the SQLite file) against the text
       the agent sends (replies.py computes it here too), and whether the final page message
@@ -237,6 +238,8 @@ def part_a(args, workdir):
 
     delay = args.page_delay_ms / 1000
     lags, gaps, durations, paces = [], [], [], []
+    sends_over = started + args.spread
+    lags_sending, lags_after = [], []  # by when the update arrived: while POSTs still came, or after
     for out in outs:
         updates = [(t, seq) for t, seq in out.get("updates", []) if seq is not None]
         middle = updates[1:-1] if len(updates) > 2 else []  # not the whole-reply first, not the final
@@ -246,6 +249,8 @@ def part_a(args, workdir):
             offsets = [t - seq * pace for t, seq in middle]
             best = min(offsets)
             lags.extend((o - best) * 1000 for o in offsets)
+            for (t, _seq), o in zip(middle, offsets):
+                (lags_sending if t < sends_over else lags_after).append((o - best) * 1000)
         gaps.extend((b[0] - a[0]) * 1000 for a, b in zip(updates, updates[1:]))
         if len(updates) >= 2:
             durations.append(updates[-1][0] - updates[0][0])
@@ -278,6 +283,8 @@ def part_a(args, workdir):
     print(f"  {'measure':44} {'n':>7} {'p50':>8} {'p95':>8} {'max':>8}")
     for label, values in (
         ("page-update lag (ms, see docstring)", lags),
+        ("  of which while the POSTs came", lags_sending),
+        ("  of which after the last POST", lags_after),
         ("page-update gap (ms)", gaps),
         ("reply duration on the page (s)", durations),
         ("fitted agent pace (ms per event)", paces),
