@@ -358,7 +358,7 @@ class RenderedBlocks:
 
 def render_streamed(
     text: str | None,
-    streamed: list[RenderedBlocks],
+    streamed: list[RenderedBlocks] | None,
     budget_seconds: float = RENDER_BUDGET_SECONDS,
     max_chars: int = MAX_RENDER_CHARS,
 ) -> Markup:
@@ -390,7 +390,7 @@ def render_streamed(
     return reused + _render_tokens(tokens[rest:], env, budget)
 
 
-def _reusable_up_to(text: str, tokens, env: dict, streamed: list[RenderedBlocks]) -> int | None:
+def _reusable_up_to(text: str, tokens, env: dict, streamed: list[RenderedBlocks] | None) -> int | None:
     """The index of the first token not covered by `streamed`, when every streamed block is one
     of the whole parse's (same starts, nothing between), else None."""
     if not streamed or env.get("references"):

@@ -94,3 +94,12 @@ def test_blocks_that_no_longer_hold_are_rendered_again():
     # The reply ended with another text than the one streamed (the stored one, after a crash).
     page = streamed("# One\n\ntwo", [8])
     assert render_streamed("# Uno\n\ndos", page.streamed, **BUDGET) == render_markdown("# Uno\n\ndos", **BUDGET)
+
+
+def test_the_blocks_kept_for_the_final_render_are_bounded(monkeypatch):
+    from services.webui.chat import page_stream
+
+    monkeypatch.setattr(page_stream, "STREAMED_MAX_CHARS", 200)
+    page = streamed(REPLY, list(range(1, len(REPLY))))
+    assert page.streamed is None and page.committed == REPLY.index("Closing")  # still streamed
+    assert render_streamed(REPLY, page.streamed, **BUDGET) == render_markdown(REPLY, **BUDGET)

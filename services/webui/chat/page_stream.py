@@ -7,7 +7,9 @@ open tail block is re-rendered and swapped in place, at most every RENDER_INTERV
 still open is shown unhighlighted; it is highlighted once finished). Bytes and markdown CPU are
 linear in the reply's length. The first message after a (re)connect is the
 whole reply (so a reconnect never duplicates or loses text), and the last one, at `done`, is
-the reply rendered whole, exactly as a reload shows it. Messages carry no `event:` field, so
+the reply rendered whole, exactly as a reload shows it (the blocks already rendered are reused
+where a parse of the whole text confirms them: markdown.render_streamed). Messages carry no
+`event:` field, so
 htmx's hx-sse extension swaps them (their parts out of band).
 """
 
@@ -75,8 +77,10 @@ class IncrementalReply:
             return rest, Markup("")
         if self.streamed is not None:
             self.streamed_chars += len(blocks.html) + len(blocks.text)
-            # Bounded like the reply's text: past it, the final render starts from scratch.
-            self.streamed = [*self.streamed, blocks] if self.streamed_chars <= STREAMED_MAX_CHARS else None
+            if self.streamed_chars <= STREAMED_MAX_CHARS:
+                self.streamed.append(blocks)
+            else:  # bounded: past it, the final render starts from scratch
+                self.streamed = None
         return rest, blocks.html
 
     def tail_due(self, tail_chars: int) -> bool:
