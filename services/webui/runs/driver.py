@@ -122,9 +122,12 @@ class Driver:
                         run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
                     # What came in one read goes out together. No explicit yield: the next
                     # read blocks unless the reader already queued more, and it only queues
-                    # while this greenlet waits (the reader yields after each batch).
-                    if not run.stream.batch_pending:
-                        self._publish_outbox(run)
+                    # while this greenlet waits (the reader yields after each batch). The
+                    # bookkeeping below is once per read too: under load a read brings a dozen
+                    # events, and this loop runs for every token of every reply.
+                    if run.stream.batch_pending:
+                        continue
+                    self._publish_outbox(run)
                 elif run.outbox:
                     self._publish_outbox(run)  # kept while the bus did not answer
                 self._take_stored_ceiling(run)
