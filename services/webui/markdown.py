@@ -301,11 +301,15 @@ def render_markdown(
     text: str | None,
     budget_seconds: float = RENDER_BUDGET_SECONDS,
     max_chars: int = MAX_RENDER_CHARS,
+    streamed: list[RenderedBlocks] | None = None,
 ) -> Markup:
     """Untrusted markdown → safe HTML for a `.md` container that carries hx-ignore.
 
     Takes about `budget_seconds` at most (plus the linear sanitizing of what was rendered);
     a text longer than `max_chars`, or one the parser cannot finish in time, comes back plain.
+
+    `streamed`: the blocks a page stream rendered as they finished, reused where they still
+    hold (see _reusable_up_to); the result is the same as without them.
     """
     if not text:
         return Markup("")
@@ -317,7 +321,11 @@ def render_markdown(
         tokens = _md.parse(text, env)
     except (RenderBudgetExceeded, RecursionError):
         return render_plain(text)
-    return _render_tokens(tokens, env, budget)
+    rest = _reusable_up_to(text, tokens, env, streamed)
+    if rest is None:
+        return _render_tokens(tokens, env, budget)
+    reused = Markup("").join(blocks.html for blocks in streamed)
+    return reused + _render_tokens(tokens[rest:], env, budget)
 
 
 def _render_tokens(tokens, env: dict, budget: _Budget, highlight: bool = True) -> Markup:
@@ -356,43 +364,17 @@ class RenderedBlocks:
     html: Markup
 
 
-def render_streamed(
-    text: str | None,
-    streamed: list[RenderedBlocks] | None,
-    budget_seconds: float = RENDER_BUDGET_SECONDS,
-    max_chars: int = MAX_RENDER_CHARS,
-) -> Markup:
-    """render_markdown(text), reusing the blocks a stream rendered as they finished.
-
-    The whole text is parsed again, which is what tells whether they still hold: a line that
-    began a block may have stopped doing so as the text grew ("#" is a heading, "#foo" is not),
-    a reference definition written later changes the links above it, and a reply may end with
-    a text other than the one streamed (the stored one, after a crash). Only when the text
-    begins with the streamed one, the whole parse has exactly the same top-level blocks up to
-    its end, and no reference definitions, is their HTML reused and only the rest rendered;
-    else all of it is.
-    Either way the result is the whole render (the stream's tests hold it to that).
-    """
-    if not text:
-        return Markup("")
-    if len(text) > max_chars:
-        return render_plain(text)
-    budget = _Budget(budget_seconds)
-    env: dict = {_BUDGET_KEY: budget}
-    try:
-        tokens = _md.parse(text, env)
-    except (RenderBudgetExceeded, RecursionError):
-        return render_plain(text)
-    rest = _reusable_up_to(text, tokens, env, streamed)
-    if rest is None:
-        return _render_tokens(tokens, env, budget)
-    reused = Markup("").join(blocks.html for blocks in streamed)
-    return reused + _render_tokens(tokens[rest:], env, budget)
-
-
 def _reusable_up_to(text: str, tokens, env: dict, streamed: list[RenderedBlocks] | None) -> int | None:
-    """The index of the first token not covered by `streamed`, when every streamed block is one
-    of the whole parse's (same starts, nothing between), else None."""
+    """The index of the first token not covered by `streamed`, when the streamed blocks still
+    hold, else None.
+
+    The whole parse is what tells: a line that began a block may have stopped doing so as the
+    text grew ("#" is a heading, "#foo" is not), a reference definition written later changes
+    the links above it, and a reply may end with a text other than the one streamed (the stored
+    one, after a crash). So they hold only when the text begins with the streamed one, the whole
+    parse has exactly the same top-level blocks up to its end, and there are no reference
+    definitions; the stream's tests hold the result to the whole render.
+    """
     if not streamed or env.get("references"):
         return None
     end = streamed[-1].end

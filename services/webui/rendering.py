@@ -19,7 +19,7 @@ from cachetools import LRUCache
 from flask import current_app, has_app_context
 from markupsafe import Markup
 
-from .markdown import RENDERER_VERSION, render_markdown, render_streamed
+from .markdown import RENDERER_VERSION, render_markdown
 
 EXTENSION = "markdown_cache"
 # A render that took longer than this yields to other greenlets before the next one starts, so
@@ -75,10 +75,7 @@ def render_message(message_id: str | None, content: str | None, final: bool = Tr
         if cached is not None:
             return cached
     started = time.perf_counter()
-    if streamed:
-        html = render_streamed(content, streamed, **_budget())
-    else:
-        html = render_markdown(content, **_budget())
+    html = render_markdown(content, streamed=streamed, **_budget())
     if key is not None:
         cache.put(key, html)
     if time.perf_counter() - started > YIELD_AFTER_SECONDS:

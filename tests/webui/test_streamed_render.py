@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from services.webui import markdown
 from services.webui.chat.page_stream import IncrementalReply
-from services.webui.markdown import render_markdown, render_streamed
+from services.webui.markdown import render_markdown
 
 BUDGET = {"budget_seconds": 30.0, "max_chars": 100_000}  # time never decides here
 
@@ -57,7 +57,7 @@ def streamed(text: str, cuts: list[int]) -> IncrementalReply:
 def test_the_final_render_of_a_streamed_reply_is_the_whole_render(lines, newline, cut_fractions):
     text = newline.join(lines)
     page = streamed(text, [int(f * len(text)) for f in cut_fractions])
-    assert render_streamed(text, page.streamed, **BUDGET) == render_markdown(text, **BUDGET)
+    assert render_markdown(text, streamed=page.streamed, **BUDGET) == render_markdown(text, **BUDGET)
 
 
 REPLY = (
@@ -74,7 +74,7 @@ def test_the_blocks_a_stream_rendered_are_not_rendered_again(monkeypatch):
     monkeypatch.setattr(
         markdown, "_render_tokens", lambda tokens, *a, **k: rendered.append(tokens) or real(tokens, *a, **k)
     )
-    html = render_streamed(REPLY, page.streamed, **BUDGET)
+    html = render_markdown(REPLY, streamed=page.streamed, **BUDGET)
     assert html == render_markdown(REPLY, **BUDGET)
     # Once for the final (the open paragraph only: three tokens), once for the whole render.
     assert [len(tokens) for tokens in rendered[:1]] == [3]
@@ -86,14 +86,16 @@ def test_blocks_that_no_longer_hold_are_rendered_again():
     # is not a heading, and the whole text is one paragraph.
     page = streamed("para\n#foo", [6])
     assert page.streamed and page.streamed[0].end == 5
-    assert render_streamed("para\n#foo", page.streamed, **BUDGET) == render_markdown("para\n#foo", **BUDGET)
+    assert render_markdown("para\n#foo", streamed=page.streamed, **BUDGET) == render_markdown("para\n#foo", **BUDGET)
     # A reference defined at the end makes a link of "[x]" above it.
     text = "see [x]\n\nmore\n\n[x]: https://example.com/"
     page = streamed(text, list(range(1, len(text))))
-    assert '<a href="https://example.com/"' in render_streamed(text, page.streamed, **BUDGET)
+    assert '<a href="https://example.com/"' in render_markdown(text, streamed=page.streamed, **BUDGET)
     # The reply ended with another text than the one streamed (the stored one, after a crash).
     page = streamed("# One\n\ntwo", [8])
-    assert render_streamed("# Uno\n\ndos", page.streamed, **BUDGET) == render_markdown("# Uno\n\ndos", **BUDGET)
+    assert render_markdown("# Uno\n\ndos", streamed=page.streamed, **BUDGET) == render_markdown(
+        "# Uno\n\ndos", **BUDGET
+    )
 
 
 def test_the_blocks_kept_for_the_final_render_are_bounded(monkeypatch):
@@ -102,4 +104,4 @@ def test_the_blocks_kept_for_the_final_render_are_bounded(monkeypatch):
     monkeypatch.setattr(page_stream, "STREAMED_MAX_CHARS", 200)
     page = streamed(REPLY, list(range(1, len(REPLY))))
     assert page.streamed is None and page.committed == REPLY.index("Closing")  # still streamed
-    assert render_streamed(REPLY, page.streamed, **BUDGET) == render_markdown(REPLY, **BUDGET)
+    assert render_markdown(REPLY, streamed=page.streamed, **BUDGET) == render_markdown(REPLY, **BUDGET)

@@ -8,7 +8,7 @@ still open is shown unhighlighted; it is highlighted once finished). Bytes and m
 linear in the reply's length. The first message after a (re)connect is the
 whole reply (so a reconnect never duplicates or loses text), and the last one, at `done`, is
 the reply rendered whole, exactly as a reload shows it (the blocks already rendered are reused
-where a parse of the whole text confirms them: markdown.render_streamed). Messages carry no
+where a parse of the whole text confirms them: markdown.render_markdown's `streamed`). Messages carry no
 `event:` field, so
 htmx's hx-sse extension swaps them (their parts out of band).
 """
