@@ -70,6 +70,7 @@ bench: deps system-packages  ## prints figures; run_engine.py and load.py start 
 	$(PY) bench/openai_path.py
 	$(PY) bench/load.py
 	$(PY) bench/io_floor.py
+	$(PY) bench/event_parse.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor
