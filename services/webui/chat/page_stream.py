@@ -5,12 +5,11 @@ A reply is rendered incrementally. In markdown only the last top-level block can
 so each finished block is rendered once and appended (`hx-swap-oob="beforeend"`), and only the
 open tail block is re-rendered and swapped in place, at most every RENDER_INTERVAL (a code block
 still open is shown unhighlighted; it is highlighted once finished). Bytes and markdown CPU are
-linear in the reply's length. The first message after a (re)connect is the
-whole reply (so a reconnect never duplicates or loses text), and the last one, at `done`, is
-the reply rendered whole, exactly as a reload shows it (the blocks already rendered are reused
-where a parse of the whole text confirms them: markdown.render_markdown's `streamed`). Messages carry no
-`event:` field, so
-htmx's hx-sse extension swaps them (their parts out of band).
+linear in the reply's length. The first message after a (re)connect is the whole reply (so a
+reconnect never duplicates or loses text), and the last one, at `done`, is the reply rendered
+whole, exactly as a reload shows it (reusing the blocks already rendered where a parse of the
+whole text confirms them: `streamed` in markdown.render_markdown). Messages carry no `event:`
+field, so htmx's hx-sse extension swaps them (their parts out of band).
 """
 
 from __future__ import annotations
