@@ -87,9 +87,11 @@ def test_blocks_that_no_longer_hold_are_rendered_again():
     page = streamed("para\n#foo", [6])
     assert page.streamed and page.streamed[0].end == 5
     assert render_markdown("para\n#foo", streamed=page.streamed, **BUDGET) == render_markdown("para\n#foo", **BUDGET)
-    # A reference defined at the end makes a link of "[x]" above it.
-    text = "see [x]\n\nmore\n\n[x]: https://example.com/"
+    # A reference defined above: the block that uses it was parsed on its own as it finished
+    # (without the definition), so it showed "[x]"; the whole text makes it a link.
+    text = "[x]: https://example.com/\n\npara\n\nsee [x]\n\nend"
     page = streamed(text, list(range(1, len(text))))
+    assert "[x]" in "".join(blocks.html for blocks in page.streamed)
     assert '<a href="https://example.com/"' in render_markdown(text, streamed=page.streamed, **BUDGET)
     # The reply ended with another text than the one streamed (the stored one, after a crash).
     page = streamed("# One\n\ntwo", [8])
