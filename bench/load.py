@@ -3,9 +3,11 @@ stream; does every update arrive on time, and is every reply complete and stored
 
     .venv/bin/python bench/load.py [--part a|b|both] [--pages 500] [--page-tokens 150]
         [--page-delay-ms 33] [--replies 300] [--reply-tokens 200] [--reply-delay-ms 20]
+        [--a-profile memory|redis]
 
 (a) --pages replies at once (default 500 x 150 tokens at 33 ms, ~30 tokens/s each) on the
-    default stack (1 gevent worker, memory bus), each followed through its PAGE stream
+    default stack (1 gevent worker, memory bus; for comparison, --a-profile redis: 2 workers and
+    a throw-away redis-server), each followed through its PAGE stream
     (GET /chat/<session>/stream?message_id=<reply>, HTML). The POSTs are spread over --spread s.
     - page-update lag: for each page-stream message between the first (whole reply) and the
       final one, the SSE id is the seq of the newest event it includes, which the agent emitted
@@ -213,10 +215,11 @@ def page_client(api, agent_id, content, delay_before, deadline, out):
         out["error"] = f"stream: {exc!r}"
 
 
-def part_a(args, workdir):
+def part_a(args, workdir, redis_url=None):
     content = f"Watch the page @@tokens={args.page_tokens} @@delay_ms={args.page_delay_ms:g} @@first_token_ms=0"
     env = {"LOG_LEVEL": "WARNING", "HEARTBEAT_SECONDS": "15"}
-    with LiveStack(Path(workdir), workers=1, env_overrides=env) as stack:
+    workers = 2 if redis_url else 1
+    with LiveStack(Path(workdir), workers=workers, env_overrides=env, redis_url=redis_url) as stack:
         api = wide_session(stack)
         agents = [a["agent_id"] for a in stack.agents[:3]]
         expected = expected_texts(stack, content)
@@ -278,7 +281,8 @@ def part_a(args, workdir):
     print(
         f"\n(a) {args.pages} replies x {args.page_tokens} tokens at {args.page_delay_ms:g} ms "
         f"(~{1000 / args.page_delay_ms:.0f} tokens/s each, {args.pages * 1000 / args.page_delay_ms:,.0f} in all), "
-        f"page streams, 1 worker, POSTs over {args.spread:g} s; wall {wall:.1f} s"
+        f"page streams, {'2 workers + Redis' if redis_url else '1 worker, memory bus'}, "
+        f"POSTs over {args.spread:g} s; wall {wall:.1f} s"
     )
     print(f"  {'measure':44} {'n':>7} {'p50':>8} {'p95':>8} {'max':>8}")
     for label, values in (
@@ -435,12 +439,19 @@ def main() -> int:
     parser.add_argument("--reply-delay-ms", type=float, default=20.0)
     parser.add_argument("--spread-b", type=float, default=3.0, help="seconds over which (b)'s POSTs are sent")
     parser.add_argument("--profile", choices=("both", "memory", "redis"), default="both", help="(b)'s stacks")
+    parser.add_argument(
+        "--a-profile", choices=("memory", "redis"), default="memory", help="(a)'s stack (the target is on memory)"
+    )
     args = parser.parse_args()
     print(f"client file limit: {raise_fd_limit()}")
     print(load_line("start"))
     if args.part in ("a", "both"):
         with tempfile.TemporaryDirectory() as workdir:
-            part_a(args, workdir)
+            if args.a_profile == "redis":
+                with redis_server() as redis_url:
+                    part_a(args, workdir, redis_url)
+            else:
+                part_a(args, workdir)
         print(load_line("after (a)"))
     if args.part in ("b", "both"):
         part_b(args)
