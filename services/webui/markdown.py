@@ -3,9 +3,9 @@
     render_markdown(text, budget_seconds=…, max_chars=…) -> Markup
 
 markdown-it-py (`js-default`: raw HTML off, tables on) → pygments highlighting with CSS classes
-(never inline styles: the CSP forbids them) → nh3 with an allow-list. Only after sanitizing do we
-add our own markup (the copy button of code blocks), so nothing the agent writes can reach the
-page unsanitized. The container the result goes into carries `hx-ignore` as a second fence.
+(never inline styles: the CSP forbids them) → nh3 with an allow-list (sanitize.py). Only after
+sanitizing do we add our own markup (the copy button of code blocks), so nothing the agent
+writes can reach the page unsanitized. The container the result goes into carries `hx-ignore` as a second fence.
 
     python -m services.webui.markdown --css > static/vendor/pygments.css
 
@@ -28,15 +28,15 @@ import sys
 import time
 from dataclasses import dataclass
 
-import nh3
 from markdown_it import MarkdownIt
 from markdown_it.utils import OptionsDict
 from markupsafe import Markup
 from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
-from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
+
+from .sanitize import sanitize_rendered
 
 # The rendered HTML of a message goes inside `.md`; pygments rules are scoped to its code blocks.
 CSS_SCOPE = ".md pre"
@@ -55,44 +55,8 @@ MAX_TABLE_CELLS = 1_000
 _TABLE_SCAN_CHARS = 20_000
 _CHECK_EVERY = 32  # rule calls between two looks at the clock (a look costs more than a call)
 
-ALLOWED_TAGS = {
-    "p",
-    "br",
-    "hr",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "strong",
-    "em",
-    "del",
-    "s",
-    "code",
-    "pre",
-    "blockquote",
-    "ul",
-    "ol",
-    "li",
-    "a",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-    "span",
-}
-# The contents of these go too, not just the tags (markdown-it escapes raw HTML anyway; this is
-# for defence in depth should the renderer ever let a tag through).
-CLEAN_CONTENT_TAGS = {"script", "style", "template", "iframe", "object", "embed", "noscript", "svg", "math"}
-ALLOWED_ATTRIBUTES = {"a": {"href"}, "ol": {"start"}}
-TOKEN_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
-ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
-ALLOWED_CLASSES = {"span": TOKEN_CLASSES, "th": ALIGN_CLASSES, "td": ALIGN_CLASSES}
 # What the renderer itself adds after sanitizing (code-block chrome, the plain-text fallback):
-# tag -> attribute -> the values it may have. Tests check every output against this and the lists above.
+# tag -> attribute -> the values it may have. Tests check every output against this and sanitize's lists.
 CHROME_MARKUP = {
     "div": {"class": {"code-block", "code-head"}},
     "span": {"class": {"code-lang"}},
@@ -102,39 +66,10 @@ CHROME_MARKUP = {
 }
 PLAIN_CLASS = "md-plain"
 PLAIN_NOTE = "Shown as plain text: this reply is too long or too complex to format."
-URL_SCHEMES = {"http", "https", "mailto"}
-LINK_REL = "noopener noreferrer nofollow"
 _LANGUAGE = re.compile(r"^[A-Za-z0-9_+#.-]{1,32}$")
 _ALIGN = re.compile(r"text-align:\s*(left|center|right)")
 
 
-def _attribute_filter(element: str, attribute: str, value: str) -> str | None:
-    # Serialized attribute values keep a literal "<" and ">"; htmx rewrites "<hx-…" tags in the
-    # raw response text before parsing, so such a value could be turned into markup. Drop them.
-    return value.replace("<", "").replace(">", "")
-
-
-_ALLOW_LIST = dict(
-    tags=ALLOWED_TAGS,
-    clean_content_tags=CLEAN_CONTENT_TAGS,
-    # An empty "*" entry: without one nh3 keeps its generic `title` and `lang` on every tag.
-    attributes={**ALLOWED_ATTRIBUTES, "*": set()},
-    strip_comments=True,
-    link_rel=LINK_REL,
-    url_schemes=URL_SCHEMES,
-    url_relative="deny",
-    allowed_classes=ALLOWED_CLASSES,
-    set_tag_attribute_values={"a": {"target": "_blank"}},
-)
-_cleaner = nh3.Cleaner(**_ALLOW_LIST, attribute_filter=_attribute_filter)
-# The same allow-list without the attribute filter, which costs a call into Python per attribute
-# (half the cleaning time of a highlighted block). Only used on HTML that cannot hold a "<" or
-# ">" in an attribute value: markdown-it escapes every value it writes, so one can only come
-# from an entity it wrote, and _ANGLE_ENTITIES are every entity that could decode to one.
-_cleaner_unfiltered = nh3.Cleaner(**_ALLOW_LIST)
-# Substring tests, not a regex: a regex without a literal prefix tried at every position cost
-# as much as the cleaning it was saving, on a long highlighted reply.
-_ANGLE_ENTITIES = ("&lt", "&gt", "&LT", "&GT", "&#")
 _formatter = HtmlFormatter(nowrap=True)  # spans with classes only; markdown-it adds <pre><code>
 
 
@@ -276,19 +211,6 @@ def _add_code_chrome(clean: str, languages: list[str]) -> str:
     return re.sub(r"<pre><code>", head, clean).replace("</pre>", "</pre></div>")
 
 
-def sanitize_html(raw_html: str) -> str:
-    """The allow-list pass alone (exposed for tests): what survives is inert."""
-    return _cleaner.clean(raw_html)
-
-
-def _sanitize_rendered(rendered: str) -> str:
-    """The allow-list pass over markdown-it's own output, skipping the attribute filter when no
-    attribute value can hold an angle bracket (see _cleaner_unfiltered)."""
-    if any(entity in rendered for entity in _ANGLE_ENTITIES):
-        return _cleaner.clean(rendered)
-    return _cleaner_unfiltered.clean(rendered)
-
-
 def render_plain(text: str) -> Markup:
     """The fallback past the budget: the text escaped, as the agent wrote it, with a note."""
     return Markup(
@@ -334,7 +256,7 @@ def _render_tokens(tokens, env: dict, budget: _Budget, highlight: bool = True) -
         {**_md.options, "highlight": functools.partial(_highlight, budget=budget) if highlight else None}
     )
     rendered = _md.renderer.render(tokens, options, env)
-    return Markup(_add_code_chrome(_sanitize_rendered(rendered), _code_languages(tokens)))
+    return Markup(_add_code_chrome(sanitize_rendered(rendered), _code_languages(tokens)))
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")

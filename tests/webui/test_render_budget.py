@@ -10,16 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.webui import markdown, rendering
-from services.webui.markdown import (
-    ALLOWED_ATTRIBUTES,
-    ALLOWED_CLASSES,
-    ALLOWED_TAGS,
-    CHROME_MARKUP,
-    PLAIN_CLASS,
-    render_markdown,
-)
+from services.webui import markdown, rendering, sanitize
+from services.webui.markdown import CHROME_MARKUP, PLAIN_CLASS, render_markdown
 from services.webui.rendering import RenderCache
+from services.webui.sanitize import ALLOWED_ATTRIBUTES, ALLOWED_CLASSES, ALLOWED_TAGS
 
 from .test_chat_pages import make_session
 
@@ -83,7 +77,7 @@ def test_code_is_highlighted_only_when_the_budget_left_covers_it():
 
 
 def test_nh3_keeps_no_generic_title_or_lang():
-    clean = markdown.sanitize_html('<p title="t" lang="en" dir="rtl">a</p><a href="https://x.example" title="t">b</a>')
+    clean = sanitize.sanitize_html('<p title="t" lang="en" dir="rtl">a</p><a href="https://x.example" title="t">b</a>')
     assert "title=" not in clean and "lang=" not in clean and "dir=" not in clean
 
 
@@ -102,7 +96,7 @@ class Elements(HTMLParser):
 
 
 # nh3 adds these itself: rel on every link, target=_blank by our set_tag_attribute_values.
-ADDED_BY_SANITIZER = {"a": {"rel": {markdown.LINK_REL}, "target": {"_blank"}}}
+ADDED_BY_SANITIZER = {"a": {"rel": {sanitize.LINK_REL}, "target": {"_blank"}}}
 
 
 def allowed(tag: str, name: str, value: str | None) -> bool:
