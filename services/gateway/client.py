@@ -3,8 +3,10 @@
 `open_task` never raises for an agent's faults: every way a reply can go wrong ends the
 stream with a `done` event that says so in one sentence. Whatever the agent sends, a
 TaskStream yields tokens and status updates in order, then exactly one `usage`, then
-exactly one `done`. A reader thread does the blocking reads and feeds a queue; under
-gevent's monkey-patching that thread and queue are greenlets, and the same code works.
+exactly one `done`. A reader thread sends the request and feeds a queue; under gevent's
+monkey-patching that thread and queue are greenlets, and the same code works. Once the answer's
+headers are in, a chunked event stream on a plain connection is handed over to the consumer,
+which then reads the socket itself (body.DirectBody); any other body is read by the reader.
 What a reply cost is worked out in usage.py; cancelling a task or answering its approval
 request is control.py.
 """
@@ -23,8 +25,9 @@ from dataclasses import dataclass
 import urllib3
 
 from . import transport
+from .body import DirectBody, done_outcome, read_events
 from .control import cancel_task
-from .events import AGENT_FINAL_STATUSES, FINAL_STATUSES, AgentEvent, MalformedMessage, NativeTranslator
+from .events import FINAL_STATUSES, AgentEvent, NativeTranslator
 from .openai_adapter import OpenAITranslator, chat_completions_request
 from .registry import Agent
 from .sse import SSEParser
@@ -87,6 +90,8 @@ class TaskStream:
         # must not grow with a second copy of it.
         self._text_chars = 0
         self._final: deque[AgentEvent] = deque()
+        self._direct: DirectBody | None = None  # set once the consumer reads the body itself
+        self._handed_over = False  # the reader gave the body to the consumer: not its to close
         self._finished = False
         self._sent = threading.Event()
         self._reader = threading.Thread(target=self._read_upstream, name=f"switchboard-task-{task_id}", daemon=True)
@@ -107,6 +112,10 @@ class TaskStream:
                 continue
             if self._ready:
                 item = self._ready.popleft()
+            elif self._direct is not None:
+                if not self._read_direct():
+                    return None  # a quiet tick
+                continue
             else:
                 try:
                     # Most events are already queued when asked for: no timer for those (under
@@ -121,6 +130,9 @@ class TaskStream:
                     self._ready.extend(item)
                     continue
             if item is _WAKE:
+                continue
+            if isinstance(item, DirectBody):
+                self._direct = item
                 continue
             if isinstance(item, _End):
                 self._finish(item.status, item.error)
@@ -178,7 +190,54 @@ class TaskStream:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def _read_direct(self) -> bool:
+        """One read of the agent's body by the consumer: its events go to _ready (and an _End
+        when the reply ended). False when a tick passed with nothing to read."""
+        body = self._direct
+        quiet = self._quiet_limit()
+        try:
+            data = body.read(quiet if self.tick is None else min(self.tick, quiet))
+        except (TimeoutError, socket.timeout):
+            if time.monotonic() - body.last_data < quiet:
+                return False
+            self._end_direct(*self._idle_end())
+            return True
+        except OSError:  # also close() shutting the socket under the read: its status wins
+            data = b""
+        try:
+            events, done = read_events(self.agent, body.decode(data), body.parser, body.translator, self._track_waiting)
+        except transport.MalformedChunking:
+            events, done, data = [], None, b""
+        self._ready.extend(events)
+        if done is not None:
+            self._end_direct(*done_outcome(self.agent, done))
+        elif not data or body.chunks.done:  # the connection or the body ended without a `done`
+            self._end_direct("interrupted", transport.interrupted(self.agent))
+        return True
+
+    def _end_direct(self, status: str, error: str | None) -> None:
+        """The directly read body is over: release the connection; end the reply unless close()
+        already did (its own status wins, as with the reader)."""
+        body, self._direct = self._direct, None
+        with self._lock:
+            self._socket, self._response = None, None
+        body.response.close()
+        body.response.release_conn()
+        if self._close_status is None:
+            self._ready.append(_End(status, error))
+
+    def _quiet_limit(self) -> float:
+        return self.approval_timeout if self._awaiting else self.idle_timeout
+
+    def _idle_end(self) -> tuple[str, str]:
+        self._stop_idle_task()
+        if self._awaiting:
+            return "error", transport.approval_too_long(self.approval_timeout)
+        return "error", transport.idle_too_long(self.agent, self.idle_timeout)
+
     def _finish(self, status: str, error: str | None) -> None:
+        if self._direct is not None:
+            self._end_direct(status, error)  # closed meanwhile: give the connection back
         self._finished = True
         done = {"status": status}
         if error:
@@ -273,10 +332,11 @@ class TaskStream:
             if not closing:
                 self._read_response(response, translator)
         finally:
-            with self._lock:
-                self._socket, self._response = None, None
-            response.close()
-            response.release_conn()
+            if not self._handed_over:  # else the consumer closes it (_end_direct)
+                with self._lock:
+                    self._socket, self._response = None, None
+                response.close()
+                response.release_conn()
 
     def _request_failure(self, exc: BaseException) -> tuple[str, str]:
         if transport.is_connect_failure(exc):
@@ -309,24 +369,25 @@ class TaskStream:
                 f"'{content_type or 'none'}' instead of an event stream."
             )
             return
+        buffered = getattr(getattr(response, "_fp", None), "fp", None)  # http.client's reader
+        with self._lock:
+            sock = self._socket  # set for plain connections only (transport._WatchedConnection)
+            if response.chunked and buffered is not None and sock is not None and self._close_status is None:
+                self._handed_over = True
+        if self._handed_over:
+            self._queue.put(DirectBody(response, translator, sock, buffered))
+            return
         parser = SSEParser()
         try:
             for chunk in transport.body_chunks(response):
-                batch: list[AgentEvent] = []
-                for message in parser.feed(chunk):
-                    try:
-                        events = translator.translate(message)
-                    except MalformedMessage as exc:
-                        log.warning("Agent %s sent a malformed event (%s); skipping it.", agent.agent_id, exc)
-                        continue
-                    for event in events:
-                        if event.type == "done":
-                            if batch:
-                                self._queue.put(batch)
-                            self._put_end(*self._agent_done(event.data))
-                            return
-                        self._track_waiting(response, event)
-                        batch.append(event)
+                batch, done = read_events(
+                    agent, chunk, parser, translator, lambda event: self._track_waiting(event, response)
+                )
+                if done is not None:
+                    if batch:
+                        self._queue.put(batch)
+                    self._put_end(*done_outcome(agent, done))
+                    return
                 if batch:
                     # One queue item per read: under load many events arrive together, and
                     # handing them over at once costs one pass of the consumer, not one each.
@@ -349,8 +410,9 @@ class TaskStream:
         if self._close_status is None:
             self._put_end("interrupted", transport.interrupted(agent))
 
-    def _track_waiting(self, response: urllib3.BaseHTTPResponse, event: AgentEvent) -> None:
-        """Switch the read timeout when the agent starts or stops waiting for an approval."""
+    def _track_waiting(self, event: AgentEvent, response: urllib3.BaseHTTPResponse | None = None) -> None:
+        """Switch the read timeout when the agent starts or stops waiting for an approval (a
+        body read directly keeps its tick as timeout and counts the quiet time instead)."""
         awaiting = self._awaiting
         if event.type == "status_update":
             awaiting = event.data.get("status") == "awaiting_approval"
@@ -359,25 +421,14 @@ class TaskStream:
         if awaiting == self._awaiting:
             return
         self._awaiting = awaiting
+        if response is None:
+            return
         sock = self._socket or getattr(getattr(response, "_connection", None), "sock", None)
         if sock is not None:
             try:
                 sock.settimeout(self.approval_timeout if awaiting else self.idle_timeout)
             except OSError:
                 pass  # already shut: the read that follows ends the stream
-
-    def _agent_done(self, data: dict) -> tuple[str, str | None]:
-        status = data.get("status")
-        agent_id = self.agent.agent_id
-        if status not in AGENT_FINAL_STATUSES:
-            return "error", f"Agent {agent_id} ended its reply with an unknown status {status!r}."
-        if status != "error":
-            return status, None
-        reason = data.get("error")
-        if isinstance(reason, str) and reason.strip():
-            reason = transport.redact(self.agent, " ".join(reason.split()))[:300].rstrip(".")
-            return "error", f"Agent {agent_id} reported an error: {reason}."
-        return "error", f"Agent {agent_id} reported an error."
 
 
 def open_task(

@@ -212,6 +212,23 @@ def test_close_from_another_thread_interrupts_a_blocked_read(agent, task_id):
     assert not stream._reader.is_alive()
 
 
+def test_a_chunked_stream_is_read_by_its_consumer_once_the_headers_are_in(agent, task_id):
+    """No reader thread between the agent and the consumer for the body (body.DirectBody): it
+    ends once it has handed the body over, and the reply still arrives whole and in order."""
+    stream = start(agent, task_id, "x @@tokens=60 @@delay_ms=40 @@first_token_ms=0")  # 2.4 s
+    first = next(e for e in stream if e is not None)
+    assert first.type == "status_update"
+    reader_name = f"switchboard-task-{task_id}"
+    deadline = time.monotonic() + 1.0  # well before the reply's end
+    while any(t.name == reader_name for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == reader_name for t in threading.enumerate()), "the reader still reads the body"
+    events, _ = collect(stream)
+    events = [first, *events]
+    assert_grammar(events)
+    assert types(events).count("token") == 60 and events[-1].data == {"status": "complete"}
+
+
 def test_close_with_another_status_and_reason(agent, task_id):
     stream = start(agent, task_id, "x @@first_token_ms=60000")
     next(e for e in stream if e is not None)

@@ -375,10 +375,12 @@ class RunManager:
         """End every run this process drives (text kept) and stop the agents' tasks."""
         runs = list(self._live.values())
         for run in runs:
-            if run.agent.protocol == "native":
-                cancel_task(run.agent, run.run_id, timeout=1.0)
+            # The stream first: its status is the reply's from then on. Asked first, the agent
+            # could answer `done cancelled` while this greenlet waited for the cancel's answer.
             if run.stream is not None:
                 run.stream.close("interrupted", SHUTDOWN_ERROR)
+            if run.agent.protocol == "native":
+                cancel_task(run.agent, run.run_id, timeout=1.0)
         deadline = time.monotonic() + timeout
         while self._live and time.monotonic() < deadline:
             time.sleep(0.05)
