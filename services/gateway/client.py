@@ -197,7 +197,7 @@ class TaskStream:
         quiet = self._quiet_limit()
         try:
             data = body.read(quiet if self.tick is None else min(self.tick, quiet))
-        except (TimeoutError, socket.timeout):
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: a tick of 0 makes the read not wait
             if time.monotonic() - body.last_data < quiet:
                 return False
             self._end_direct(*self._idle_end())
