@@ -121,10 +121,10 @@ class Driver:
                             cancel_task(run.agent, run.run_id)
                         run.stream.close("error", TOO_LONG_ERROR.format(limit=max_chars))
                     # What came in one read goes out together. No explicit yield: the next
-                    # read blocks unless the reader already queued more, and it only queues
-                    # while this greenlet waits (the reader yields after each batch). The
-                    # bookkeeping below is once per read too: under load a read brings a dozen
-                    # events, and this loop runs for every token of every reply.
+                    # read (this greenlet's own, on the agent's socket; gateway/body.py) waits
+                    # unless bytes are already there. The bookkeeping below is once per read
+                    # too: under load a read brings several events, and this loop runs for
+                    # every token of every reply.
                     if run.stream.batch_pending:
                         continue
                     self._publish_outbox(run)
