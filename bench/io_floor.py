@@ -12,7 +12,8 @@ this one gevent process, one after the other:
   - + hand-off: raw, with each read handed to a second greenlet through a queue, as the gateway's
                 reader hands its reads to the run's driver;
   - gateway:    services/gateway's TaskStream, as a run's driver reads its agent (urllib3 and
-                http.client, the parsing, the hand-off, the stream's own bookkeeping);
+                http.client for the request, then the consumer's own reads of the socket, the
+                parsing and the stream's bookkeeping: gateway/body.DirectBody);
 and prints this process's CPU (user + system) per event and per socket read, and the share of
 one core it took. Whatever a worker does on top (runs, bus, page streams, sends) comes after
 this. Figures only: nothing here asserts.
