@@ -1,14 +1,17 @@
 """Load bench: many replies streaming at once, watched through the page stream and the JSON
 stream; does every update arrive on time, and is every reply complete and stored whole?
 
-    .venv/bin/python bench/load.py [--part a|b|both] [--pages 500] [--page-tokens 150]
+    .venv/bin/python bench/load.py [--part a|b|both] [--pages 500] [--page-tokens 600]
         [--page-delay-ms 33] [--replies 300] [--reply-tokens 200] [--reply-delay-ms 20]
         [--a-profile memory|redis]
 
-(a) --pages replies at once (default 500 x 150 tokens at 33 ms, ~30 tokens/s each) on the
+(a) --pages replies at once (default 500 x 600 tokens at 33 ms, ~30 tokens/s each, ~20 s) on the
     default stack (1 gevent worker, memory bus; for comparison, --a-profile redis: 2 workers and
     a throw-away redis-server), each followed through its PAGE stream
-    (GET /chat/<session>/stream?message_id=<reply>, HTML). The POSTs are spread over --spread s.
+    (GET /chat/<session>/stream?message_id=<reply>, HTML). The POSTs are spread over --spread s,
+    so all 500 stream at once for ~15 s. (Until session 10 the default was 150 tokens, 5 s: as
+    long as the POSTs' spread, so the replies came and went in a wave, ~250 at once on average
+    and 500 only for a moment; `--page-tokens 150` still runs that.)
     - page-update lag: for each page-stream message between the first (whole reply) and the
       final one, the SSE id is the seq of the newest event it includes, which the agent emitted
       at about t0 + seq x pace. The pace is the reply's own (a least-squares fit of receive time
@@ -18,7 +21,9 @@ stream; does every update arrive on time, and is every reply complete and stored
       includes the page's render batching (RENDER_INTERVAL, 150 ms) and any uneven slip of the
       agent. A worker falling steadily behind would partly hide in the fitted pace: the
       "reply duration on the page" line (vs the ideal) shows that. Also split by when the update
-      arrived: while the POSTs still came (the first --spread s), or after the last one;
+      arrived: while the POSTs still came (the first --spread s), or after the last one; and
+      those that arrived while at least 90 % of the replies were streaming at once (between
+      their first and their final page message);
     - update gap: time between consecutive page-stream messages of one reply (staleness);
     - tokens lost: the stored text (messages.content, read from the SQLite file) against the text
       the agent sends (replies.py computes it here too), and whether the final page message
@@ -45,6 +50,7 @@ from gevent import monkey  # noqa: E402
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import bisect  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -188,6 +194,33 @@ def fitted_pace(points) -> float | None:
     return sum((s - mean_s) * (t - mean_t) for t, s in points) / var
 
 
+class StreamingAtOnce:
+    """How many replies were streaming at a moment: between their first and final page message."""
+
+    def __init__(self, outs):
+        spans = [(u[0][0], u[-1][0]) for u in (o.get("updates") or [] for o in outs) if len(u) >= 2]
+        self.starts = sorted(a for a, _ in spans)
+        self.ends = sorted(b for _, b in spans)
+
+    def __call__(self, t: float) -> int:
+        return bisect.bisect_right(self.starts, t) - bisect.bisect_left(self.ends, t)
+
+    def peak(self, at_least: float) -> tuple[int, float]:
+        """The most at once, and the seconds with at least `at_least` at once."""
+        moments = sorted([(t, 1) for t in self.starts] + [(t, -1) for t in self.ends])
+        count = top = 0
+        crowded_seconds, since = 0.0, None
+        for t, step in moments:
+            count += step
+            top = max(top, count)
+            if count >= at_least and since is None:
+                since = t
+            elif count < at_least and since is not None:
+                crowded_seconds += t - since
+                since = None
+        return top, crowded_seconds
+
+
 def words_of(html: str) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
@@ -243,6 +276,9 @@ def part_a(args, workdir, redis_url=None):
     lags, gaps, durations, paces = [], [], [], []
     sends_over = started + args.spread
     lags_sending, lags_after = [], []  # by when the update arrived: while POSTs still came, or after
+    at_once = StreamingAtOnce(outs)
+    crowded = 0.9 * args.pages
+    lags_crowded = []  # arrived while at least 90 % of the replies were streaming
     for out in outs:
         updates = [(t, seq) for t, seq in out.get("updates", []) if seq is not None]
         middle = updates[1:-1] if len(updates) > 2 else []  # not the whole-reply first, not the final
@@ -254,6 +290,8 @@ def part_a(args, workdir, redis_url=None):
             lags.extend((o - best) * 1000 for o in offsets)
             for (t, _seq), o in zip(middle, offsets):
                 (lags_sending if t < sends_over else lags_after).append((o - best) * 1000)
+                if at_once(t) >= crowded:
+                    lags_crowded.append((o - best) * 1000)
         gaps.extend((b[0] - a[0]) * 1000 for a, b in zip(updates, updates[1:]))
         if len(updates) >= 2:
             durations.append(updates[-1][0] - updates[0][0])
@@ -289,14 +327,20 @@ def part_a(args, workdir, redis_url=None):
         ("page-update lag (ms, see docstring)", lags),
         ("  of which while the POSTs came", lags_sending),
         ("  of which after the last POST", lags_after),
+        (f"  of which while >= {crowded:.0f} streamed at once", lags_crowded),
         ("page-update gap (ms)", gaps),
         ("reply duration on the page (s)", durations),
         ("fitted agent pace (ms per event)", paces),
     ):
         p50, p95, top = p50_p95_max(values)
         print(f"  {label:44} {len(values):7d} {p50:8.1f} {p95:8.1f} {top:8.1f}")
+    peak, crowded_seconds = at_once.peak(crowded)
     print(
         f"  ideal reply duration {ideal:.2f} s (pace {args.page_delay_ms:g} ms); page streams ended with the final message: {complete}/{args.pages}"
+    )
+    print(
+        f"  replies streaming at once (first to final page message): at most {peak}; "
+        f">= {crowded:.0f} of them for {crowded_seconds:.1f} s"
     )
     print(
         f"  stored text == agent's text: {exact}/{args.pages}; tokens lost: {lost_tokens}; "
@@ -431,7 +475,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("a", "b", "both"), default="both")
     parser.add_argument("--pages", type=int, default=500)
-    parser.add_argument("--page-tokens", type=int, default=150)
+    parser.add_argument("--page-tokens", type=int, default=600)
     parser.add_argument("--page-delay-ms", type=float, default=33.0)
     parser.add_argument("--spread", type=float, default=5.0, help="seconds over which (a)'s POSTs are sent")
     parser.add_argument("--replies", type=int, default=300)

@@ -139,6 +139,37 @@ def test_runs_ending_during_a_write_are_stored_together_by_the_next_one(tmp_path
     store.close()
 
 
+def test_the_periodic_pump_does_not_queue_behind_a_write_in_progress(tmp_path, monkeypatch):
+    """The housekeeping loop pumps with wait=False: it also keeps the runs' heartbeats and picks
+    up stops, and waiting its turn at the writer behind ending runs held all of that for seconds."""
+    store = RunStore(f"sqlite:///{tmp_path / 'unused.db'}")
+    writes, release = [], threading.Event()
+
+    def write(flushes):
+        writes.append(sorted(f.run_id for f in flushes))
+        if len(writes) == 1:
+            release.wait(10)  # a slow first write
+        return set()
+
+    monkeypatch.setattr(store, "write", write)
+    end = lambda run_id: Flush(run_id, "s", "text", "complete", None, None, 1, final=True)  # noqa: E731
+    store.submit(end("r0"))
+    writing = threading.Thread(target=store.pump)
+    writing.start()
+    while not writes:
+        time.sleep(0.01)
+    later = store.submit(end("r1"))
+    try:
+        assert store.pump(wait=False) == 0  # returns while the first write still runs
+        assert writing.is_alive() and not later.stored.is_set()
+    finally:
+        release.set()
+        writing.join(10)
+    assert store.pump(wait=False) == 1 and later.stored.is_set()  # the next pump stores it
+    assert writes == [["r0"], ["r1"]]
+    store.close()
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -194,4 +225,65 @@ def test_a_subscriber_finds_in_the_database_an_end_the_bus_never_got(app_config)
         assert done.type == "done" and done.data["status"] == "complete" and done.data["content"] == "Hello there"
         assert all(event.seq > 2 for batch in batches for event in batch)
     finally:
+        manager.shutdown(timeout=0.5)
+
+
+def test_heartbeats_go_on_while_a_slow_write_is_in_progress(app_config, monkeypatch):
+    """The housekeeping loop does not take a turn at the writer behind the runs that are ending:
+    it did, and with 500 runs ending it waited 6 s, beating nobody (a run looks dead to every
+    other worker after RUN_STALE_SECONDS without a beat). Under gevent the beat itself still
+    runs on the store's thread after the write in progress; here (no gevent) it runs at once."""
+    from sqlalchemy import select, update
+
+    from services.webui import create_app
+    from services.webui.auth import create_user
+    from services.webui.extensions import db
+    from services.webui.fleet import registry
+    from services.webui.models import Run, utcnow
+    from services.webui.runs import run_manager
+
+    from .test_approvals import live_request
+
+    app = create_app({**app_config, "RUN_STALE_SECONDS": 1.5})  # a beat every 0.5 s
+    manager = run_manager(app)
+    release = threading.Event()
+    writing = None
+    try:
+        with app.app_context():
+            create_user("dora", "correct horse battery")
+            agent = registry().get("architect")
+        session_id, reply_id = live_request(app, "dora", status="streaming")
+        with app.app_context():
+            db.session.execute(update(Run).where(Run.message_id == reply_id).values(owner=manager.owner))
+            db.session.commit()
+
+        def slow_write(flushes):
+            release.wait(10)
+            return set()
+
+        monkeypatch.setattr(manager.store, "write", slow_write)
+        manager.store.submit(Flush("another", "s", "text", "complete", None, None, 1, final=True))
+        writing = threading.Thread(target=manager.store.pump)  # another run storing its end
+        writing.start()
+        time.sleep(0.1)
+        manager.prepare(agent, reply_id, session_id, "ref-standard")  # driven here from now on
+
+        def beat_at():
+            with app.app_context():
+                try:
+                    return db.session.scalar(select(Run.beat_at).where(Run.message_id == reply_id))
+                finally:
+                    db.session.remove()
+
+        first = beat_at()
+        deadline = time.monotonic() + 5
+        while beat_at() == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert writing.is_alive(), "the slow write ended before the check"
+        assert beat_at() > first
+        assert beat_at() <= utcnow()
+    finally:
+        release.set()
+        if writing is not None:
+            writing.join(10)
         manager.shutdown(timeout=0.5)

@@ -340,7 +340,7 @@ class RunManager:
             time.sleep(HOUSEKEEPING_TICK)
             now = time.monotonic()
             try:
-                self.store.pump(now)
+                self.store.pump(now, wait=False)  # during a pump: what is pending goes in the next one
                 live = list(self._live)
                 if live and now - last["cancel"] >= CANCEL_POLL_SECONDS:
                     last["cancel"] = now
