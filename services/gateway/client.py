@@ -7,8 +7,8 @@ exactly one `done`. A reader thread sends the request and feeds a queue; under g
 monkey-patching that thread and queue are greenlets, and the same code works. Once the answer's
 headers are in, a chunked event stream on a plain connection is handed over to the consumer,
 which then reads the socket itself (body.DirectBody); any other body is read by the reader.
-What a reply cost is worked out in usage.py; cancelling a task or answering its approval
-request is control.py.
+The request each protocol needs is built in task_request.py; what a reply cost is worked out in
+usage.py; cancelling a task or answering its approval request is control.py.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import urllib3
 from . import transport
 from .body import DirectBody, done_outcome, read_events
 from .control import cancel_task
-from .events import FINAL_STATUSES, AgentEvent, NativeTranslator
-from .openai_adapter import OpenAITranslator, chat_completions_request
+from .events import FINAL_STATUSES, AgentEvent
 from .registry import Agent
 from .sse import SSEParser
+from .task_request import task_request
 from .usage import final_usage, not_reached
 
 log = logging.getLogger("switchboard.gateway")
@@ -289,33 +289,19 @@ class TaskStream:
             self._put_not_sent(f"Agent {agent.agent_id} does not offer model '{self.model_id}'.")
             return
         try:
-            # Connection: close, so a task's connection never goes back to the pool: no
-            # other request can be on the socket that close() shuts, and no POST can be
-            # sent on a keep-alive connection the agent is just closing.
-            headers = {
-                "Accept": "text/event-stream",
-                "Accept-Encoding": "identity",
-                "Connection": "close",
-                **transport.auth_headers(agent),
-            }
+            request = task_request(
+                agent, task_id=self.task_id, session_id=self.session_id, model_id=self.model_id, messages=self.messages
+            )
         except transport.MissingApiKey as exc:
             self._put_not_sent(str(exc))
             return
-        if agent.protocol == "openai":
-            url, body = chat_completions_request(agent, self.model_id, self.messages)
-            translator = OpenAITranslator()
-        else:
-            url = f"{agent.base_url}/tasks"
-            body = {
-                "task_id": self.task_id,
-                "session_id": self.session_id,
-                "model": self.model_id,
-                "messages": self.messages,
-            }
-            translator = NativeTranslator()
         try:
             response = transport.post_for_stream(
-                url, body, headers, connect_timeout=self.connect_timeout, read_timeout=self.idle_timeout
+                request.url,
+                request.body,
+                request.headers,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.idle_timeout,
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             with self._lock:
@@ -330,7 +316,7 @@ class TaskStream:
             closing = self._close_status is not None
         try:
             if not closing:
-                self._read_response(response, translator)
+                self._read_response(response, request.translator)
         finally:
             if not self._handed_over:  # else the consumer closes it (_end_direct)
                 with self._lock:
@@ -355,19 +341,9 @@ class TaskStream:
 
     def _read_response(self, response: urllib3.BaseHTTPResponse, translator) -> None:
         agent = self.agent
-        if response.status >= 300:
-            try:
-                body = response.read(transport.ERROR_BODY_BYTES)
-            except (urllib3.exceptions.HTTPError, OSError):
-                body = b""
-            self._put_not_sent(transport.http_status_sentence(agent, response.status, body))
-            return
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != "text/event-stream":
-            self._put_not_sent(
-                f"Agent {agent.agent_id} answered with content type "
-                f"'{content_type or 'none'}' instead of an event stream."
-            )
+        problem = transport.not_a_stream(agent, response)
+        if problem is not None:
+            self._put_not_sent(problem)
             return
         buffered = getattr(getattr(response, "_fp", None), "fp", None)  # http.client's reader
         with self._lock:

@@ -285,6 +285,23 @@ def http_status_sentence(agent: Agent, status: int, body: bytes = b"") -> str:
     return f"Agent {agent.agent_id} answered HTTP {status}."
 
 
+def not_a_stream(agent: Agent, response: urllib3.BaseHTTPResponse) -> str | None:
+    """Why an agent's answer to a task is not an event stream to read (an error status, another
+    content type), as one sentence; None when it is one."""
+    if response.status >= 300:
+        try:
+            body = response.read(ERROR_BODY_BYTES)
+        except (urllib3.exceptions.HTTPError, OSError):
+            body = b""
+        return http_status_sentence(agent, response.status, body)
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "text/event-stream":
+        return (
+            f"Agent {agent.agent_id} answered with content type '{content_type or 'none'}' instead of an event stream."
+        )
+    return None
+
+
 def _error_detail(agent: Agent, body: bytes) -> str:
     """A short, single-line reason from an error body."""
     text = body.decode("utf-8", errors="replace")

@@ -107,20 +107,29 @@ def test_the_store_coalesces_pending_states_and_retries_failures(tmp_path, monke
     store.close()
 
 
-def test_runs_ending_during_a_write_are_stored_together_by_the_next_one(tmp_path, monkeypatch):
-    """Each run that ends pumps the store at once. Those that come while a write is in progress
-    wait for it and are then stored by one more write, not one write each."""
+def slow_first_write(tmp_path, monkeypatch):
+    """A store whose first write waits for `release`; `writes` lists the run ids of each write."""
     store = RunStore(f"sqlite:///{tmp_path / 'unused.db'}")
     writes, release = [], threading.Event()
 
     def write(flushes):
         writes.append(sorted(f.run_id for f in flushes))
         if len(writes) == 1:
-            release.wait(10)  # a slow first write
+            release.wait(10)
         return set()
 
     monkeypatch.setattr(store, "write", write)
-    end = lambda run_id: Flush(run_id, "s", "text", "complete", None, None, 1, final=True)  # noqa: E731
+    return store, writes, release
+
+
+def end(run_id: str) -> Flush:
+    return Flush(run_id, "s", "text", "complete", None, None, 1, final=True)
+
+
+def test_runs_ending_during_a_write_are_stored_together_by_the_next_one(tmp_path, monkeypatch):
+    """Each run that ends pumps the store at once. Those that come while a write is in progress
+    wait for it and are then stored by one more write, not one write each."""
+    store, writes, release = slow_first_write(tmp_path, monkeypatch)
     first = store.submit(end("r0"))
     pumps = [threading.Thread(target=store.pump, kwargs={"stored": first.stored})]
     pumps[0].start()
@@ -142,17 +151,7 @@ def test_runs_ending_during_a_write_are_stored_together_by_the_next_one(tmp_path
 def test_the_periodic_pump_does_not_queue_behind_a_write_in_progress(tmp_path, monkeypatch):
     """The housekeeping loop pumps with wait=False: it also keeps the runs' heartbeats and picks
     up stops, and waiting its turn at the writer behind ending runs held all of that for seconds."""
-    store = RunStore(f"sqlite:///{tmp_path / 'unused.db'}")
-    writes, release = [], threading.Event()
-
-    def write(flushes):
-        writes.append(sorted(f.run_id for f in flushes))
-        if len(writes) == 1:
-            release.wait(10)  # a slow first write
-        return set()
-
-    monkeypatch.setattr(store, "write", write)
-    end = lambda run_id: Flush(run_id, "s", "text", "complete", None, None, 1, final=True)  # noqa: E731
+    store, writes, release = slow_first_write(tmp_path, monkeypatch)
     store.submit(end("r0"))
     writing = threading.Thread(target=store.pump)
     writing.start()
@@ -262,7 +261,7 @@ def test_heartbeats_go_on_while_a_slow_write_is_in_progress(app_config, monkeypa
             return set()
 
         monkeypatch.setattr(manager.store, "write", slow_write)
-        manager.store.submit(Flush("another", "s", "text", "complete", None, None, 1, final=True))
+        manager.store.submit(end("another"))
         writing = threading.Thread(target=manager.store.pump)  # another run storing its end
         writing.start()
         time.sleep(0.1)
