@@ -167,7 +167,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "ATTENTION_POLL_SECONDS": _float(env, "ATTENTION_POLL_SECONDS", 5.0, minimum=0.5),
         # A live reply whose agent said nothing this long shows "No output for N s" (0: never).
         "STALL_NOTICE_SECONDS": _float(env, "STALL_NOTICE_SECONDS", 15.0),
-        "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 0.25, minimum=0.01),
+        # Each flush rewrites the reply so far: at 0.25 s, 500 replies streaming at once took a
+        # sizeable share of the worker (bench/load.py (a)). A worker killed outright loses at most
+        # this much of a reply's text, and the reply's stream then tells the client what was kept.
+        "RUN_FLUSH_SECONDS": _float(env, "RUN_FLUSH_SECONDS", 1.0, minimum=0.01),
         "RUN_STALE_SECONDS": _float(env, "RUN_STALE_SECONDS", 30.0, minimum=1.0),
         "RUN_EVENT_RETENTION_SECONDS": _int(env, "RUN_EVENT_RETENTION_SECONDS", 900, minimum=60),
         "DATABASE_WRITE_WAIT_SECONDS": _float(env, "DATABASE_WRITE_WAIT_SECONDS", 5.0, minimum=0.0),
