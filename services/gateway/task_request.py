@@ -4,7 +4,7 @@ reads the agent's answer as native events: POST /tasks for a native agent, a str
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import transport
 from .events import NativeTranslator
@@ -16,7 +16,7 @@ from .registry import Agent
 class TaskRequest:
     url: str
     body: dict
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # the agent's key, when it has one: never logged
     translator: NativeTranslator | OpenAITranslator  # one per request: it may keep state
 
 

@@ -128,3 +128,14 @@ def test_close_while_waiting_for_response_headers():
         assert not stream._reader.is_alive(), "reader still blocked waiting for headers"
     assert types(events) == ["usage", "done"]
     assert events[-1].data == {"status": "cancelled"}
+
+
+def test_a_task_request_carries_the_key_but_never_shows_it(monkeypatch):
+    """The request is built with the agent's key; its repr (a log line, a traceback) leaves it out."""
+    from services.gateway.task_request import task_request
+
+    monkeypatch.setenv("SWITCHBOARD_TEST_KEY", SECRET)
+    request = task_request(openai_agent(9), task_id="t-1", session_id="s", model_id="canned-1", messages=user("hi"))
+    assert request.headers["Authorization"] == f"Bearer {SECRET}"
+    assert request.url.endswith("/v1/chat/completions") and request.body["model"] == "canned-1"
+    assert SECRET not in repr(request) and SECRET not in str(request)
