@@ -9,7 +9,7 @@ stream; does every update arrive on time, and is every reply complete and stored
     default stack (1 gevent worker, memory bus; for comparison, --a-profile redis: 2 workers and
     a throw-away redis-server), each followed through its PAGE stream
     (GET /chat/<session>/stream?message_id=<reply>, HTML). The POSTs are spread over --spread s,
-    so all 500 stream at once for ~15 s. (Until session 10 the default was 150 tokens, 5 s: as
+    so all 500 stream at once for ~15 s. (Until 2026-12-02 the default was 150 tokens, 5 s: as
     long as the POSTs' spread, so the replies came and went in a wave, ~250 at once on average
     and 500 only for a moment; `--page-tokens 150` still runs that.)
     - page-update lag: for each page-stream message between the first (whole reply) and the
