@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 
 from services.agents.fleet import Fleet, FleetError
 
@@ -169,11 +171,48 @@ class LiveStack:
         )
 
 
+# gunicorn closes a keep-alive connection idle for `keepalive` seconds (5, gunicorn.conf.py). A
+# request sent on it at that moment gets no answer at all (RemoteDisconnected): urllib3's check
+# that the connection is still open passes an instant before the close. A test that waits a few
+# seconds between two sends met that once. Retrying would also resend a POST whose worker died
+# under it, which fault tests must see; not reusing a connection this close to the server's
+# limit removes the race instead.
+REUSE_IDLE_SECONDS = 3.0
+
+
+class _FreshConnectionPool(HTTPConnectionPool):
+    """A pool that reconnects rather than reuse a connection idle for REUSE_IDLE_SECONDS."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "switchboard_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since >= REUSE_IDLE_SECONDS:
+            conn.close()  # as urllib3 does with a dropped one: the next request connects anew
+        return conn
+
+    def _put_conn(self, conn) -> None:
+        if conn is not None:
+            conn.switchboard_idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+
+class FreshConnectionAdapter(HTTPAdapter):
+    """requests' adapter over _FreshConnectionPool (plain http: the live servers are loopback)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme,
+            "http": _FreshConnectionPool,
+        }
+
+
 class ApiSession(requests.Session):
     """A logged-in HTTP session against a live server, sending the CSRF header on writes."""
 
     def __init__(self, base_url: str, username: str, password: str):
         super().__init__()
+        self.mount("http://", FreshConnectionAdapter())
         self.base_url = base_url
         page = self.get(base_url + "/login")
         response = self.post(
