@@ -1,12 +1,15 @@
 """Relay benchmark: time to first token and tokens/s, direct vs through Switchboard, and how many
 concurrent streams one gunicorn worker holds with its heartbeats on time.
 
-    .venv/bin/python bench/relay.py [--samples 40] [--streams 1000] [--hold 12]
+    .venv/bin/python bench/relay.py [--samples 40] [--streams 1000] [--hold 12] [--client-nice -10]
 
 Starts its own reference agents and gunicorn (gevent workers) on free loopback ports, with a
 throw-away SQLite file, and prints tables. Figures only: nothing here asserts. The first-token
 paths: straight to the agent; the API's POST that streams; the API's 202 then its stream; and
 the browser's: the composer's form, then the page stream (HTML) its answer connects to.
+Once the servers are up, this client takes niceness --client-nice (benchlib.favour_client): it
+stands in for a browser on another machine, and at the servers' own priority it often waited
+for a core after its token had arrived. `--client-nice 0` measures it that way.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import percentile  # noqa: E402
+from benchlib import CLIENT_NICE, favour_client, percentile  # noqa: E402
 
 from services.gateway.sse import SSEParser  # noqa: E402
 from tests.servers import LiveStack  # noqa: E402
@@ -220,6 +223,12 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--hold", type=float, default=12.0, help="seconds each stream is held open")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="HEARTBEAT_SECONDS for the hold test")
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=CLIENT_NICE,
+        help="this client's niceness once the servers are up (0: the same as theirs; see benchlib.py)",
+    )
     parser.add_argument("--keep", help="keep the work folder (database, logs) here instead of a temp dir")
     args = parser.parse_args()
 
@@ -230,6 +239,7 @@ def main() -> int:
         env = {"HEARTBEAT_SECONDS": str(args.heartbeat), "LOG_LEVEL": "WARNING"}
         with LiveStack(Path(workdir), workers=1, env_overrides=env) as stack:
             api = stack.login()
+            print(favour_client(args.client_nice))
             short = "Latency probe @@tokens=20 @@delay_ms=0 @@first_token_ms=0"
             long = "Throughput probe @@tokens=400 @@delay_ms=0 @@first_token_ms=0"
             interleaved(stack, api, short, 10)  # warm every path
