@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, utcnow
+from services.webui.runs import manager as manager_module
 from services.webui.runs import recovery, run_manager
 from services.webui.runs.driver import SEQ_HEADROOM
 
@@ -118,6 +119,45 @@ def test_an_ended_run_replays_its_whole_grammar(app, alice):
     assert stream.headers["Cache-Control"] == "no-cache" and stream.headers["X-Accel-Buffering"] == "no"
     events = [line.split(": ", 1)[1] for line in stream.text.splitlines() if line.startswith("event: ")]
     assert events[-2:] == ["usage", "done"] and events.count("usage") == 1
+
+
+def send_streaming(client, **body):
+    """A send whose answer is the reply's stream, left unread (as by a client that went away)."""
+    body.setdefault("agent_id", "architect")
+    body.setdefault("content", "Hello there")
+    return client.post("/api/chat/message", json=body, headers={"Accept": "text/event-stream"}, buffered=False)
+
+
+def test_a_streamed_send_whose_client_left_before_the_first_chunk_still_reaches_the_agent(app, alice, monkeypatch):
+    # Such a send leaves the agent's request until its headers are out (RunManager.launch_later);
+    # with housekeeping's fallback out of reach, only the response's close can launch it here.
+    monkeypatch.setattr(manager_module, "LAUNCH_LATER_SECONDS", 3600.0)
+    response = send_streaming(alice)
+    assert response.status_code == 200
+    message_id = response.headers["X-Message-Id"]
+    response.close()  # what the server does when the client is gone before the body starts
+    reply = wait_final(app, message_id)
+    # Nothing listens on the agent's port: the reply ends as an error a person can read.
+    assert reply.status == "error" and "not answering" in reply.error
+
+
+def test_a_launch_left_to_a_request_that_never_made_it_is_done_by_housekeeping(app, alice, monkeypatch, caplog):
+    monkeypatch.setattr(manager_module, "LAUNCH_LATER_SECONDS", 0.0)
+    response = send_streaming(alice)  # neither read nor closed
+    message_id = response.headers["X-Message-Id"]
+    reply = wait_final(app, message_id)
+    assert reply.status == "error" and "not answering" in reply.error
+    assert f"run {message_id} was launched by housekeeping" in caplog.text
+    response.close()  # launches nothing a second time
+    assert not run_manager(app).is_driving(message_id)
+
+
+def test_a_graceful_stop_ends_a_reply_whose_launch_was_still_left_to_its_request(app, alice, monkeypatch):
+    monkeypatch.setattr(manager_module, "LAUNCH_LATER_SECONDS", 3600.0)
+    response = send_streaming(alice)  # neither read nor closed when the server stops
+    run_manager(app).shutdown(timeout=2.0)
+    reply = wait_final(app, response.headers["X-Message-Id"])
+    assert reply.status in ("interrupted", "error") and reply.error
 
 
 def test_start_up_marks_runs_of_dead_processes_interrupted(app, alice, app_config):

@@ -70,6 +70,8 @@ def me():
 @bp.post("/chat/message")
 def post_message():
     body = json_body()
+    # Streaming straight from the POST saves a round trip; the 202 path is the default.
+    streams = request.accept_mimetypes.best == "text/event-stream"
     sent = send_message(
         current_user,
         agent_id=body.get("agent_id"),
@@ -79,10 +81,10 @@ def post_message():
         attachment_ids=body.get("attachment_ids"),
         # A client that retries a send (a timeout, a dropped connection) gets the first answer.
         idempotency_key=request.headers.get("Idempotency-Key") or body.get("idempotency_key"),
+        launch_later=streams,
     )
-    if request.accept_mimetypes.best == "text/event-stream":
-        # Streaming straight from the POST saves a round trip; the 202 path is the default.
-        response = json_event_stream(sent.reply_id, 0)
+    if streams:
+        response = json_event_stream(sent.reply_id, 0, launch=sent.launch)
         response.headers.update({"X-Session-Id": sent.session_id, "X-Message-Id": sent.reply_id})
     else:
         response = reply_started(sent.session_id, sent.reply_id, user_message_id=sent.user_message_id)

@@ -6,6 +6,7 @@ Shared by the JSON API and the page's form, so both enforce exactly the same rul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,6 +59,8 @@ class SentMessage:
     reply_row: dict
     existing_session: ConversationSession | None = None
     repeated: bool = False  # an earlier send with the same idempotency key; nothing new saved
+    # With send_message(launch_later=True): launches the reply's run (RunManager.launch_later).
+    launch: Callable[[], None] | None = None
 
     @property
     def session_id(self) -> str:
@@ -144,8 +147,18 @@ def earlier_send(user, key: str | None) -> SentMessage | None:
 
 
 def send_message(
-    user, *, agent_id, model_id, content, session_id=None, idempotency_key=None, attachment_ids=None
+    user,
+    *,
+    agent_id,
+    model_id,
+    content,
+    session_id=None,
+    idempotency_key=None,
+    attachment_ids=None,
+    launch_later=False,
 ) -> SentMessage:
+    """Save the turn, then send it to the agent; or, with `launch_later`, leave that to the
+    caller's `sent.launch()` (a request that answers with the reply's stream)."""
     key = validate_idempotency_key(idempotency_key)
     repeat = earlier_send(user, key)
     if repeat is not None:
@@ -179,6 +192,10 @@ def send_message(
         manager.abandon(live)
         db.session.rollback()
         raise
+    if launch_later:
+        store_counts(plan)
+        sent.launch = manager.launch_later(live, history)
+        return sent
     manager.launch(live, history)
     store_counts(plan)  # after the agent has the request
     return sent

@@ -41,11 +41,13 @@ def sse_response(chunks) -> Response:
     return Response(stream_with_context(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def json_event_stream(message_id: str | None, after_seq: int) -> Response:
+def json_event_stream(message_id: str | None, after_seq: int, launch=None) -> Response:
     """tokens, status updates, one usage, done last; ':keep-alive' whenever nothing else went out.
 
     A client that fell far behind gets a `snapshot` (the text so far, replacing its own); a
     `done` that carries `content` replaces the client's text with the stored reply.
+    `launch` (RunManager.launch_later) sends the run to its agent once the headers are out; the
+    response's close does it too, for a client that left before the first chunk.
     """
     heartbeat = current_app.config["HEARTBEAT_SECONDS"]
     manager = run_manager()
@@ -53,6 +55,8 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
 
     def chunks():
         yield "retry: 1000\n\n"
+        if launch is not None:
+            launch()
         if message_id is None:
             return
         last_output = time.monotonic()
@@ -69,7 +73,10 @@ def json_event_stream(message_id: str | None, after_seq: int) -> Response:
                 yield "".join(format_sse(json.dumps(e.data), event=e.type, id=str(e.seq)) for e in batch)
             last_output = time.monotonic()
 
-    return sse_response(chunks())
+    response = sse_response(chunks())
+    if launch is not None:
+        response.call_on_close(launch)
+    return response
 
 
 def reply_started(session_id: str, message_id: str, **fields) -> Response:

@@ -1,7 +1,7 @@
 """The run manager: one per app (app.extensions), the owner of every live run in this process.
 
-Public surface: `prepare` / `launch` / `abandon` a run, `cancel` one, `subscribe` to one,
-`recover` orphans, `shutdown`. Each run is driven by a thread (a greenlet under gevent) running
+Public surface: `prepare` / `launch` (or `launch_later`) / `abandon` a run, `cancel` one,
+`subscribe` to one, `recover` orphans, `shutdown`. Each run is driven by a thread (a greenlet under gevent) running
 driver.Driver. Besides, a housekeeping loop pumps the store, keeps the heartbeats of the runs this process drives,
   picks up stops flagged in the database, and ends orphans (any process's) within
   RUN_STALE_SECONDS, without waiting for a subscriber.
@@ -33,6 +33,8 @@ EXTENSION = "switchboard.runs"
 # How long the request that starts a run waits for the run's request to reach the agent: on
 # loopback well under a millisecond; the cap only matters on a slow network.
 AGENT_HEAD_START_SECONDS = 0.05
+# A launch left to a request (launch_later) that has not happened by then is done by housekeeping.
+LAUNCH_LATER_SECONDS = 1.0
 HOUSEKEEPING_TICK = 0.05
 CANCEL_POLL_SECONDS = 1.0
 BEAT_SECONDS = 5.0
@@ -67,6 +69,8 @@ class RunManager:
         self.stale_seconds = config["RUN_STALE_SECONDS"]
         self._agents = lambda: app.extensions["switchboard.registry"].current()
         self._live: dict[str, LiveRun] = {}
+        # Prepared runs whose launch is left to a request: run_id -> (run, messages, launch by).
+        self._pending: dict[str, tuple[LiveRun, list[dict], float]] = {}
         self._lock = threading.Lock()
         self._housekeeper: threading.Thread | None = None
         self._stopping = False
@@ -102,11 +106,12 @@ class RunManager:
         except BusUnavailable:
             pass  # an empty log, which expires on its own
 
-    def launch(self, run: LiveRun, messages: list[dict]) -> None:
+    def launch(self, run: LiveRun, messages: list[dict], wait_sent: bool = True) -> None:
         """Send a prepared run, whose Run row is committed, to its agent; drive it in a thread.
 
         Returns once the agent has the request (or AGENT_HEAD_START_SECONDS passed), so the
-        agent works while this request writes its answer.
+        agent works while this request writes its answer; at once without `wait_sent`, for a
+        caller that goes on to wait for the run's events (which lets the request go out).
         """
         config = self.config
         run.stream = TaskStream(
@@ -129,7 +134,29 @@ class RunManager:
             log.exception("run %s could not start reading its agent", run.run_id)
             run.stream.close("error", "Switchboard could not start this reply; try again.")
             return
-        run.stream.wait_sent(AGENT_HEAD_START_SECONDS)
+        if wait_sent:
+            run.stream.wait_sent(AGENT_HEAD_START_SECONDS)
+
+    def launch_later(self, run: LiveRun, messages: list[dict]):
+        """Leave a prepared run's launch to the caller: the function returned launches it (once;
+        calling it again does nothing), without waiting for the request to reach the agent.
+
+        For a request that answers with the run's own stream: it launches once the answer's
+        headers are out, so that sending to the agent is the last thing it does before it waits
+        for events. Launched before them, the agent's first token waited for this process to
+        finish the answer's headers (bench/relay.py: about 0.3 ms of the first token's time).
+        Should the request never get to it (an error after the view), housekeeping launches the
+        run after LAUNCH_LATER_SECONDS: a reply is never left pending.
+        """
+        with self._lock:
+            self._pending[run.run_id] = (run, messages, time.monotonic() + LAUNCH_LATER_SECONDS)
+        return lambda: self._launch_pending(run.run_id)
+
+    def _launch_pending(self, run_id: str) -> None:
+        with self._lock:
+            pending = self._pending.pop(run_id, None)
+        if pending is not None:
+            self.launch(pending[0], pending[1], wait_sent=False)
 
     def is_driving(self, run_id: str) -> bool:
         return run_id in self._live
@@ -341,6 +368,9 @@ class RunManager:
             now = time.monotonic()
             try:
                 self.store.pump(now, wait=False)  # during a pump: what is pending goes in the next one
+                for run_id in [run_id for run_id, (_, _, by) in list(self._pending.items()) if now >= by]:
+                    log.warning("run %s was launched by housekeeping: the request that started it did not", run_id)
+                    self._launch_pending(run_id)
                 live = list(self._live)
                 if live and now - last["cancel"] >= CANCEL_POLL_SECONDS:
                     last["cancel"] = now
@@ -373,6 +403,8 @@ class RunManager:
 
     def shutdown(self, timeout: float = 4.0) -> None:
         """End every run this process drives (text kept) and stop the agents' tasks."""
+        for run_id in list(self._pending):
+            self._launch_pending(run_id)  # so that it ends below like every other
         runs = list(self._live.values())
         for run in runs:
             # The stream first: its status is the reply's from then on. Asked first, the agent
