@@ -2,6 +2,7 @@
 concurrent streams one gunicorn worker holds with its heartbeats on time.
 
     .venv/bin/python bench/relay.py [--samples 40] [--streams 1000] [--hold 12] [--client-nice -10]
+        [--api-only]
 
 Starts its own reference agents and gunicorn (gevent workers) on free loopback ports, with a
 throw-away SQLite file, and prints tables. Figures only: nothing here asserts. The first-token
@@ -229,6 +230,11 @@ def main() -> int:
         default=CLIENT_NICE,
         help="this client's niceness once the servers are up (0: the same as theirs; see benchlib.py)",
     )
+    parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="only the first token straight to the agent and through the streaming POST (to compare two trees in turn)",
+    )
     parser.add_argument("--keep", help="keep the work folder (database, logs) here instead of a temp dir")
     args = parser.parse_args()
 
@@ -242,6 +248,13 @@ def main() -> int:
             print(favour_client(args.client_nice))
             short = "Latency probe @@tokens=20 @@delay_ms=0 @@first_token_ms=0"
             long = "Throughput probe @@tokens=400 @@delay_ms=0 @@first_token_ms=0"
+            if args.api_only:
+                interleaved(stack, api, short, 10, two_requests=False)  # warm it
+                direct, posted = interleaved(stack, api, short, args.samples, two_requests=False)
+                overhead = posted["ttft_p50"] - direct["ttft_p50"]
+                print(f"first token p50: direct {direct['ttft_p50']:.2f} ms, via the streaming POST ", end="")
+                print(f"{posted['ttft_p50']:.2f} ms (p95 {posted['ttft_p95']:.2f}); overhead {overhead:.2f} ms")
+                return 0
             interleaved(stack, api, short, 10)  # warm every path
             rows = interleaved(stack, api, short, args.samples)
             rate_rows = interleaved(stack, api, long, max(args.samples // 4, 5), two_requests=False)
