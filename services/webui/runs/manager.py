@@ -15,14 +15,14 @@ import socket
 import threading
 import time
 
-from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from services.gateway.client import TaskStream
 from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
 from ..errors import RequestError
-from . import recovery
+from . import recovery, subscription
 from .bus import BusUnavailable, make_bus
 from .driver import Driver, LiveRun
 from .store import RunStore
@@ -40,7 +40,6 @@ CANCEL_POLL_SECONDS = 1.0
 BEAT_SECONDS = 5.0
 FORGET_SECONDS = 10.0
 PURGE_SECONDS = 300.0
-BUS_RETRY_SECONDS = 1.0
 BUS_WARN_SECONDS = 10.0
 SHUTDOWN_ERROR = "The server was stopped while this reply was being written; the text so far is kept."
 
@@ -195,7 +194,7 @@ class RunManager:
         except BusUnavailable as exc:
             # The stop is flagged in the database already: the driving worker's housekeeping
             # finds it within CANCEL_POLL_SECONDS.
-            self._bus_trouble(run_id, exc)
+            self.bus_trouble(run_id, exc)
         if agent is not None and agent.protocol == "native":
             # The agent stops its work now; the driving worker sees `done cancelled`.
             cancel_task(agent, run_id)
@@ -218,75 +217,11 @@ class RunManager:
 
     def subscribe_batches(self, run_id: str, after_seq: int, wait):
         """Yield the run's events after `after_seq`, then live ones until `done`, in the batches
-        the bus hands them over.
+        the bus hands them over; None each time `wait()` passes quietly (subscription.py)."""
+        return subscription.batches(self, run_id, after_seq, wait)
 
-        `wait()` says how long to wait for the next event; None is yielded each time that
-        passes quietly (the caller's cue for a heartbeat or a pending render). The database is
-        read only when the bus holds no log for the run (never started here, expired, or past
-        its end) or the log has been quiet for RUN_STALE_SECONDS: a quiet stream costs little
-        more than its wait, and an orphan's end reaches its subscribers through the bus, from
-        whichever worker's housekeeping ends it (or from the database, if the bus was down).
-        Holds no database connection across a yield. A bus that does not answer (Redis down)
-        is waited for: the client keeps its stream, with heartbeats, and resumes where it was.
-        """
-        self.start()
-        sent = after_seq
-        try:
-            end = self.bus.done_seq(run_id)
-        except BusUnavailable:
-            end = None  # the reads below find out
-        if end is not None and sent >= end:
-            return  # this client has the whole run already
-        quiet_since = time.monotonic()
-        while True:
-            try:
-                events = self.bus.read(run_id, sent, wait())
-            except BusUnavailable as exc:
-                self._bus_trouble(run_id, exc)
-                time.sleep(min(max(wait(), 0.05), BUS_RETRY_SECONDS))
-                events = []
-            if events is None or (not events and time.monotonic() - quiet_since >= self.stale_seconds):
-                # No log on the bus, or one quiet for long: the database says how the run stands.
-                # (An end the bus never got, because it was down as the run ended, is found here.)
-                quiet_since = time.monotonic()
-                try:
-                    row = self.store.run(recovery.run_row, self.store.engine, run_id)
-                except SQLAlchemyError:
-                    log.warning("run %s: the database cannot be read; its stream waits", run_id)
-                    time.sleep(max(wait(), 1.0))
-                    yield None
-                    continue
-                if row is None:
-                    return
-                if row.ended_at is not None:
-                    # Its events are gone: the stored end.
-                    replay = recovery.replay_ended(
-                        self.store.run(recovery.stored_reply, self.store.engine, row.message_id), row, sent
-                    )
-                    if replay:
-                        yield replay
-                    return
-                if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
-                    self._end_orphans([row])
-                    continue
-                if events is None:
-                    # Driven by a process this bus cannot see (a second server without Redis,
-                    # which the defaults rule out): follow its end, which the database will show.
-                    time.sleep(max(wait(), 1.0))
-                yield None
-                continue
-            if not events:
-                yield None
-                continue
-            quiet_since = time.monotonic()
-            done = next((i for i, event in enumerate(events) if event.type == "done"), None)
-            if done is not None:
-                yield events[: done + 1]
-                return
-            yield events
-            sent = events[-1].seq
-
-    def _bus_trouble(self, run_id: str, exc: BusUnavailable) -> None:
+    def bus_trouble(self, run_id: str, exc: BusUnavailable) -> None:
+        """Log that the bus does not answer: one line now and then, not one per stream."""
         now = time.monotonic()
         if now - self._bus_warned_at >= BUS_WARN_SECONDS:  # one line, not one per stream
             self._bus_warned_at = now
@@ -306,6 +241,13 @@ class RunManager:
         orphans = [row for row in rows if recovery.is_orphan(row, self.owner, self._live, self.stale_seconds)]
         return runless + self._end_orphans(orphans)
 
+    def end_if_orphan(self, row) -> bool:
+        """End the run of this Run row if no live process drives it; True if it was an orphan."""
+        if not recovery.is_orphan(row, self.owner, self._live, self.stale_seconds):
+            return False
+        self._end_orphans([row])
+        return True
+
     def _end_orphans(self, rows, status: str = "interrupted", error: str = recovery.INTERRUPTED) -> int:
         if not rows:
             return 0
@@ -322,7 +264,7 @@ class RunManager:
             try:
                 self.bus.publish_many(ending.run_id, ending.events)
             except BusUnavailable as exc:  # stored: its subscribers find the end in the database
-                self._bus_trouble(ending.run_id, exc)
+                self.bus_trouble(ending.run_id, exc)
         self._stop_agents_of({ending.run_id for ending in endings}, rows)
         if endings:
             log.warning("ended %d orphaned run(s) as %s", len(endings), status)
@@ -334,7 +276,7 @@ class RunManager:
         try:
             return self.bus.events(run_id)
         except BusUnavailable as exc:
-            self._bus_trouble(run_id, exc)
+            self.bus_trouble(run_id, exc)
             return []
 
     def _stop_agents_of(self, run_ids: set[str], rows) -> None:
