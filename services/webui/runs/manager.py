@@ -143,7 +143,7 @@ class RunManager:
         For a request that answers with the run's own stream: it launches once the answer's
         headers are out, so that sending to the agent is the last thing it does before it waits
         for events. Launched before them, the agent's first token waited for this process to
-        finish the answer's headers (bench/relay.py: about 0.3 ms of the first token's time).
+        finish the answer's headers (bench/relay.py --api-only, in turn: 0.1–0.3 ms of the first token).
         Should the request never get to it (an error after the view), housekeeping launches the
         run after LAUNCH_LATER_SECONDS: a reply is never left pending.
         """
