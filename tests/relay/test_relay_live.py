@@ -10,6 +10,7 @@ the run, so its events must come through Redis.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 
@@ -122,6 +123,28 @@ def test_a_finished_reply_is_stored_with_its_token_count(stack, api):
     counter = tokens.Tokenizers().counter(plan["tokenizer"])
     assert row["token_counter"] == plan["tokenizer"]
     assert row["token_count"] == counter.message_tokens(row["content"]) > tokens.MESSAGE_OVERHEAD_TOKENS
+
+
+def test_the_housekeeping_indexes_a_send_for_search_without_any_search(stack, api):
+    # The send only queues its title and message for the full-text index (migration 0013), so
+    # that FTS5's write is not on its way to the agent; a worker's housekeeping indexes them.
+    sent = send(api, "Where do ptarmigans nest in winter @@tokens=5 @@delay_ms=0")
+    reply_word = re.findall(r"[a-z]{4,}", text_of(read_events(api, sent["stream_url"])).lower())[0]
+
+    def indexed():
+        with sqlite3.connect(stack.db_path) as conn:
+            if conn.execute("SELECT count(*) FROM search_backlog").fetchone()[0]:
+                return None
+            doc = "(SELECT doc_id FROM search_message_docs WHERE message_id = ?)"
+            return (
+                conn.execute("SELECT count(*) FROM search_titles('ptarmigans')").fetchone()[0],
+                conn.execute("SELECT count(*) FROM search_messages('ptarmigans')").fetchone()[0],
+                conn.execute(
+                    f"SELECT count(*) FROM search_messages(?) WHERE rowid = {doc}", (reply_word, sent["message_id"])
+                ).fetchone()[0],
+            )
+
+    assert wait_for(indexed, timeout=10) == (1, 1, 1)  # the title, the question, the reply
 
 
 def test_heartbeat_comment_during_a_stall(api):

@@ -17,6 +17,7 @@ from services.webui.auth import create_user
 from services.webui.chat.tree import Node, Tree
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, utcnow
+from services.webui.sessions import search
 
 from ..support import base_config, csrf_from
 from .test_sessions import add_session, conversation, fts_integrity, titles
@@ -116,6 +117,7 @@ def test_0012_backfills_every_session_as_one_path_and_keeps_search(tmp_path, age
             )
         )
         db.session.commit()
+        assert search.catch_up(db.engine) == 1  # queued by the trigger (0013), indexed now
         assert db.session.execute(text("SELECT count(*) FROM search_messages(:w)"), {"w": "bittern"}).scalar() == 1
     fts_integrity(app)
     with app.app_context():

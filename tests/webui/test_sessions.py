@@ -517,6 +517,9 @@ def test_a_streaming_reply_is_indexed_when_it_ends_not_at_every_flush(app, alice
         reply = db.session.scalar(select(Message).where(Message.session_id == session_id, Message.role == "assistant"))
         reply.content = "Partial text on the ptarmigan"  # a run's flush
         db.session.commit()
+        queued = db.session.execute(text("SELECT kind FROM search_backlog ORDER BY kind")).scalars().all()
+        assert queued == ["message", "title"]  # the user's message and the title, not the live reply
+        assert search.catch_up(db.engine) == 2
         indexed = db.session.execute(text("SELECT count(*) FROM search_messages")).scalar()
     assert indexed == 1  # the user's message only
     assert titles(alice, q="ptarmigan") == []
@@ -534,6 +537,36 @@ def test_a_streaming_reply_is_indexed_when_it_ends_not_at_every_flush(app, alice
     assert titles(alice, q="ptarmigan") == [] and titles(alice, q="kestrel") == ["Live"]
     fts_integrity(app)
     assert alice.delete(f"/api/chat/sessions/{session_id}").status_code == 200
+    fts_integrity(app)
+
+
+def test_documents_changed_or_deleted_while_queued_are_indexed_as_they_are_then(app, alice, plan):
+    """The triggers only queue a document (0013); an edit, a rename or a delete that comes before
+    it is indexed must leave FTS5 exact: nothing taken out that was never put in."""
+    kept = add_session(app, "alice", title="Heron draft", messages=conversation("about the heron", "first wording"))
+    gone = add_session(app, "alice", title="Bittern", messages=conversation("about the bittern", "soon deleted"))
+    with app.app_context():
+        reply = db.session.scalar(select(Message).where(Message.session_id == kept, Message.role == "assistant"))
+        reply.content = "second wording"  # still queued: FTS5 has nothing of it to take out
+        db.session.get(ConversationSession, kept).title = "Egret notes"
+        db.session.commit()
+        assert db.session.execute(text("SELECT count(*) FROM search_messages")).scalar() == 0
+    fts_integrity(app)  # the index and its content view agree while the queue is full
+    assert alice.delete(f"/api/chat/sessions/{gone}").status_code == 200
+    with app.app_context():
+        # the deleted session's title and messages left the queue with it
+        assert db.session.execute(text("SELECT count(*) FROM search_backlog")).scalar() == 3
+    assert titles(alice, q="wording") == ["Egret notes"]  # a search indexes the queue first
+    assert titles(alice, q="first") == [] and titles(alice, q="heron") == ["Egret notes"]  # the question
+    assert titles(alice, q="bittern") == [] and titles(alice, q="egret") == ["Egret notes"]
+    with app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM search_backlog")).scalar() == 0
+        reply = db.session.get(Message, reply.id)
+        reply.content = "third wording, rewritten"  # indexed: taken out now, queued again
+        db.session.commit()
+        assert db.session.execute(text("SELECT count(*) FROM search_messages('second')")).scalar() == 0
+    fts_integrity(app)
+    assert titles(alice, q="rewritten") == ["Egret notes"] and titles(alice, q="second") == []
     fts_integrity(app)
 
 

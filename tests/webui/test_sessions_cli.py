@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from services.webui import create_app
 from services.webui.extensions import db
 from services.webui.models import ConversationSession, Message, Run, User, utcnow
+from services.webui.sessions.search import index_queued
 
 from ..support import base_config
 from .test_sessions import add_session, conversation, count, fts_integrity, get_session, titles
@@ -108,6 +109,7 @@ def test_dev_seed_makes_realistic_searchable_data(app, runner):
 def test_reindex_repairs_a_lost_search_index(app, runner, alice):
     add_session(app, "alice", title="Juniper notes", messages=conversation("q", "juniper berries"))
     with app.app_context(), db.engine.begin() as conn:
+        assert index_queued(conn) == 3  # the title and both messages, indexed and then lost
         conn.execute(text("INSERT INTO search_messages (search_messages) VALUES ('delete-all')"))
         conn.execute(text("DELETE FROM search_titles"))
     assert titles(alice, q="juniper") == []

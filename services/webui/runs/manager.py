@@ -3,8 +3,9 @@
 Public surface: `prepare` / `launch` (or `launch_later`) / `abandon` a run, `cancel` one,
 `subscribe` to one, `recover` orphans, `shutdown`. Each run is driven by a thread (a greenlet under gevent) running
 driver.Driver. Besides, a housekeeping loop pumps the store, keeps the heartbeats of the runs this process drives,
-  picks up stops flagged in the database, and ends orphans (any process's) within
-  RUN_STALE_SECONDS, without waiting for a subscriber.
+  picks up stops flagged in the database, ends orphans (any process's) within
+  RUN_STALE_SECONDS, without waiting for a subscriber, and indexes for search what the sends
+  queued (sessions/search.py), so that no send waits for the full-text index.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.gateway.control import cancel_task
 from services.gateway.registry import Agent
 
 from ..errors import RequestError
+from ..sessions import search
 from . import recovery, subscription
 from .bus import BusUnavailable, make_bus
 from .driver import Driver, LiveRun
@@ -40,6 +42,7 @@ CANCEL_POLL_SECONDS = 1.0
 BEAT_SECONDS = 5.0
 FORGET_SECONDS = 10.0
 PURGE_SECONDS = 300.0
+INDEX_SECONDS = 1.0  # how soon a sent message can be found by search without a search's catch-up
 BUS_WARN_SECONDS = 10.0
 SHUTDOWN_ERROR = "The server was stopped while this reply was being written; the text so far is kept."
 
@@ -302,7 +305,7 @@ class RunManager:
                 self._housekeeper.start()
 
     def _housekeep(self) -> None:
-        last = {"cancel": 0.0, "beat": 0.0, "recover": 0.0, "forget": 0.0, "purge": 0.0}
+        last = {"cancel": 0.0, "beat": 0.0, "recover": 0.0, "forget": 0.0, "purge": 0.0, "index": 0.0}
         recover_every = min(self.stale_seconds / 3, 5.0)
         beat_every = min(BEAT_SECONDS, self.stale_seconds / 3)
         while not self._stopping:
@@ -327,6 +330,9 @@ class RunManager:
                 if now - last["forget"] >= FORGET_SECONDS:
                     last["forget"] = now
                     self.bus.forget_ended()
+                if now - last["index"] >= INDEX_SECONDS:
+                    last["index"] = now
+                    self.store.run(search.catch_up, self.store.engine)
                 if now - last["purge"] >= PURGE_SECONDS:
                     last["purge"] = now
                     self.store.run(recovery.purge, self.store.engine)

@@ -268,6 +268,7 @@ def list_sessions(filters: ListFilters, user) -> SessionPage:
     stmt = select(S, User.username, status_col, message_count()).join(User, User.id == S.user_id)
     if filters.terms:
         backend = search.backend()
+        backend.catch_up()
         expression = backend.expression(filters.terms)
         common = backend.is_common(expression, filters.owner_id)
         if common and not backwards:

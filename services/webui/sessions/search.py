@@ -1,9 +1,10 @@
 """Full-text search over session titles and message contents, with highlighted snippets.
 
-SQLite: the FTS5 tables made by migration 0002 (kept in step by triggers), whose rowids encode
-user → session → message; since 0003 a message is in the index once it has ended (a streaming
-reply is indexed when its run ends, not at every flush). PostgreSQL: GIN indexes on to_tsvector('simple', ...), queried with
-exactly the indexed expression.
+SQLite: the FTS5 tables made by migration 0002, whose rowids encode user → session → message;
+since 0003 a message is in the index once it has ended (a streaming reply when its run ends, not
+at every flush); since 0013 the triggers queue documents in `search_backlog` and `index_queued`
+indexes them in batches, off the send (the run housekeeping every second; a search first).
+PostgreSQL: GIN indexes on to_tsvector('simple', ...), queried with exactly the indexed expression.
 
 The search text never reaches either query language as syntax: it is cut into words (letters and
 digits only), each word is quoted, and the last word of three or more characters matches as a
@@ -21,6 +22,7 @@ Either way the work is bounded by few hits or by few sessions, never by the size
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
@@ -39,10 +41,14 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 
+from ..database import WRITE_WAIT_OPTION, DatabaseUnavailable
 from ..extensions import db
-from ..models import ConversationSession, Message
+from ..models import FINAL_STATUSES, ConversationSession, Message
+
+log = logging.getLogger("switchboard.search")
 
 START, STOP = "\x02", "\x03"
 MAX_TERMS = 8
@@ -50,6 +56,7 @@ PREFIX_MIN = 3
 SNIPPET_TOKENS = 20
 COMMON_HITS = 5_000
 PROBE_BUDGET = 1_000
+CATCH_UP_WAIT_SECONDS = 0.5
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -100,7 +107,52 @@ def _fold(word: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
+ENDED = "(" + ", ".join(f"'{status}'" for status in FINAL_STATUSES) + ")"
+INDEX_QUEUED = (
+    "INSERT INTO search_titles (rowid, title) SELECT d.doc_id, s.title FROM search_backlog AS b "
+    "JOIN search_session_docs AS d ON d.doc_id = b.doc_id JOIN conversation_sessions AS s ON s.id = d.session_id "
+    "WHERE b.kind = 'title'",
+    # A queued message that has not ended (or is gone) is only taken off the queue.
+    "INSERT INTO search_messages (rowid, body) SELECT d.doc_id, m.content FROM search_backlog AS b "
+    "JOIN search_message_docs AS d ON d.doc_id = b.doc_id JOIN messages AS m ON m.id = d.message_id "
+    f"WHERE b.kind = 'message' AND m.status IN {ENDED}",
+)
+
+
+def index_queued(conn) -> int:
+    """Index every queued document as it is now and empty the queue, in the caller's
+    transaction (migration 0013); the number of documents taken off the queue."""
+    if conn.dialect.name != "sqlite":
+        return 0
+    for statement in INDEX_QUEUED:
+        conn.execute(text(statement))
+    return conn.execute(text("DELETE FROM search_backlog")).rowcount
+
+
+def catch_up(engine, write_wait: float | None = None) -> int:
+    """`index_queued` in a transaction of its own, if anything is queued (a read otherwise)."""
+    if engine.dialect.name != "sqlite":
+        return 0
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM search_backlog)")).scalar():
+            return 0
+        if write_wait is not None:
+            conn = conn.execution_options(**{WRITE_WAIT_OPTION: write_wait})
+        indexed = index_queued(conn)
+        conn.commit()
+        return indexed
+
+
 class SqliteSearch:
+    def catch_up(self) -> None:
+        """Index what was queued since the housekeeping last did (up to a second's sends), so
+        that a search finds every ended message. When the write lock cannot be had quickly the
+        search goes on without them rather than fail."""
+        try:
+            catch_up(db.engine, write_wait=CATCH_UP_WAIT_SECONDS)
+        except (DatabaseUnavailable, OperationalError) as exc:
+            log.warning("search went ahead without indexing the queued documents: %s", exc)
+
     def expression(self, words: list[str]) -> str:
         """An FTS5 query: every word (quoted), the last one as a prefix."""
         parts = [f'"{word}"' for word in words[:-1]]  # words hold letters and digits only
@@ -227,6 +279,9 @@ _HEADLINE = f"StartSel={START}, StopSel={STOP}, MaxWords=24, MinWords=8, MaxFrag
 
 
 class PostgresSearch:
+    def catch_up(self) -> None:
+        """Nothing to do: PostgreSQL's GIN indexes follow their columns by themselves."""
+
     def expression(self, words: list[str]) -> str:
         """A to_tsquery text: the words joined by & (letters and digits only), the last a prefix."""
         parts = list(words)
@@ -315,6 +370,7 @@ def rebuild_index(conn) -> None:
     'rebuild' reads the view search_message_source, which lists ended messages only.
     """
     for statement in (
+        "DELETE FROM search_backlog",  # every document is indexed below
         "INSERT INTO search_messages (search_messages) VALUES ('delete-all')",
         "DELETE FROM search_titles",
         "DELETE FROM search_message_docs",

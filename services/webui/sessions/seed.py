@@ -6,7 +6,7 @@ longer than questions, with a vocabulary whose word frequencies follow a Zipf cu
 terms range from everywhere to nearly nowhere), ticket numbers and error codes that occur in a
 handful of messages, a share of archived sessions, and last replies that were cancelled, failed
 or interrupted. Rows go in with executemany in large transactions; the search index is kept by
-the same triggers as in production.
+the same triggers as in production, and each batch's queued documents are indexed with it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..auth import hash_password
 from ..chat.service import make_title
 from ..extensions import db
 from ..models import ConversationSession, Message, Run, User, usage_columns, utcnow
+from .search import index_queued
 
 BATCH_SESSIONS = 2_000
 
@@ -311,6 +312,7 @@ def seed(
             conn.execute(insert(messages_table), messages)
             if runs:
                 conn.execute(insert(runs_table), runs)
+            index_queued(conn)  # the batch's titles and messages, as the housekeeping would
         done += batch
         messages_done += len(messages)
         if progress:
