@@ -42,6 +42,20 @@ def read_events(agent: Agent, payload: bytes, parser: SSEParser, translator, on_
     return batch, None
 
 
+def split_after_first_token(payload: bytes) -> tuple[bytes, bytes]:
+    """`payload` cut after the blank line that ends its first `token` event: (that part, the
+    rest), or (payload, b"") without one. A hint only: the parser is incremental, so any cut
+    parses the same, and a "token" found elsewhere (in some text) merely cuts earlier."""
+    at = payload.find(b"token")
+    if at < 0:
+        return payload, b""
+    ends = [end + len(mark) for mark in (b"\n\n", b"\r\n\r\n", b"\r\r") if (end := payload.find(mark, at)) >= 0]
+    if not ends:
+        return payload, b""
+    cut = min(ends)
+    return payload[:cut], payload[cut:]
+
+
 def done_outcome(agent: Agent, data: dict) -> tuple[str, str | None]:
     """The reply's status and error sentence for the agent's `done`."""
     status = data.get("status")
@@ -72,6 +86,10 @@ class DirectBody:
     parser: SSEParser = field(default_factory=SSEParser)
     chunks: transport.ChunkedBody = field(default_factory=transport.ChunkedBody)
     drained: bool = False  # what the buffered reader held has been taken
+    # Decoded bytes of the last read not parsed yet (the first token went on ahead of them),
+    # and whether the body had ended with that read.
+    held: bytes = b""
+    held_ended: bool = False
     last_data: float = field(default_factory=time.monotonic)
 
     def read(self, timeout: float) -> bytes:

@@ -1,11 +1,14 @@
-"""The SSE parser against the WHATWG rules, and the writers the web app uses."""
+"""The SSE parser against the WHATWG rules, the writers the web app uses, and the cut that lets
+a read's first token go on ahead of the rest."""
 
+import json
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.gateway.body import split_after_first_token
 from services.gateway.sse import SSEMessage, SSEParser, format_comment, format_sse
 
 
@@ -167,3 +170,34 @@ def test_any_line_endings_in_any_pieces_parse_as_the_spec_says(lines, ends, cuts
     # A CR at the very end may be half a CRLF: the spec waits for the next byte, this parser
     # does not (test_cr_at_chunk_end_dispatches_without_waiting_for_the_next_chunk); same result.
     assert got == reference_parse(text + ("\n" if text.endswith("\r") else ""))
+
+
+# ---- body.split_after_first_token: the first token of a read goes on ahead of the rest ----------
+
+FIRST_READ = [
+    ("status_update", {"status": "planning"}),
+    ("token", {"text": "one "}),
+    ("token", {"text": "token "}),  # "token" in a text: no harm
+    ("usage", {"prompt_tokens": 1, "completion_tokens": 2}),
+    ("done", {"status": "complete"}),
+]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_a_read_is_cut_right_after_its_first_token_event_and_parses_the_same(newline):
+    payload = "".join(f"event: {kind}{newline}data: {json.dumps(data)}{newline}{newline}" for kind, data in FIRST_READ)
+    head, rest = split_after_first_token(payload.encode())
+    assert head + rest == payload.encode()
+    first = SSEParser().feed(head)
+    assert [m.event for m in first] == ["status_update", "token"]  # nothing after the first token
+    parser = SSEParser()
+    assert parser.feed(head) + parser.feed(rest) == SSEParser().feed(payload.encode())
+
+
+def test_a_read_without_a_whole_token_event_is_not_cut():
+    assert split_after_first_token(b"event: status_update\ndata: {}\n\n") == (
+        b"event: status_update\ndata: {}\n\n",
+        b"",
+    )
+    partial = b'event: token\ndata: {"text": "a'  # the event's end is in the next read
+    assert split_after_first_token(partial) == (partial, b"")

@@ -12,7 +12,7 @@ import requests
 from services.agents.fleet import free_port
 from services.gateway import Model, TaskStream, cancel_task, open_task
 
-from .helpers import LocalHTTPServer, assert_grammar, collect, task_state, text_of, types, user
+from .helpers import LocalHTTPServer, assert_grammar, collect, sse, task_state, text_of, types, user
 
 FAST = "@@delay_ms=1 @@first_token_ms=0"
 
@@ -227,6 +227,32 @@ def test_a_chunked_stream_is_read_by_its_consumer_once_the_headers_are_in(agent,
     events = [first, *events]
     assert_grammar(events)
     assert types(events).count("token") == 60 and events[-1].data == {"status": "complete"}
+
+
+@pytest.mark.parametrize("ends_with_done", [True, False])
+def test_a_read_s_first_token_goes_on_before_the_rest_of_the_read(agent, task_id, ends_with_done):
+    """A whole reply in one write (a fast model): the consumer gets the first token with nothing
+    else of the read pending, so it hands it on at once; the rest follows whole and in order,
+    and the body's end, in that same read, still counts."""
+    events = [sse("status_update", {"status": "planning"})]
+    events += [sse("token", {"text": f"w{n} "}) for n in range(20)]
+    if ends_with_done:
+        events += [sse("usage", {"prompt_tokens": 3, "completion_tokens": 20}), sse("done", {"status": "complete"})]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    with LocalHTTPServer() as server:
+        chunked = [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")]
+        server.routes["/tasks"] = (200, chunked, [body], 0)
+        stream = start(replace(agent, port=server.port), task_id, "hi")
+        first = next(e for e in stream if e is not None and e.type == "token")
+        assert first.data == {"text": "w0 "}
+        assert not stream.batch_pending  # without the cut, 19 more tokens of the read were waiting
+        rest, _ = collect(stream)
+    assert text_of([first, *rest]) == "".join(f"w{n} " for n in range(20))
+    assert types(rest)[-2:] == ["usage", "done"]
+    if ends_with_done:
+        assert rest[-1].data == {"status": "complete"}
+    else:
+        assert rest[-1].data["status"] == "interrupted"
 
 
 def test_close_with_another_status_and_reason(agent, task_id):
